@@ -1,0 +1,227 @@
+"""Client commands and server replies as frozen values, with their parsers.
+
+Commands are what a client sends (``START``, ``AUTH:``, ``INIT``, ``SN:``,
+``NEXT``); replies are the server's non-record lines. ``parse_command`` never
+raises: anything it does not recognise is ``None``, and the server's state
+table decides which error that earns. ``parse_server_line`` returns a reply
+or a ``Record`` and raises only ``ProtocolError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from protocol.errors import INVALID_COMMAND, ProtocolError
+from protocol.records import Record
+
+__all__ = [
+    "AUTH_FAILED",
+    "INVALID_COMMAND",
+    "INVALID_INIT_COMMAND",
+    "INVALID_REALTIME_COMMAND",
+    "SERIAL_OVERDUE",
+    "SESSION_INVALID",
+    "Auth",
+    "Challenge",
+    "Command",
+    "Eof",
+    "ErrorReply",
+    "Init",
+    "Next",
+    "Ok",
+    "Reply",
+    "Resume",
+    "Serial",
+    "SessionId",
+    "Start",
+    "auth_digest",
+    "encode_line",
+    "parse_command",
+    "parse_server_line",
+]
+
+INVALID_INIT_COMMAND = b"INVALID INIT COMMAND"
+SESSION_INVALID = b"SESSION INVALID"
+SERIAL_OVERDUE = b"SERIAL OVERDUE OR INVALID"
+INVALID_REALTIME_COMMAND = b"INVALID REALTIME COMMAND"
+AUTH_FAILED = b"AUTH FAILED"
+
+_SESSION = re.compile(rb"[0-9A-Za-z]{1,64}")
+_SERIAL = re.compile(rb"[0-9]{1,20}")
+_RESUME = re.compile(rb"([0-9A-Za-z]{1,64}),([0-9]{1,20})")
+_DIGEST = re.compile(rb"[\x21-\x7e]{0,256}")  # any visible ASCII: a wrong one is AUTH FAILED
+_NONCE = re.compile(rb"(?:[0-9A-Fa-f]{2}){1,64}")
+_ERROR_TEXT = re.compile(rb"[A-Z]+(?: [A-Z]+)*")
+
+
+# -- client commands ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    def encode(self) -> bytes:
+        return b"START"
+
+
+@dataclass(frozen=True, slots=True)
+class Init:
+    def encode(self) -> bytes:
+        return b"INIT"
+
+
+@dataclass(frozen=True, slots=True)
+class Next:
+    def encode(self) -> bytes:
+        return b"NEXT"
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """``SN:<session>,<serial>``: continue after the last serial applied."""
+
+    session: str
+    serial: int
+
+    def encode(self) -> bytes:
+        return b"SN:%s,%d" % (self.session.encode("ascii"), self.serial)
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """``AUTH:<hex HMAC-SHA256(secret, nonce)>``."""
+
+    digest_hex: str
+
+    def encode(self) -> bytes:
+        return b"AUTH:" + self.digest_hex.encode("ascii")
+
+
+Command: TypeAlias = Start | Init | Next | Resume | Auth
+
+_SIMPLE: dict[bytes, Command] = {b"START": Start(), b"INIT": Init(), b"NEXT": Next()}
+
+
+def parse_command(line: bytes) -> Command | None:
+    """The command on a client line (trailing spaces/CR ignored), or ``None`` if it is none."""
+    line = bytes(line).rstrip(b" \r")
+    simple = _SIMPLE.get(line)
+    if simple is not None:
+        return simple
+    name, sep, arg = line.partition(b":")
+    if not sep:
+        return None
+    if name == b"SN":
+        match = _RESUME.fullmatch(arg)
+        if match is None:
+            return None
+        return Resume(match.group(1).decode("ascii"), int(match.group(2)))
+    if name == b"AUTH" and _DIGEST.fullmatch(arg):
+        return Auth(arg.decode("ascii"))
+    return None
+
+
+# -- server replies ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ok:
+    def encode(self) -> bytes:
+        return b"OK"
+
+
+@dataclass(frozen=True, slots=True)
+class Eof:
+    def encode(self) -> bytes:
+        return b"EOF"
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    nonce_hex: str
+
+    def encode(self) -> bytes:
+        return b"CHALLENGE:" + self.nonce_hex.encode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionId:
+    session: str
+
+    def encode(self) -> bytes:
+        return b"SESSION:" + self.session.encode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class Serial:
+    serial: int
+
+    def encode(self) -> bytes:
+        return b"SERIAL:%d" % self.serial
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """An error line such as ``SESSION INVALID``; ``text`` is the exact line."""
+
+    text: bytes
+
+    def encode(self) -> bytes:
+        return self.text
+
+
+Reply: TypeAlias = Ok | Eof | Challenge | SessionId | Serial | ErrorReply
+
+
+def _serial(value: bytes) -> Reply:
+    return Serial(int(value))
+
+
+def _session(value: bytes) -> Reply:
+    return SessionId(value.decode("ascii"))
+
+
+def _challenge(value: bytes) -> Reply:
+    return Challenge(value.decode("ascii"))
+
+
+_VALUED: dict[bytes, tuple[re.Pattern[bytes], Callable[[bytes], Reply]]] = {
+    b"SERIAL": (_SERIAL, _serial),
+    b"SESSION": (_SESSION, _session),
+    b"CHALLENGE": (_NONCE, _challenge),
+}
+
+
+def parse_server_line(line: bytes) -> Reply | Record:
+    """A server line (no terminator) as a reply or a record; raises only ``ProtocolError``."""
+    line = bytes(line)
+    if line == b"OK":
+        return Ok()
+    if line == b"EOF":
+        return Eof()
+    name, sep, arg = line.partition(b":")
+    valued = _VALUED.get(name) if sep else None
+    if valued is not None:
+        pattern, make = valued
+        if pattern.fullmatch(arg) is None:
+            raise ProtocolError(message=f"bad {name.decode('ascii')} line {line[:80]!r}")
+        return make(arg)
+    if not sep and _ERROR_TEXT.fullmatch(line):
+        return ErrorReply(line)
+    return Record.decode(line)
+
+
+def auth_digest(secret: bytes, nonce_hex: str) -> str:
+    """The hex HMAC-SHA256 of the nonce's bytes keyed with ``secret`` (the AUTH argument)."""
+    return hmac.new(secret, bytes.fromhex(nonce_hex), hashlib.sha256).hexdigest()
+
+
+def encode_line(line: bytes, *, server: bool = True) -> bytes:
+    """Terminate one line for the wire: CRLF from the server, LF from a client."""
+    if b"\n" in line or b"\r" in line:
+        raise ValueError(f"line break inside a line: {line[:80]!r}")
+    return line + (b"\r\n" if server else b"\n")

@@ -1,0 +1,207 @@
+"""Commands and replies: exact wire forms, strict parsing, and no stray exceptions."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocol import (
+    AUTH_FAILED,
+    INVALID_COMMAND,
+    INVALID_INIT_COMMAND,
+    INVALID_REALTIME_COMMAND,
+    SERIAL_OVERDUE,
+    SESSION_INVALID,
+    Action,
+    Auth,
+    Challenge,
+    Eof,
+    ErrorReply,
+    Init,
+    Next,
+    Ok,
+    ProtocolError,
+    Record,
+    Resume,
+    Serial,
+    SessionId,
+    Start,
+    auth_digest,
+    encode_line,
+    parse_command,
+    parse_server_line,
+)
+
+SESSIONS = st.text("0123456789abcdef", min_size=32, max_size=32)
+SERIALS = st.integers(min_value=0, max_value=2**63)
+HEX = st.binary(min_size=1, max_size=32).map(bytes.hex)
+COMMANDS = st.one_of(
+    st.just(Start()),
+    st.just(Init()),
+    st.just(Next()),
+    st.builds(Resume, SESSIONS, SERIALS),
+    st.builds(Auth, HEX),
+)
+REPLIES = st.one_of(
+    st.just(Ok()),
+    st.just(Eof()),
+    st.builds(Challenge, HEX),
+    st.builds(SessionId, SESSIONS),
+    st.builds(Serial, SERIALS),
+)
+ERRORS = [
+    INVALID_COMMAND,
+    INVALID_INIT_COMMAND,
+    SESSION_INVALID,
+    SERIAL_OVERDUE,
+    INVALID_REALTIME_COMMAND,
+    AUTH_FAILED,
+]
+
+
+def test_error_texts_are_the_contract_ones() -> None:
+    """The six error constants spell the contract's replies exactly."""
+    assert ERRORS == [
+        b"INVALID COMMAND",
+        b"INVALID INIT COMMAND",
+        b"SESSION INVALID",
+        b"SERIAL OVERDUE OR INVALID",
+        b"INVALID REALTIME COMMAND",
+        b"AUTH FAILED",
+    ]
+
+
+def test_command_wire_forms() -> None:
+    """Each command encodes to the line the contract shows."""
+    assert [c.encode() for c in (Start(), Init(), Next())] == [b"START", b"INIT", b"NEXT"]
+    assert Resume("ab12", 42).encode() == b"SN:ab12,42"
+    assert Auth("00ff").encode() == b"AUTH:00ff"
+
+
+@given(COMMANDS)
+def test_commands_round_trip(command: object) -> None:
+    """parse_command(c.encode()) == c for every command."""
+    assert parse_command(command.encode()) == command  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("line", [b"START ", b"START\r", b"START \r  ", b"START\r\r"])
+def test_trailing_spaces_and_cr_are_ignored(line: bytes) -> None:
+    """A telnet user's trailing blanks or CR do not change the command."""
+    assert parse_command(line) == Start()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"",
+        b" ",
+        b"start",
+        b" START",
+        b"START\t",
+        b"STARTX",
+        b"SN",
+        b"SN:",
+        b"SN:abc",
+        b"SN:abc,",
+        b"SN:,5",
+        b"SN:abc,x",
+        b"SN:abc,-1",
+        b"SN:a-c,1",
+        b"SN:abc,1,2",
+        b"SN:abc," + b"9" * 21,
+        b"AUTH",
+        b"AUTH:\xff",
+        b"AUTH:a b",
+        b"NEXT:1",
+        b"SERIAL:1",
+    ],
+)
+def test_non_commands_are_none(line: bytes) -> None:
+    """Blank, lower-case, malformed or unknown lines are not commands."""
+    assert parse_command(line) is None
+
+
+@given(st.binary())
+def test_parse_command_never_raises(line: bytes) -> None:
+    """parse_command of any bytes returns a command or None."""
+    result = parse_command(line)
+    assert result is None or parse_command(result.encode()) == result
+
+
+def test_reply_wire_forms() -> None:
+    """Each reply encodes to the line the contract shows."""
+    assert Ok().encode() == b"OK"
+    assert Eof().encode() == b"EOF"
+    assert Challenge("0a1b").encode() == b"CHALLENGE:0a1b"
+    assert SessionId("f" * 32).encode() == b"SESSION:" + b"f" * 32
+    assert Serial(17).encode() == b"SERIAL:17"
+    assert ErrorReply(SESSION_INVALID).encode() == b"SESSION INVALID"
+
+
+@given(REPLIES)
+def test_replies_round_trip(reply: object) -> None:
+    """parse_server_line(r.encode()) == r for every reply."""
+    assert parse_server_line(reply.encode()) == reply  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("text", ERRORS)
+def test_error_lines_parse_as_error_replies(text: bytes) -> None:
+    """Each contract error line is an ErrorReply carrying its text."""
+    assert parse_server_line(text) == ErrorReply(text)
+
+
+def test_record_lines_parse_as_records() -> None:
+    """A record line from the server parses as that Record."""
+    assert parse_server_line(b"CREATE:/var/www") == Record(Action.CREATE, b"/var/www")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"",
+        b"ok",
+        b"OK ",
+        b"SERIAL:",
+        b"SERIAL:x",
+        b"SERIAL:-1",
+        b"SESSION:",
+        b"SESSION:a b",
+        b"CHALLENGE:abc",
+        b"CHALLENGE:zz",
+        b"CHALLENGE:",
+        b"Some error",
+        b"EOF\r",
+        b"FOO:bar",
+    ],
+)
+def test_bad_server_lines_are_protocol_errors(line: bytes) -> None:
+    """Malformed replies and unknown lines raise ProtocolError."""
+    with pytest.raises(ProtocolError):
+        parse_server_line(line)
+
+
+@given(st.binary())
+def test_parse_server_line_raises_only_protocol_error(line: bytes) -> None:
+    """parse_server_line of any bytes returns a value or raises ProtocolError, nothing else."""
+    try:
+        value = parse_server_line(line)
+    except ProtocolError:
+        return
+    assert parse_server_line(value.encode()) == value
+
+
+def test_auth_digest_is_hmac_sha256_of_nonce_bytes() -> None:
+    """auth_digest matches RFC 4231 test case 2 (key 'Jefe'), the nonce given as hex."""
+    nonce_hex = b"what do ya want for nothing?".hex()
+    assert auth_digest(b"Jefe", nonce_hex) == (
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    )
+
+
+def test_encode_line_terminators() -> None:
+    """Server lines end with CRLF, client lines with LF; a line break inside is refused."""
+    assert encode_line(b"OK") == b"OK\r\n"
+    assert encode_line(b"NEXT", server=False) == b"NEXT\n"
+    with pytest.raises(ValueError):
+        encode_line(b"OK\r\nEOF")
