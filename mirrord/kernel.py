@@ -1,0 +1,282 @@
+"""The seam over the kernel's inotify: syscalls, limits, and the reactor reader.
+
+Only the syscalls come from pyinotify (its ctypes libc binding), never its
+WatchManager/Notifier: those keep a heavy object and a full path per watch,
+and we keep our own compact map (``watches.py``).  Paths are bytes all the
+way down, so a name that is not valid UTF-8 is watched like any other.
+
+Kernel errors become our own exceptions, so callers never match errno or
+message text: :class:`WatchLimitReached` (its message names the sysctl to
+raise) and :class:`PathGone` (the directory vanished or is no longer one).
+
+The watch mask has no IN_MODIFY: it fires on every ``write()``, which floods
+the queue (and overflows it) during big copies, and a file being written is
+not worth fetching yet.  IN_CLOSE_WRITE reports a finished write once.  The
+cost: a file written through a descriptor that stays open (an appending log)
+is seen when it is closed or at the next rescan.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyinotify
+from twisted.internet.interfaces import IReadDescriptor
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mirrord.events import IN_IGNORED, RawEvent, parse
+
+WATCH_MASK: int = (
+    pyinotify.IN_CREATE
+    | pyinotify.IN_DELETE
+    | pyinotify.IN_MOVED_FROM
+    | pyinotify.IN_MOVED_TO
+    | pyinotify.IN_CLOSE_WRITE
+    | pyinotify.IN_ATTRIB
+    | pyinotify.IN_DELETE_SELF
+    | pyinotify.IN_MOVE_SELF
+    | pyinotify.IN_DONT_FOLLOW
+    | pyinotify.IN_ONLYDIR
+    | pyinotify.IN_EXCL_UNLINK
+)
+
+READ_CHUNK = 256 * 1024
+PROC_DIR = "/proc/sys/fs/inotify"
+MIN_QUEUED_EVENTS = 16384  # the kernel's default; below it overflows (full rescans) come often
+
+
+class WatchLimitReached(Exception):
+    """No more inotify watches (ENOSPC, or our own ``max_watches`` cap)."""
+
+
+class PathGone(Exception):
+    """The path to watch no longer exists or is no longer a directory."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_user_watches: int
+    max_queued_events: int
+    max_user_instances: int
+
+
+def read_limits(proc_dir: str = PROC_DIR) -> Limits:
+    """The inotify sysctls, read from ``/proc/sys/fs/inotify``."""
+
+    def value(name: str) -> int:
+        with open(os.path.join(proc_dir, name), "rb") as f:
+            return int(f.read().strip())
+
+    return Limits(
+        max_user_watches=value("max_user_watches"),
+        max_queued_events=value("max_queued_events"),
+        max_user_instances=value("max_user_instances"),
+    )
+
+
+def suggested_watches(needed: int) -> int:
+    """Room for ``needed`` directories, growth, and other programs of the same user."""
+    want = needed + needed // 4 + 8192
+    return -(-want // 1024) * 1024
+
+
+def _raise_hint(key: str, value: int) -> str:
+    return (
+        f"raise it now with 'sysctl -w fs.inotify.{key}={value}' and keep it across "
+        f"reboots with a line 'fs.inotify.{key} = {value}' in /etc/sysctl.d/90-mirrord.conf"
+    )
+
+
+def check_limits(limits: Limits, needed_watches: int) -> list[str]:
+    """Warnings, each naming the sysctl to raise and the value to raise it to."""
+    warnings = []
+    if needed_watches > limits.max_user_watches:
+        warnings.append(
+            f"inotify: {needed_watches} directories to watch but "
+            f"fs.inotify.max_user_watches is {limits.max_user_watches}; directories past "
+            f"the limit are polled (slower); "
+            + _raise_hint("max_user_watches", suggested_watches(needed_watches))
+        )
+    if limits.max_queued_events < MIN_QUEUED_EVENTS:
+        warnings.append(
+            f"inotify: fs.inotify.max_queued_events is {limits.max_queued_events}; bursts "
+            f"overflow the queue and force full rescans; "
+            + _raise_hint("max_queued_events", MIN_QUEUED_EVENTS)
+        )
+    return warnings
+
+
+def limit_message(limits: Limits | None, cap: int | None = None) -> str:
+    """The text of a :class:`WatchLimitReached`: what ran out and how to raise it."""
+    if cap is not None:
+        return f"inotify watch cap of {cap} (our max_watches setting) reached; raise that setting"
+    current = "" if limits is None else f" ({limits.max_user_watches})"
+    target = 2 * limits.max_user_watches if limits is not None else 1048576
+    return f"inotify watch limit fs.inotify.max_user_watches{current} reached; " + _raise_hint(
+        "max_user_watches", target
+    )
+
+
+class Inotify:
+    """One inotify instance: a nonblocking, close-on-exec descriptor and its watches.
+
+    ``max_watches`` is a soft cap on live watches (tests, or a safety margin
+    below the kernel's per-user limit).  With it set, live wds are counted
+    in a set; the reader reports dropped watches through :meth:`forget`.
+    """
+
+    def __init__(self, max_watches: int | None = None, wrapper: Any = None) -> None:
+        self._wrapper = wrapper if wrapper is not None else pyinotify.INotifyWrapper.create()
+        if self._wrapper is None:
+            raise OSError(errno.ENOSYS, "no inotify binding found (pyinotify)")
+        fd = self._wrapper.inotify_init()
+        if fd < 0:
+            code = self._wrapper.get_errno() or errno.EIO
+            raise OSError(code, f"inotify_init failed: {os.strerror(code)}")
+        os.set_blocking(fd, False)
+        os.set_inheritable(fd, False)
+        self._fd = fd
+        self.max_watches = max_watches
+        self._live: set[int] | None = set() if max_watches is not None else None
+
+    def fileno(self) -> int:
+        return self._fd
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def _add(self, path: bytes, mask: int) -> int:
+        libc = getattr(self._wrapper, "_libc", None)
+        if libc is not None:  # ctypes binding: c_char_p takes our bytes as they are
+            return int(libc.inotify_add_watch(self._fd, path, mask))
+        return int(self._wrapper.inotify_add_watch(self._fd, os.fsdecode(path), mask))
+
+    def add_watch(self, path: bytes, mask: int = WATCH_MASK) -> int:
+        """Watch the directory ``path``; return its wd (the same wd if already watched)."""
+        if b"\0" in path:
+            raise PathGone(f"path contains a NUL byte: {path!r}")
+        wd = self._add(path, mask)
+        if wd >= 0:
+            live = self._live
+            if live is not None and wd not in live:
+                if self.max_watches is not None and len(live) >= self.max_watches:
+                    # a new watch past our cap: give it back (re-watching is always fine)
+                    self._wrapper.inotify_rm_watch(self._fd, wd)
+                    raise WatchLimitReached(limit_message(None, self.max_watches))
+                live.add(wd)
+            return wd
+        code = self._wrapper.get_errno() or errno.EIO
+        shown = os.fsdecode(path)
+        if code == errno.ENOSPC:
+            try:
+                limits: Limits | None = read_limits()
+            except (OSError, ValueError):
+                limits = None
+            raise WatchLimitReached(limit_message(limits))
+        if code in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            raise PathGone(f"{shown}: {os.strerror(code)}")
+        raise OSError(code, f"inotify_add_watch {shown}: {os.strerror(code)}")
+
+    def rm_watch(self, wd: int) -> None:
+        """Stop a watch; a wd the kernel already dropped (EINVAL) is fine."""
+        self.forget(wd)
+        if self._wrapper.inotify_rm_watch(self._fd, wd) < 0:
+            code = self._wrapper.get_errno() or errno.EIO
+            if code != errno.EINVAL:
+                raise OSError(code, f"inotify_rm_watch {wd}: {os.strerror(code)}")
+
+    def forget(self, wd: int) -> None:
+        """The kernel dropped ``wd`` (IN_IGNORED): it no longer counts against the cap."""
+        if self._live is not None:
+            self._live.discard(wd)
+
+    def read(self, size: int = READ_CHUNK) -> bytes:
+        """Whatever the kernel has queued, up to ``size`` bytes; b"" when nothing is."""
+        try:
+            return os.read(self._fd, size)
+        except BlockingIOError:
+            return b""
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+
+@implementer(IReadDescriptor)
+class InotifyReader:
+    """Reactor reader: on readable, drain the descriptor and hand parsed events on.
+
+    ``on_events`` gets every complete event in order; a partial record stays
+    buffered for the next read.  An exception from ``on_events`` is logged
+    and the reader keeps going: a reader that raised would be disconnected by
+    the reactor and changes would stop being seen, silently.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        inotify: Inotify,
+        on_events: Callable[[list[RawEvent]], object],
+        reactor: Any,
+        max_chunks: int = 16,
+        log: Logger | None = None,
+    ) -> None:
+        if log is not None:
+            self.log = log
+        self.inotify = inotify
+        self.on_events = on_events
+        self.reactor = reactor
+        self.max_chunks = max_chunks
+        self._tail = b""
+        self.reading = False
+
+    def startReading(self) -> None:
+        if not self.reading:
+            self.reading = True
+            self.reactor.addReader(self)
+
+    def stopReading(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.reactor.removeReader(self)
+
+    def fileno(self) -> int:
+        return self.inotify.fileno()
+
+    def logPrefix(self) -> str:
+        return "inotify"
+
+    def doRead(self) -> None:
+        # At most max_chunks reads per turn so a storm cannot starve the reactor;
+        # the descriptor stays readable and we are called again.
+        for _ in range(self.max_chunks):
+            data = self.inotify.read()
+            if not data:
+                return
+            self.feed(data)
+            if len(data) < READ_CHUNK // 2:
+                return
+
+    def feed(self, data: bytes) -> None:
+        """Parse ``data`` after any buffered partial record and deliver the events."""
+        events, self._tail = parse(self._tail + data if self._tail else data)
+        if not events:
+            return
+        for event in events:
+            if event.mask & IN_IGNORED:
+                self.inotify.forget(event.wd)
+        try:
+            self.on_events(events)
+        except Exception:
+            self.log.failure("inotify: handling {count} events failed", count=len(events))
+
+    def connectionLost(self, reason: object) -> None:
+        self.reading = False

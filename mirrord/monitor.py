@@ -1,0 +1,306 @@
+"""Turn raw inotify events into calls on a sink: dirty paths, moves, overflow.
+
+The monitor does not stat or list anything.  It says *where* to look
+(``sink.dirty``), forwards renames it saw whole (``sink.moved``), and says
+when it lost track (``sink.overflow``); the scanner reconciles those paths
+against the snapshot.  Every way the kernel can lose information ends in a
+dirty path or an overflow, never in silence: a queue overflow, a watch the
+kernel would not give us (the directory is then *polled*), a rename whose
+other half never came.
+
+Excluded paths are never watched nor reported.  Since exclusions are by
+path, a rename can change which paths below the moved directory are
+excluded; when ``has_excluded_below`` says an exclusion lies below the source
+or the destination, the rename is reported as a delete plus a recursive
+create instead of a move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from twisted.logger import Logger
+
+from mirrord.events import (
+    IN_ATTRIB,
+    IN_CLOSE_WRITE,
+    IN_CREATE,
+    IN_DELETE,
+    IN_DELETE_SELF,
+    IN_IGNORED,
+    IN_ISDIR,
+    IN_MOVE_SELF,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_Q_OVERFLOW,
+    IN_UNMOUNT,
+    MoveOutcome,
+    MovePairer,
+    Paired,
+    RawEvent,
+    UnpairedFrom,
+)
+from mirrord.kernel import WATCH_MASK, Inotify, PathGone, WatchLimitReached
+from mirrord.watches import WatchTree, is_below, join, split
+
+
+class Sink(Protocol):
+    """What the monitor calls.  ``watch_limit(path, message)`` is optional: when
+    the sink lacks it, the warning is only logged."""
+
+    def dirty(self, path: bytes, recursive: bool = False) -> None: ...
+    def moved(self, src: bytes, dst: bytes) -> None: ...
+    def overflow(self) -> None: ...
+    def watch_limit(self, path: bytes, message: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Half:
+    """One side of a rename, with its path resolved when the event arrived."""
+
+    cookie: int
+    mask: int
+    path: bytes
+    wd: int | None  # the moved directory's own watch (FROM side), if any
+
+
+class Monitor:
+    """Raw events in, sink calls out; owns the watches and the polled set."""
+
+    def __init__(
+        self,
+        inotify: Inotify,
+        is_included: Callable[[bytes], bool],
+        sink: Sink,
+        reactor: Any,
+        move_wait: float = 0.1,
+        log: Logger | None = None,
+        has_excluded_below: Callable[[bytes], bool] | None = None,
+        max_polled: int = 10_000,
+        max_pending_moves: int = 10_000,
+    ) -> None:
+        self.inotify = inotify
+        self.is_included = is_included
+        self.sink = sink
+        self.reactor = reactor
+        self.log = log if log is not None else Logger()
+        self.has_excluded_below = has_excluded_below or (lambda path: False)
+        self.tree = WatchTree()
+        self.max_polled = max_polled
+        self._polled: set[bytes] = set()
+        self._polled_full = False
+        self._pairer: MovePairer[_Half] = MovePairer(move_wait, max_pending_moves)
+        self._timer: Any = None
+
+    # -- watches, called by the scanner ------------------------------------
+
+    def watch(self, dir_path: bytes) -> bool:
+        """Watch ``dir_path`` before it is listed.  False: the watch limit is reached.
+
+        After False the directory is covered by polling: it is recorded as a
+        polled root unless an ancestor already is.  True also covers a
+        directory that needs no watch (excluded) or has just vanished.
+        """
+        if not self.is_included(dir_path):
+            return True
+        try:
+            wd = self.inotify.add_watch(dir_path, WATCH_MASK)
+        except PathGone:
+            return True
+        except WatchLimitReached as e:
+            self._add_polled(dir_path, str(e))
+            return False
+        self.tree.add(wd, dir_path)
+        self._polled.discard(dir_path)
+        return True
+
+    def unwatch_tree(self, path: bytes) -> None:
+        """Stop watching ``path`` and everything below it; forget polled roots there."""
+        self._drop_watches(self.tree.remove_tree(path))
+        self._drop_polled_below(path)
+
+    def polled_roots(self) -> list[bytes]:
+        """The sub-trees the scanner has to poll (bounded by ``max_polled``)."""
+        return sorted(self._polled)
+
+    def status(self) -> dict[str, int | bool]:
+        """``watched``: directories with a watch; ``polled``: polled sub-tree roots;
+        ``polled_full``: the polled set hit its bound; ``pending_moves``: renames
+        waiting for their other half."""
+        return {
+            "watched": len(self.tree),
+            "polled": len(self._polled),
+            "polled_full": self._polled_full,
+            "pending_moves": len(self._pairer),
+        }
+
+    def _drop_watches(self, wds: Iterable[int]) -> None:
+        for wd in wds:
+            try:
+                self.inotify.rm_watch(wd)
+            except OSError as e:
+                self.log.warn("inotify: rm_watch {wd} failed: {error}", wd=wd, error=e)
+
+    def _add_polled(self, path: bytes, message: str) -> None:
+        polled = self._polled
+        if self._under_polled(path):
+            return
+        if len(polled) >= self.max_polled:
+            if not self._polled_full:
+                self._polled_full = True
+                self.log.error(
+                    "inotify: more than {n} unwatched sub-trees; changes below the rest "
+                    "are only found by full rescans. {message}",
+                    n=self.max_polled,
+                    message=message,
+                )
+            return
+        polled.add(path)
+        self.log.warn(
+            "inotify: {path} will be polled: {message}",
+            path=path.decode(errors="replace"),
+            message=message,
+        )
+        report = getattr(self.sink, "watch_limit", None)  # optional on the sink
+        if report is not None:
+            report(path, message)
+
+    def _under_polled(self, path: bytes) -> bool:
+        """``path`` or one of its ancestors is a polled root: O(depth) set lookups."""
+        if not self._polled:
+            return False
+        cur = path
+        while True:
+            if cur in self._polled:
+                return True
+            if cur == b"/" or not cur.startswith(b"/"):
+                return False
+            cur = split(cur)[0]
+
+    def _drop_polled_below(self, path: bytes) -> None:
+        if self._polled:
+            self._polled = {p for p in self._polled if not is_below(p, path)}
+            self._polled_full = False
+
+    def _move_polled(self, src: bytes, dst: bytes) -> None:
+        if self._polled:
+            self._polled = {dst + p[len(src) :] if is_below(p, src) else p for p in self._polled}
+
+    # -- events --------------------------------------------------------------
+
+    def handle(self, events: Iterable[RawEvent]) -> None:
+        """Process events in kernel order (the InotifyReader's callback)."""
+        now = self.reactor.seconds()
+        for event in events:
+            self._one(event, now)
+        self._arm()
+
+    def _one(self, event: RawEvent, now: float) -> None:
+        mask = event.mask
+        if event.wd == -1:
+            if mask & IN_Q_OVERFLOW:
+                self.log.warn("inotify: event queue overflowed; rescanning everything")
+                self.sink.overflow()
+            return
+        tree = self.tree
+        if mask & IN_IGNORED:
+            tree.remove(event.wd)
+            return
+        base = tree.path_of(event.wd)
+        if base is None:
+            self.log.debug("inotify: event {mask:#x} for unknown wd {wd}", mask=mask, wd=event.wd)
+            return
+        if not event.name:
+            self._self_event(event, base)
+            return
+        path = join(base, event.name)
+        if mask & (IN_MOVED_FROM | IN_MOVED_TO):
+            wd = tree.wd_of(path) if mask & IN_MOVED_FROM and mask & IN_ISDIR else None
+            for outcome in self._pairer.feed(_Half(event.cookie, mask, path, wd), now):
+                self._move(outcome)
+            return
+        if not self.is_included(path):
+            return
+        if mask & IN_CREATE:
+            self.sink.dirty(path, recursive=bool(mask & IN_ISDIR))
+        elif mask & (IN_DELETE | IN_CLOSE_WRITE | IN_ATTRIB):
+            self.sink.dirty(path)
+
+    def _self_event(self, event: RawEvent, base: bytes) -> None:
+        """An event on a watched directory itself: only roots need it (parents see the rest)."""
+        mask = event.mask
+        is_root = self.tree.is_root(event.wd)
+        if mask & IN_DELETE_SELF:
+            self.tree.remove(event.wd)
+            if is_root:
+                self.sink.dirty(base)
+        elif mask & (IN_MOVE_SELF | IN_UNMOUNT):
+            if is_root or mask & IN_UNMOUNT:
+                self.unwatch_tree(base)
+                self.sink.dirty(base, recursive=True)
+        elif mask & IN_ATTRIB and is_root:
+            self.sink.dirty(base)
+
+    def _move(self, outcome: MoveOutcome[_Half]) -> None:
+        if isinstance(outcome, Paired):
+            src, dst = outcome.src.path, outcome.dst.path
+            src_in, dst_in = self.is_included(src), self.is_included(dst)
+            isdir = bool(outcome.src.mask & IN_ISDIR)
+            if src_in and dst_in and isdir:
+                if self.has_excluded_below(src) or self.has_excluded_below(dst):
+                    self._gone(outcome.src)
+                    self.sink.dirty(dst, recursive=True)
+                    return
+                if outcome.src.wd is not None and outcome.src.wd in self.tree:
+                    self.tree.move_wd(outcome.src.wd, dst)
+                self._move_polled(src, dst)
+                self.sink.moved(src, dst)
+            elif src_in and dst_in:
+                self.sink.moved(src, dst)
+            elif dst_in:
+                self.sink.dirty(dst, recursive=True)
+            elif src_in:
+                self._gone(outcome.src)
+        elif isinstance(outcome, UnpairedFrom):
+            if self.is_included(outcome.event.path):
+                self._gone(outcome.event)
+        elif self.is_included(outcome.event.path):
+            self.sink.dirty(outcome.event.path, recursive=True)
+
+    def _gone(self, half: _Half) -> None:
+        """``half.path`` left the tree: drop the watches that went with it."""
+        if half.wd is not None:
+            self._drop_watches(self.tree.remove_subtree(half.wd))
+        self._drop_polled_below(half.path)
+        self.sink.dirty(half.path)
+
+    # -- the move-wait timer -------------------------------------------------
+
+    def _arm(self) -> None:
+        deadline = self._pairer.next_deadline()
+        timer = self._timer
+        if deadline is None:
+            if timer is not None and timer.active():
+                timer.cancel()
+            self._timer = None
+            return
+        delay = max(0.0, deadline - self.reactor.seconds())
+        if timer is not None and timer.active():
+            if timer.getTime() != deadline:
+                timer.reset(delay)
+            return
+        self._timer = self.reactor.callLater(delay, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        for outcome in self._pairer.expire(self.reactor.seconds()):
+            self._move(outcome)
+        self._arm()
+
+    def stop(self) -> None:
+        """Cancel the timer (service shutdown)."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
