@@ -1,0 +1,398 @@
+"""The mirror protocol on a socket: a thin Twisted adapter around ServerConversation.
+
+All protocol decisions live in ``protocol.conversation``; this module only moves
+bytes and performs the conversation's outputs against the store and the journal.
+Why it is shaped as it is:
+
+- The INIT snapshot of millions of entries is streamed in chunks, one chunk per
+  reactor turn, and each connection is a push producer for its transport: when
+  a slow client stops reading, the transport pauses us and nothing more is read
+  from the store until it drains. No BDB cursor outlives one ``iter_tree`` call.
+- A NEXT with nothing new parks on ``journal.wait_after``; a parked client is
+  legitimately idle, so the idle timeout is suspended while it waits.
+- Anything a client sends can at worst close its own connection: every entry
+  point from the reactor is guarded, logged with the peer, and aborts only it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, endpoints, interfaces, protocol, ssl
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from zope.interface import implementer
+
+from protocol.conversation import (
+    BeginInit,
+    CheckResume,
+    Close,
+    ResumeResult,
+    Send,
+    ServerConversation,
+    WantNext,
+)
+from protocol.errors import ProtocolError
+from protocol.linebuffer import LineBuffer
+from protocol.messages import SERIAL_OVERDUE
+from protocol.records import Action, Meta, Record
+
+MAX_LINE = 65536
+CRLF = b"\r\n"
+INIT_CHUNK = 512  # snapshot entries written per reactor turn (~40 KB)
+
+_DIR, _FILE, _LINK = b"d", b"f", b"l"
+
+
+def snapshot_line(path: bytes, entry: Any) -> bytes:
+    """The INIT record for one snapshot entry (directory, file or symlink)."""
+    kind = bytes(entry.kind)
+    if kind == _LINK:
+        return Record(Action.SYMLINK, path, target=entry.target).encode()
+    mode = entry.mode & 0o7777
+    if kind == _DIR:
+        meta = Meta(mode=mode, uid=entry.uid, gid=entry.gid, mtime_ns=entry.mtime_ns)
+        return Record(Action.CREATE, path, meta=meta).encode()
+    meta = Meta(mode=mode, uid=entry.uid, gid=entry.gid, size=entry.size, mtime_ns=entry.mtime_ns)
+    return Record(Action.FWRITE, path, meta=meta).encode()
+
+
+def _peer_text(address: Any) -> str:
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if host is None:
+        return str(address)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@implementer(interfaces.IPushProducer)
+class MirrorProtocol(protocol.Protocol, TimeoutMixin):
+    """One client connection; also the push producer feeding its own transport."""
+
+    factory: MirrorServerFactory
+
+    def __init__(self) -> None:
+        self.peer = "?"
+        self.phase = "connected"  # connected, init, realtime, parked
+        self.serial: int | None = None
+        self.bytes_sent = 0
+        self._closing = False
+        self._paused = False
+        self._producing = False  # registered with the transport
+        self._next_pending = False  # a WantNext waiting for the transport to drain
+        self._init_serial = 0
+        self._init_after: bytes | None = None
+        self._init_call: Any = None
+        self._waiter: defer.Deferred[Any] | None = None
+
+    # -- reactor entry points ------------------------------------------------
+
+    def callLater(self, period: float, func: Callable[[], Any]) -> Any:  # noqa: N802
+        """TimeoutMixin's clock: the injected reactor, never the global one."""
+        return self.factory.reactor.callLater(period, func)
+
+    def connectionMade(self) -> None:  # noqa: N802
+        self.peer = _peer_text(self.transport.getPeer())
+        self._conv = ServerConversation(self.factory.secret, os.urandom(16).hex())
+        self._buffer = LineBuffer(MAX_LINE)
+        self.transport.registerProducer(self, True)
+        self._producing = True
+        self.factory.connected(self)
+        self.setTimeout(self.factory.timeout or None)
+        self.factory.log.info("client {peer} connected", peer=self.peer)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        if self._closing:
+            return
+        self.resetTimeout()
+        self._guard(self._receive, data)
+
+    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
+        self._closing = True
+        self.setTimeout(None)
+        self._stop_work()
+        self.factory.disconnected(self)
+        self.factory.log.info(
+            "client {peer} disconnected at serial {serial}", peer=self.peer, serial=self.serial
+        )
+
+    def timeoutConnection(self) -> None:  # noqa: N802
+        self.factory.log.info("client {peer} idle too long, closing", peer=self.peer)
+        self._close(abort=True)
+
+    def pauseProducing(self) -> None:  # noqa: N802
+        self._paused = True
+        if self._init_call is not None and self._init_call.active():
+            self._init_call.cancel()
+        self._init_call = None
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self._paused = False
+        if self._closing:
+            return
+        if self.phase == "init":
+            self._schedule_chunk()
+        elif self._next_pending:
+            self._guard(self._want_next)
+
+    def stopProducing(self) -> None:  # noqa: N802
+        self._stop_work()
+
+    # -- conversation --------------------------------------------------------
+
+    def _guard(self, func: Callable[..., Any], *args: Any) -> None:
+        try:
+            func(*args)
+        except Exception:
+            self.factory.log.failure("error serving client {peer}, closing it", peer=self.peer)
+            self._close(abort=True)
+
+    def _receive(self, data: bytes) -> None:
+        try:
+            for line in self._buffer.feed(data):
+                if self._closing:
+                    return
+                self._perform(self._conv.receive(line))
+        except ProtocolError as e:
+            self.factory.log.info("client {peer}: {error}", peer=self.peer, error=e)
+            self._perform(self._conv.protocol_error(e))
+
+    def _perform(self, outputs: list[Any]) -> None:
+        for out in outputs:
+            if self._closing:
+                return
+            if isinstance(out, Send):
+                self._send(out.line)
+            elif isinstance(out, Close):
+                self._close()
+            elif isinstance(out, BeginInit):
+                self._begin_init()
+            elif isinstance(out, CheckResume):
+                self._perform(self._conv.resume_checked(self._check(out.session, out.serial)))
+            elif isinstance(out, WantNext):
+                self._want_next()
+            else:
+                raise TypeError(f"unknown conversation output {out!r}")
+
+    def _check(self, session: str, serial: int) -> ResumeResult:
+        store = self.factory.store
+        if session.lower() != store.session.lower():
+            return ResumeResult.UNKNOWN_SESSION
+        if not store.oldest - 1 <= serial <= store.head:
+            return ResumeResult.SERIAL_OUT_OF_RANGE
+        self.serial = serial
+        self.phase = "realtime"
+        self.factory.log.info("client {peer} resumed at {serial}", peer=self.peer, serial=serial)
+        return ResumeResult.OK
+
+    # -- INIT stream ---------------------------------------------------------
+
+    def _begin_init(self) -> None:
+        store = self.factory.store
+        self.phase = "init"
+        self.serial = None
+        self._init_serial = store.head
+        self._init_after = None
+        self._send(b"SESSION:" + store.session.encode("ascii"))
+        self._send(b"SERIAL:%d" % self._init_serial)
+        self.factory.log.info(
+            "client {peer} INIT at serial {serial}", peer=self.peer, serial=self._init_serial
+        )
+        self._schedule_chunk()
+
+    def _schedule_chunk(self) -> None:
+        if self._paused or self._closing or self._init_call is not None:
+            return
+        self._init_call = self.factory.reactor.callLater(0, self._guard, self._init_chunk)
+
+    def _init_chunk(self) -> None:
+        self._init_call = None
+        if self._paused or self._closing or self.phase != "init":
+            return
+        limit = self.factory.chunk
+        chunk = self.factory.store.iter_tree(after=self._init_after, limit=limit)
+        if chunk:
+            self._write(b"".join(snapshot_line(path, entry) + CRLF for path, entry in chunk))
+            self._init_after = chunk[-1][0]
+            self.resetTimeout()  # progress: a slow but reading client is not idle
+        if len(chunk) >= limit:
+            self._schedule_chunk()
+            return
+        self._send(b"EOF")
+        self.serial = self._init_serial
+        self.phase = "realtime"
+        self.factory.log.info(
+            "client {peer} INIT sent, at serial {serial}", peer=self.peer, serial=self.serial
+        )
+        self._perform(self._conv.init_done())
+
+    # -- NEXT ----------------------------------------------------------------
+
+    def _want_next(self) -> None:
+        self._next_pending = False
+        if self._closing:
+            return
+        if self._paused:
+            self._next_pending = True
+            return
+        store = self.factory.store
+        assert self.serial is not None, "NEXT before INIT or SN"
+        if self.serial < store.oldest - 1:
+            self.factory.log.info(
+                "client {peer} at {serial} fell behind the retained log (oldest {oldest})",
+                peer=self.peer,
+                serial=self.serial,
+                oldest=store.oldest,
+            )
+            self._send(SERIAL_OVERDUE)
+            self._close()
+            return
+        if store.head > self.serial:
+            records = store.log_after(self.serial, self.factory.batch)
+            if not records:
+                raise RuntimeError(f"no records after {self.serial} below head {store.head}")
+            self._send_batch(records)
+            return
+        self._park()
+
+    def _send_batch(self, records: list[tuple[int, bytes]]) -> None:
+        last = records[-1][0]
+        self._write(
+            b"SERIAL:%d\r\n" % last + b"".join(line + CRLF for _, line in records) + b"EOF\r\n"
+        )
+        self.serial = last
+        self.phase = "realtime"
+        self._perform(self._conv.batch_sent())
+
+    def _park(self) -> None:
+        self.phase = "parked"
+        self.setTimeout(None)
+        waiter = self.factory.journal.wait_after(self.serial)
+        self._waiter = waiter
+        waiter.addCallbacks(self._woken, self._wait_failed)
+
+    def _woken(self, _: object) -> None:
+        self._waiter = None
+        if self._closing:
+            return
+        self.phase = "realtime"
+        self.setTimeout(self.factory.timeout or None)
+        self._guard(self._want_next)
+
+    def _wait_failed(self, failure: Any) -> None:
+        self._waiter = None
+        if failure.check(defer.CancelledError) or self._closing:
+            return
+        self.factory.log.failure("waiting for records for {peer}", failure, peer=self.peer)
+        self._close(abort=True)
+
+    # -- output and teardown -------------------------------------------------
+
+    def _send(self, line: bytes) -> None:
+        self._write(line + CRLF)
+
+    def _write(self, data: bytes) -> None:
+        self.bytes_sent += len(data)
+        self.transport.write(data)
+
+    def _stop_work(self) -> None:
+        if self._init_call is not None and self._init_call.active():
+            self._init_call.cancel()
+        self._init_call = None
+        self._next_pending = False
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.cancel()
+
+    def _close(self, abort: bool = False) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self.setTimeout(None)
+        self._stop_work()
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
+        if abort:
+            self.transport.abortConnection()
+        else:
+            self.transport.loseConnection()
+
+    def status(self) -> dict[str, Any]:
+        """What ``mirrord -k status`` shows about this client."""
+        head = self.factory.store.head
+        return {
+            "peer": self.peer,
+            "state": self.phase,
+            "serial": self.serial,
+            "lag": None if self.serial is None else head - self.serial,
+            "bytes_sent": self.bytes_sent,
+        }
+
+
+class MirrorServerFactory(protocol.Factory):
+    """Serves one store and its journal to any number of clients."""
+
+    protocol = MirrorProtocol
+
+    def __init__(
+        self,
+        store: Any,
+        journal: Any,
+        *,
+        batch: int = 1024,
+        timeout: float = 3600.0,
+        secret: bytes | None = None,
+        reactor: Any,
+        log: Logger | None = None,
+        chunk: int = INIT_CHUNK,
+    ) -> None:
+        self.store = store
+        self.journal = journal
+        self.batch = batch
+        self.timeout = timeout
+        self.secret = secret
+        self.reactor = reactor
+        self.log = log if log is not None else Logger()
+        self.chunk = chunk
+        self._clients: dict[int, MirrorProtocol] = {}
+
+    def connected(self, proto: MirrorProtocol) -> None:
+        self._clients[id(proto)] = proto
+
+    def disconnected(self, proto: MirrorProtocol) -> None:
+        self._clients.pop(id(proto), None)
+
+    def clients(self) -> list[dict[str, Any]]:
+        """One status dict per connected client (peer, state, serial, lag, bytes_sent)."""
+        return [p.status() for p in self._clients.values()]
+
+
+def tls_options(cert_file: str, key_file: str) -> ssl.CertificateOptions:
+    """Server TLS options from a PEM certificate (chain allowed) and a PEM key."""
+    pem = Path(cert_file).read_bytes() + b"\n" + Path(key_file).read_bytes()
+    return ssl.PrivateCertificate.loadPEM(pem).options()
+
+
+def listen(
+    factory: protocol.Factory,
+    reactor: Any,
+    port: int,
+    bind: str,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+) -> defer.Deferred[Any]:
+    """Listen on ``bind:port`` (TLS only when both cert and key are given)."""
+    if bool(tls_cert) != bool(tls_key):
+        raise ValueError("tls.cert and tls.key must be set together")
+    endpoint: Any
+    if tls_cert and tls_key:
+        options = tls_options(tls_cert, tls_key)
+        endpoint = endpoints.SSL4ServerEndpoint(reactor, port, options, interface=bind)
+    elif ":" in bind:
+        endpoint = endpoints.TCP6ServerEndpoint(reactor, port, interface=bind)
+    else:
+        endpoint = endpoints.TCP4ServerEndpoint(reactor, port, interface=bind)
+    return endpoint.listen(factory)
