@@ -1,0 +1,189 @@
+"""The options every command shares, and the one place exit statuses are decided.
+
+``-v`` (repeatable), ``-c FILE``, ``-o KEY=VALUE`` (repeatable), ``--daemon``,
+``--pidfile FILE`` and ``--help`` (which lists every configuration key with
+its default).  A command adds its own options through ``extra`` and maps
+long options onto keys through ``aliases`` (``--datadir=DIR`` is
+``-o datadir=DIR``).  Overrides apply in command-line order, after the file.
+
+``run`` keeps each command's ``main`` tiny: it parses, loads the config,
+sets up logging, detaches if asked, calls the command, and maps what
+happens to an exit status: 0 for a clean stop (also SIGTERM/SIGINT), 2 and
+one line on stderr for a usage or configuration error, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
+
+from cmdconfig.daemon import daemonize, write_pidfile
+from cmdconfig.errors import CommandError, ConfigError, UsageError
+from cmdconfig.loader import Config, load
+from cmdconfig.schema import Schema
+
+__all__ = ["CommandParser", "make_parser", "run"]
+
+Main = Callable[[argparse.Namespace, Config], "int | None"]
+
+
+class _Override(argparse.Action):
+    """Append ``(key, value, origin)`` to ``namespace.overrides``."""
+
+    def __init__(
+        self, option_strings: Sequence[str], dest: str, key: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(option_strings, "overrides", **kwargs)
+        self.key = key
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        items = list(getattr(namespace, "overrides", None) or [])
+        if self.key is None:
+            key, sep, value = str(values).partition("=")
+            if not sep or not key.strip():
+                raise argparse.ArgumentError(self, f"expected KEY=VALUE, got {values!r}")
+            items.append((key.strip(), value.strip(), "-o"))
+        else:
+            items.append((self.key, str(values), str(option_string)))
+        namespace.overrides = items
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ArgumentParser that knows its schema and raises instead of exiting."""
+
+    def __init__(
+        self,
+        prog: str,
+        schema: Schema,
+        default_config: str | None,
+        aliases: Mapping[str, str],
+        description: str | None,
+    ) -> None:
+        super().__init__(
+            prog=prog,
+            description=description,
+            epilog=schema.help_text(dict(aliases)),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        self.schema = schema
+        self.default_config = default_config
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+    def load(self, argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, Config]:
+        """Parse ``argv`` and load the configuration it selects."""
+        args = self.parse_args(argv)
+        path = args.config if args.config is not None else self.default_config
+        config = load(self.schema, path, args.overrides, required_file=args.config is not None)
+        return args, config
+
+
+def make_parser(
+    prog: str,
+    schema: Schema,
+    default_config: str | None,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+    *,
+    aliases: Mapping[str, str] | None = None,
+    description: str | None = None,
+) -> CommandParser:
+    """The shared options, then the command's own (``extra``)."""
+    aliases = dict(aliases or {})
+    parser = CommandParser(prog, schema, default_config, aliases, description)
+    where = f" (default {default_config})" if default_config else ""
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more output (repeatable)"
+    )
+    parser.add_argument(
+        "-c", "--config", metavar="FILE", default=None, help=f"configuration file{where}"
+    )
+    parser.add_argument(
+        "-o",
+        action=_Override,
+        metavar="KEY=VALUE",
+        default=[],
+        help="set a configuration key, overriding the file (repeatable)",
+    )
+    for option, key in aliases.items():
+        parser.add_argument(
+            option,
+            action=_Override,
+            key=key,
+            default=[],
+            metavar=schema[key].metavar(),
+            help=f"same as -o {key}=...",
+        )
+    parser.add_argument(
+        "--daemon",
+        action="store_true",
+        help="detach and run in the background (use with --pidfile)",
+    )
+    parser.add_argument(
+        "--pidfile", metavar="FILE", default=None, help="write the process id to FILE"
+    )
+    if extra is not None:
+        extra(parser)
+    return parser
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _say(prog: str, message: str) -> None:
+    line = " ".join(str(message).split())  # always one line
+    sys.stderr.write(f"{prog}: {line}\n")
+    sys.stderr.flush()
+
+
+def run(
+    parser: CommandParser, main: Main, argv: Sequence[str] | None = None, *, log: bool = True
+) -> int:
+    """Run ``main(args, config)`` and return the command's exit status."""
+    prog = parser.prog
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        args, config = parser.load(argv)
+        if log:
+            from cmdconfig.logs import setup_logging  # twisted: only when logging
+
+            setup_logging(args.verbose, sys.stderr, prog)
+        if args.daemon:
+            daemonize(args.pidfile)
+        elif args.pidfile:
+            write_pidfile(args.pidfile)
+        return int(main(args, config) or 0)
+    except UsageError as e:
+        _say(prog, f"{e} (see {prog} --help)")
+        return 2
+    except ConfigError as e:
+        _say(prog, str(e))
+        return 2
+    except CommandError as e:
+        _say(prog, str(e))
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        _say(prog, f"{where}{e.strerror or e}")
+        return 1
+    except Exception:
+        traceback.print_exc()
+        _say(prog, "internal error (traceback above); please report it")
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)

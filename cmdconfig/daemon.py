@@ -1,0 +1,112 @@
+"""``--daemon``: detach with a double fork; ``--pidfile``: write it atomically.
+
+Commands run in the foreground by default (systemd needs nothing else).
+With ``--daemon`` the original process waits, through a pipe, until the
+detached grandchild has written its pidfile, so that the pidfile exists
+when the command returns and a failure to write it is a failed start.
+Standard input and output go to /dev/null; stderr is kept unless it is a
+terminal, so ``mirrord --daemon ... 2>>log`` keeps its log.
+"""
+
+from __future__ import annotations
+
+import atexit
+import errno
+import os
+import sys
+
+from cmdconfig.errors import CommandError
+
+__all__ = ["check_pidfile", "daemonize", "write_pidfile"]
+
+
+def _read_pid(pidfile: str) -> int | None:
+    try:
+        with open(pidfile, "rb") as f:
+            return int(f.read().strip() or b"0") or None
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError as e:
+        return e.errno == errno.EPERM
+    return True
+
+
+def check_pidfile(pidfile: str) -> None:
+    """Refuse to start when the pidfile names a live process other than us."""
+    pid = _read_pid(pidfile)
+    if pid is not None and pid != os.getpid() and _alive(pid):
+        raise CommandError(
+            f"{pidfile}: already running as pid {pid}; stop it first or use another pidfile"
+        )
+
+
+def write_pidfile(pidfile: str) -> None:
+    """Write our pid to a sibling temp file, fsync, rename; remove it at exit."""
+    pid = os.getpid()
+    temp = f"{pidfile}.{pid}.tmp"
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, b"%d\n" % pid)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(temp, pidfile)
+    except OSError as e:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise CommandError(f"{pidfile}: cannot write pidfile: {e.strerror}") from None
+    atexit.register(_remove_pidfile, pidfile, pid)
+
+
+def _remove_pidfile(pidfile: str, pid: int) -> None:
+    if _read_pid(pidfile) == pid and os.getpid() == pid:
+        try:
+            os.unlink(pidfile)
+        except OSError:
+            pass
+
+
+def _redirect_stdio() -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    if os.isatty(2):
+        os.dup2(null, 2)
+    os.close(null)
+
+
+def daemonize(pidfile: str | None) -> None:
+    """Detach from the terminal; only the grandchild returns from this call."""
+    if pidfile is not None:
+        pidfile = os.path.abspath(pidfile)
+        check_pidfile(pidfile)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    ready_r, ready_w = os.pipe()
+    if os.fork() > 0:
+        os.close(ready_w)
+        ok = os.read(ready_r, 1)  # EOF (b"") if the grandchild failed
+        os._exit(0 if ok == b"1" else 1)
+    os.close(ready_r)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.chdir("/")
+    if pidfile is not None:
+        try:
+            write_pidfile(pidfile)
+        except CommandError as e:
+            sys.stderr.write(f"{os.path.basename(sys.argv[0])}: {e}\n")
+            sys.stderr.flush()
+            os._exit(1)
+    _redirect_stdio()
+    os.write(ready_w, b"1")
+    os.close(ready_w)

@@ -1,0 +1,86 @@
+"""Operator-facing log lines: ``2026-11-22T03:20:00 [mirrord] message``.
+
+Every command logs through ``twisted.logger`` with format strings and
+fields; this module decides what reaches stderr.  ``-v`` lowers the minimum
+level from info to debug.  The global log beginner can only begin once per
+process, so ``setup_logging`` installs one switchable observer and later
+calls only retarget it (tests run several commands in one process).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, TextIO
+
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    eventAsText,
+    globalLogBeginner,
+)
+from zope.interface import implementer  # type: ignore[import-untyped]
+
+__all__ = ["format_line", "make_observer", "setup_logging"]
+
+_LEVEL_PREFIX = {
+    LogLevel.warn: "warning: ",
+    LogLevel.error: "error: ",
+    LogLevel.critical: "critical: ",
+}
+
+
+def format_line(event: dict, prog: str) -> str:
+    """One event as text (plus its traceback if it carries a failure)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(event.get("log_time", time.time())))
+    text = eventAsText(event, includeTimestamp=False, includeSystem=False, includeTraceback=True)
+    prefix = _LEVEL_PREFIX.get(event.get("log_level"), "")
+    return f"{stamp} [{prog}] {prefix}{text.rstrip()}\n"
+
+
+@implementer(ILogObserver)
+class _StreamObserver:
+    def __init__(self, stream: TextIO, prog: str) -> None:
+        self.stream = stream
+        self.prog = prog
+
+    def __call__(self, event: dict) -> None:
+        try:
+            self.stream.write(format_line(event, self.prog))
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass  # stderr closed (daemon, broken pipe): nothing sensible to do
+
+
+def make_observer(verbosity: int, stream: TextIO, prog: str) -> Any:
+    """An observer writing events of the chosen minimum level to ``stream``."""
+    level = LogLevel.debug if verbosity > 0 else LogLevel.info
+    predicate: Any = LogLevelFilterPredicate(defaultLogLevel=level)
+    observer: Any = _StreamObserver(stream, prog)
+    return FilteringLogObserver(observer, [predicate])
+
+
+@implementer(ILogObserver)
+class _Switch:
+    target: Any = None
+
+    def __call__(self, event: dict) -> None:
+        if self.target is not None:
+            self.target(event)
+
+
+_switch: _Switch | None = None
+
+
+def setup_logging(verbosity: int, stream: TextIO, prog: str) -> None:
+    """Send the global twisted.logger stream to ``stream`` from now on."""
+    global _switch
+    observer = make_observer(verbosity, stream, prog)
+    if _switch is None:
+        _switch = _Switch()
+        _switch.target = observer
+        switch: Any = _switch
+        globalLogBeginner.beginLoggingTo([switch], redirectStandardIO=False)
+    else:
+        _switch.target = observer

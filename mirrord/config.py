@@ -1,0 +1,85 @@
+"""mirrord's configuration keys (documented for operators in etc/mirrord.conf)."""
+
+from __future__ import annotations
+
+from cmdconfig import Config, Key, Schema
+
+DEFAULT_FILE = "/etc/mirrord.conf"
+
+
+def _tls_pair(config: Config) -> None:
+    if bool(config["tls.cert"]) != bool(config["tls.key"]):
+        missing = "tls.key" if config["tls.cert"] else "tls.cert"
+        given = "tls.cert" if config["tls.cert"] else "tls.key"
+        raise config.error(given, f"set {missing} as well (TLS needs both or neither)")
+
+
+def _ftp_password(config: Config) -> None:
+    if config["ftp.port"] and not config["ftp.password-from"]:
+        raise config.error("ftp.port", "the embedded FTP server needs ftp.password-from")
+
+
+SCHEMA = Schema(
+    [
+        Key(
+            "datadir",
+            "path",
+            "/var/mirrord",
+            "directory holding the identities (IDENTITY/.t_files, .x_files) and the database",
+        ),
+        Key("identities", "list", "system", "comma-separated identities to watch and serve"),
+        Key("bind", "str", "0.0.0.0", "address the protocol port listens on"),
+        Key("port", "port", "2123", "TCP port of the line protocol"),
+        Key("batch", "int", "1024", "most records sent for one NEXT", minimum=1, maximum=100000),
+        Key("loglen", "int", "1000000", "change-log records kept for resuming clients", minimum=1),
+        Key(
+            "timeout",
+            "duration",
+            "3600",
+            "close a client connection idle this many seconds (0 = never)",
+            minimum=0,
+        ),
+        Key(
+            "poll.interval",
+            "duration",
+            "300",
+            "seconds between safety rescans of the watched trees (0 = never)",
+            minimum=0,
+        ),
+        Key("cache.size", "int", "64", "Berkeley DB cache size in MiB", minimum=1),
+        Key(
+            "move.wait",
+            "duration",
+            "0.1",
+            "seconds to wait for the second half of a rename before treating it as "
+            "a delete or create",
+            minimum=0,
+        ),
+        Key(
+            "auth.secret-from",
+            "secret",
+            "",
+            "FILE:ID of the shared secret clients must prove (empty = no authentication)",
+        ),
+        Key("tls.cert", "path", "", "PEM certificate; with tls.key the port speaks TLS only"),
+        Key("tls.key", "path", "", "PEM private key for tls.cert"),
+        Key(
+            "ftp.port",
+            "int",
+            "0",
+            "port of the embedded read-only FTP server (0 = off)",
+            minimum=0,
+            maximum=65535,
+        ),
+        Key("ftp.bind", "str", "127.0.0.1", "address the embedded FTP server listens on"),
+        Key("ftp.user", "str", "mirror", "user name the embedded FTP server accepts"),
+        Key("ftp.password-from", "secret", "", "FILE:ID of the embedded FTP server's password"),
+        Key(
+            "control.socket",
+            "path",
+            "",
+            "unix socket for 'mirrord -k' (empty = DATADIR/mirrord.sock)",
+        ),
+    ],
+    checks=[_tls_pair, _ftp_password],
+)
