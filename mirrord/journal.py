@@ -1,0 +1,337 @@
+"""The one writer of the snapshot and the wmLog: batches a reactor turn into one commit.
+
+The inotify monitor calls ``dirty``/``moved``/``overflow``/``rescan``; nothing
+is read from disk then. At the end of the turn (``callLater(0)``) the queue is
+replayed in order inside one store transaction whose reads see its own
+writes, so a move after a change sees that change, and the whole turn costs
+one fsync. Work that may be large (a new directory's contents, a changed
+directory's listing, overflow recovery, boot) runs as a generator under
+``task.Cooperator`` and commits chunk by chunk, so the reactor keeps serving.
+Waiters (NEXT requests parked by the server) are woken after each commit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from mirrord.scan import DIRLIST, Change, ScanStats, reconcile, scan_tree
+from mirrord.store import Store, path_key
+from protocol.records import Action, Record
+
+__all__ = ["Journal", "scan_roots"]
+
+Watch = Callable[[bytes], bool]
+_REMAP_LIMIT = 10_000  # longer queues skip re-queueing (still correct, only noisier)
+
+
+def _overlaps(a: bytes, b: bytes) -> bool:
+    """True when one path is the other or inside it (whole components)."""
+    ka, kb = path_key(a), path_key(b)
+    return ka == kb or ka.startswith(kb + b"\0") or kb.startswith(ka + b"\0")
+
+
+def _parent(path: bytes) -> bytes:
+    return path.rpartition(b"/")[0] or b"/"
+
+
+def scan_roots(identity: Any, roots: Iterable[bytes]) -> list[bytes]:
+    """``roots`` plus the includes inside them that an exclude cuts off from above."""
+    roots = list(roots)
+    nested = getattr(identity, "identities", None)
+    groups = [identity] if nested is None else list(nested)
+    includes = {p for ident in groups for p in getattr(ident, "includes", ())}
+    extra = [
+        p
+        for p in includes
+        if p not in roots
+        and p != b"/"
+        and _parent(p) not in identity
+        and any(_overlaps(p, root) for root in roots)
+    ]
+    return roots + sorted(extra)
+
+
+class _Job:
+    """A running cooperative walk of one sub-tree."""
+
+    def __init__(self, root: bytes, stats: ScanStats) -> None:
+        self.root, self.stats = root, stats
+
+    def missed(self, src: bytes) -> bool:
+        """Could moving ``src`` away hide entries this walk has not checked yet?"""
+        if not _overlaps(self.root, src):
+            return False
+        pos, skey = path_key(self.stats.position), path_key(src)
+        passed = pos > skey and not pos.startswith(skey + b"\0")
+        return not passed
+
+
+class Journal:
+    """Collects changes per reactor turn, commits them, wakes waiters."""
+
+    def __init__(
+        self,
+        store: Store,
+        identity: Any,
+        watch: Watch,
+        reactor: Any,
+        log: Logger | None = None,
+        *,
+        progress_every: float = 5.0,
+    ) -> None:
+        self.store, self.identity, self.watch, self.reactor = store, identity, watch, reactor
+        self.log = log if log is not None else Logger()
+        self.progress_every = progress_every
+        self._queue: list[tuple[Any, ...]] = []
+        self._segment: dict[bytes, int] = {}  # dirty path -> queue index since the last move
+        self._call: Any = None
+        self._waiters: list[tuple[int, defer.Deferred[int]]] = []
+        self._jobs: set[_Job] = set()
+        self._overflow: defer.Deferred[None] | None = None
+        self._overflow_again = False
+        self.commits = 0
+        self._coop = task.Cooperator(scheduler=lambda f: reactor.callLater(0, f))
+
+    # -- the sink the monitor calls ------------------------------------------------
+    def dirty(self, path: bytes, recursive: bool = False) -> None:
+        """``path`` may have changed; ``recursive``: so may everything below it."""
+        index = self._segment.get(path)
+        if index is None:
+            self._segment[path] = len(self._queue)
+            self._queue.append(("dirty", path, recursive))
+        elif recursive:
+            self._queue[index] = ("dirty", path, True)
+        self._schedule()
+
+    def moved(self, src: bytes, dst: bytes) -> None:
+        """``src`` was renamed to ``dst`` (both watched).
+
+        Paths queued dirty under ``src`` are re-queued under ``dst`` after the
+        move: by the end of the turn they only exist there.
+        """
+        follow: list[tuple[bytes, bool]] = []
+        if len(self._queue) <= _REMAP_LIMIT:
+            keep = []
+            for item in self._queue:
+                if item[0] == "dirty" and _overlaps(item[1], src) and len(item[1]) >= len(src):
+                    follow.append((dst + item[1][len(src) :], item[2]))
+                else:
+                    keep.append(item)
+            self._queue = keep
+        self._queue.append(("move", src, dst))
+        self._segment = {}
+        for path, recursive in follow:
+            self.dirty(path, recursive)
+        self._schedule()
+
+    def add(self, changes: Iterable[Change]) -> None:
+        """Changes computed elsewhere, committed with this turn's."""
+        self._queue.append(("changes", list(changes)))
+        self._schedule()
+
+    def overflow(self) -> defer.Deferred[None]:
+        """Events were lost: re-check every root, listing only changed directories."""
+        self.log.warn("inotify queue overflow: rescanning changed directories")
+        if self._overflow is not None:
+            self._overflow_again = True
+            return self._overflow
+        started = time.monotonic()
+        stats = ScanStats()
+        roots = scan_roots(self.identity, self.identity.roots())
+        d = self._walk(roots, stats, "overflow", full=False)
+
+        def done(result: object) -> object:
+            self.log.info(
+                "overflow rescan done in {seconds:.1f}s: {dirs} directories listed, "
+                "{entries} entries",
+                seconds=time.monotonic() - started,
+                dirs=stats.dirs_listed,
+                entries=stats.entries_seen,
+            )
+            self._overflow = None
+            if self._overflow_again:
+                self._overflow_again = False
+                self.overflow()
+            return result
+
+        self._overflow = d.addBoth(done)
+        return self._overflow
+
+    def rescan(self, root: bytes) -> defer.Deferred[None]:
+        """Compare all of ``root`` with the snapshot (a newly included tree)."""
+        return self._walk(scan_roots(self.identity, [root]), ScanStats(), "rescan")
+
+    # -- waiting -------------------------------------------------------------------
+    def wait_after(self, serial: int) -> defer.Deferred[int]:
+        """Fires with the head once it is above ``serial``; cancel to stop waiting."""
+        if self.store.head > serial:
+            return defer.succeed(self.store.head)
+
+        def cancel(d: defer.Deferred[int]) -> None:
+            try:
+                self._waiters.remove((serial, d))
+            except ValueError:
+                pass
+
+        d: defer.Deferred[int] = defer.Deferred(cancel)
+        self._waiters.append((serial, d))
+        return d
+
+    def _wake(self) -> None:
+        head = self.store.head
+        ready = [w for w in self._waiters if w[0] < head]
+        if ready:
+            self._waiters = [w for w in self._waiters if w[0] >= head]
+            for _, d in ready:
+                d.callback(head)
+
+    # -- the per-turn commit -------------------------------------------------------
+    def _schedule(self) -> None:
+        if self._call is None:
+            self._call = self.reactor.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._call = None
+        queue, self._queue, self._segment = self._queue, [], {}
+        follow: list[tuple[bytes, str]] = []
+        rescans: list[bytes] = []
+        batch = self.store.transaction()
+        try:
+            for item in queue:
+                if item[0] == "dirty":
+                    follow += self._reconcile(batch, item[1], item[2])
+                elif item[0] == "move":
+                    follow += self._move(batch, item[1], item[2])
+                    if any(job.missed(item[1]) for job in self._jobs):
+                        rescans.append(item[2])
+                else:
+                    self._apply(batch, item[1])
+            before = self.store.head
+            head = batch.commit()
+        except Exception:
+            batch.abort()
+            self.log.failure("commit of {n} queued changes failed", n=len(queue))
+            return
+        self.commits += 1
+        if head != before:
+            self._wake()
+        for path, kind in follow:
+            self._walk([path], ScanStats(), "", listing=kind == DIRLIST)
+        for path in rescans:
+            self.dirty(path, recursive=True)
+
+    def _apply(self, batch: Any, changes: Sequence[Change]) -> None:
+        batch.apply(op for _, op in changes if op is not None)
+        batch.append(record for record, _ in changes if record is not None)
+
+    def _reconcile(self, batch: Any, path: bytes, recursive: bool) -> list[tuple[bytes, str]]:
+        changes, follow = reconcile(path, self.identity, batch, self.watch, recursive=recursive)
+        self._apply(batch, changes)
+        return [follow] if follow is not None else []
+
+    def _move(self, batch: Any, src: bytes, dst: bytes) -> list[tuple[bytes, str]]:
+        if dst not in self.identity:  # moved out of the mirrored trees
+            return self._reconcile(batch, src, False)
+        if batch.get(src) is None or src not in self.identity:
+            return self._reconcile(batch, dst, True)
+        self._apply(batch, [(Record(Action.MOVE, src, target=dst), ("move", src, dst))])
+        return self._reconcile(batch, dst, False)
+
+    # -- cooperative walks ---------------------------------------------------------
+    def _walk(
+        self,
+        roots: Iterable[bytes],
+        stats: ScanStats,
+        label: str,
+        *,
+        full: bool = True,
+        listing: bool = False,
+        first: bool = False,
+    ) -> defer.Deferred[None]:
+        def steps() -> Iterator[None]:
+            last = self.reactor.seconds()
+            for root in roots:
+                job = _Job(root, stats)
+                self._jobs.add(job)
+                try:
+                    for chunk in scan_tree(
+                        root,
+                        self.identity,
+                        self.store,
+                        self.watch,
+                        full=full,
+                        listing=listing,
+                        stats=stats,
+                    ):
+                        if first:
+                            self.store.load((op for _, op in chunk), sync=False)
+                        elif chunk:
+                            self._commit(chunk)
+                        now = self.reactor.seconds()
+                        if label and now - last >= self.progress_every:
+                            last = now
+                            self.log.info(
+                                "{label}: {entries} entries, {rate:.0f}/s",
+                                label=label,
+                                entries=stats.entries_seen,
+                                rate=stats.entries_seen / max(stats.seconds, 1e-6),
+                            )
+                        yield None
+                finally:
+                    self._jobs.discard(job)
+            if first:
+                self.store.load((), sync=True)
+
+        d = self._coop.coiterate(steps())
+        d.addErrback(lambda f: self.log.failure("walk of {roots} failed", f, roots=roots))
+        return d.addCallback(lambda _: None)
+
+    def _commit(self, changes: Sequence[Change]) -> int:
+        head = self.store.commit(
+            [r for r, _ in changes if r is not None], [op for _, op in changes if op is not None]
+        )
+        self.commits += 1
+        self._wake()
+        return head
+
+    def boot(self, roots: Sequence[bytes], first: bool) -> defer.Deferred[None]:
+        """First boot loads the snapshot silently; a smooth boot logs the differences."""
+        started = time.monotonic()
+        stats = ScanStats()
+        if not first:
+            stale = list(self._stale(set(roots)))
+            if stale:
+                self._commit(stale)
+        d = self._walk(scan_roots(self.identity, roots), stats, "boot", first=first)
+
+        def done(_: object) -> None:
+            seconds = time.monotonic() - started
+            self.log.info(
+                "boot scan of {entries} entries in {seconds:.1f}s ({rate:.0f}/s), head {head}",
+                entries=stats.entries_seen,
+                seconds=seconds,
+                rate=stats.entries_seen / max(seconds, 1e-6),
+                head=self.store.head,
+            )
+
+        return d.addCallback(done)
+
+    def _stale(self, roots: set[bytes]) -> Iterator[Change]:
+        """Snapshot trees outside today's roots (an include was removed): delete them."""
+        after, skip = None, False
+        while rows := self.store.iter_tree(after=after, limit=1, skip_subtree=skip):
+            path = rows[0][0]
+            after = path
+            if path in roots:
+                skip = True
+            elif any(_overlaps(path, root) for root in roots):  # an ancestor of a root
+                skip = False
+                yield None, ("del", path)
+            else:
+                skip = True
+                yield Record(Action.DELETE, path), ("deltree", path)

@@ -1,0 +1,302 @@
+"""Compare the disk with the snapshot and turn the differences into changes.
+
+A change is ``(record_or_None, op)``: the record goes to the wmLog, the op
+(as ``Store.commit`` takes it) keeps the snapshot equal to the disk.
+
+The walk is a generator for ``task.Cooperator``: it visits the disk depth
+first with children sorted by name bytes, the snapshot's key order, and
+merge-joins each directory's listing with that directory's snapshot
+children, read in chunks. Memory is one listing per level of the current
+path, never the whole tree. ``watch(dir)`` is called before a directory is
+listed, so nothing created after the listing escapes both the listing and
+inotify. Paths that vanish while we look are simply gone.
+
+Change is detected from stored stat fields. ``full=False`` (overflow
+recovery) trusts a directory whose mtime and ctime are unchanged: its names
+come from the snapshot and are only lstat'ed, so recovery lists only the
+directories that changed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from mirrord.store import DIR, FILE, LINK, Entry, Op, kind_of
+from protocol.records import Action, Meta, Record
+
+__all__ = ["Change", "ScanStats", "changes", "diff", "disk_entry", "reconcile", "scan_tree"]
+
+Change = tuple[Record | None, Op]
+Watch = Callable[[bytes], bool]
+BATCH = 500
+
+# how a directory is handled: FULL lists it; CHANGED lists it only when its
+# mtime/ctime moved; LISTING lists it and descends into new directories only;
+# NONE descends into new directories only.
+FULL, CHANGED, LISTING, NONE = range(4)
+TREE = "tree"  # follow-up kinds returned by reconcile
+DIRLIST = "listing"
+
+
+class Reader(Protocol):
+    def get(self, path: bytes) -> Entry | None: ...
+    def children_chunk(
+        self, dir_path: bytes, after: bytes | None = None, limit: int = ...
+    ) -> list[tuple[bytes, Entry]]: ...
+
+
+class Membership(Protocol):
+    def __contains__(self, path: object) -> bool: ...
+
+
+@dataclass
+class ScanStats:
+    """What a walk cost: directories listed, entries looked at, wall seconds."""
+
+    dirs_listed: int = 0
+    entries_seen: int = 0
+    seconds: float = 0.0
+    position: bytes = b""  # the path visited last, so a caller can tell what is done
+
+
+def diff(path: bytes, old: Entry | None, new: Entry | None) -> list[Record]:
+    """The records that turn ``old`` into ``new`` on a client (pure)."""
+    if new is None:
+        return [] if old is None else [Record(Action.DELETE, path)]
+    out = []
+    if old is not None and old.kind != new.kind:
+        out.append(Record(Action.DELETE, path))
+        old = None
+    if new.kind == DIR:
+        if old is None:
+            out.append(Record(Action.CREATE, path, meta=_meta(new, size=False)))
+        elif (old.mode, old.uid, old.gid) != (new.mode, new.uid, new.gid):
+            out.append(Record(Action.ATTRIB, path, meta=_meta(new, size=False, mtime=False)))
+    elif new.kind == FILE:
+        if old is None or (old.size, old.mtime_ns) != (new.size, new.mtime_ns):
+            out.append(Record(Action.FWRITE, path, meta=_meta(new)))
+        elif (old.mode, old.uid, old.gid) != (new.mode, new.uid, new.gid):
+            out.append(Record(Action.ATTRIB, path, meta=_meta(new, size=False, mtime=False)))
+    elif new.kind == LINK and (old is None or old.target != new.target):
+        out.append(Record(Action.SYMLINK, path, target=new.target))
+    return out
+
+
+def _meta(e: Entry, size: bool = True, mtime: bool = True) -> Meta:
+    return Meta(
+        mode=e.mode,
+        uid=e.uid,
+        gid=e.gid,
+        size=e.size if size else None,
+        mtime_ns=e.mtime_ns if mtime else None,
+    )
+
+
+def changes(path: bytes, old: Entry | None, new: Entry | None) -> list[Change]:
+    """``diff`` paired with the snapshot ops; a change without a record only updates."""
+    if old == new:
+        return []
+    records = diff(path, old, new)
+    if new is None:
+        return [(records[0], ("deltree", path))]
+    if old is not None and old.kind != new.kind:
+        return [(records[0], ("deltree", path)), (records[1], ("put", path, new))]
+    return [(records[0] if records else None, ("put", path, new))]
+
+
+def disk_entry(path: bytes) -> Entry | None:
+    """The path as the snapshot would store it; None if absent or not mirrored."""
+    try:
+        st = os.lstat(path)
+        kind = kind_of(st.st_mode)
+        if kind is None:
+            return None
+        return Entry.from_stat(st, os.readlink(path) if kind == LINK else b"")
+    except OSError:  # vanished, replaced while reading the link, unreadable parent
+        return None
+
+
+class _SnapChildren:
+    """A directory's snapshot children, fetched in chunks, peekable.
+
+    Refills start after the last name fetched or the last name processed,
+    whichever is later, so entries our own chunk commits put in between are
+    not mistaken for old ones.
+    """
+
+    def __init__(self, store: Reader, dir_path: bytes) -> None:
+        self.store, self.dir_path = store, dir_path
+        self.cut = 1 if dir_path == b"/" else len(dir_path) + 1
+        self.buf: deque[tuple[bytes, Entry]] = deque()
+        self.last: bytes | None = None
+        self.floor: bytes | None = None
+        self.done = False
+
+    def peek(self) -> tuple[bytes, Entry] | None:
+        if not self.buf and not self.done:
+            after = self.last
+            if self.floor is not None and (after is None or self.floor > after):
+                after = self.floor
+            rows = self.store.children_chunk(self.dir_path, after, 1000)
+            self.done = len(rows) < 1000
+            self.buf.extend((p[self.cut :], e) for p, e in rows)
+            if rows:
+                self.last = self.buf[-1][0]
+        return self.buf[0] if self.buf else None
+
+
+class _Walk:
+    def __init__(self, identity: Membership, store: Reader, watch: Watch, stats: ScanStats) -> None:
+        self.identity, self.store, self.watch, self.stats = identity, store, watch, stats
+        self.out: list[Change] = []
+
+    def entry(self, path: bytes) -> Entry | None:
+        self.stats.entries_seen += 1
+        return disk_entry(path) if path in self.identity else None
+
+    def listdir(self, path: bytes) -> list[bytes] | None:
+        self.watch(path)
+        try:
+            names = os.listdir(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError:
+            names = []  # unreadable: keep the directory, report no contents
+        self.stats.dirs_listed += 1
+        names.sort()
+        return names
+
+    def visit(
+        self, path: bytes, old: Entry | None, new: Entry | None, mode: int
+    ) -> tuple[Iterator[Any], int] | None:
+        """Emit the changes of one path; return the frame to descend with, if any."""
+        frame = None
+        self.stats.position = path
+        if new is not None and new.kind == DIR:
+            fresh = old is None or old.kind != DIR
+            moved = old is not None and (old.mtime_ns, old.ctime_ns) != (new.mtime_ns, new.ctime_ns)
+            if fresh or mode in (FULL, LISTING) or (mode == CHANGED and moved):
+                names = self.listdir(path)
+                if names is None:  # vanished or replaced between lstat and listdir
+                    new = self.entry(path)
+                    names = [] if new is not None and new.kind == DIR else None
+                if names is not None:
+                    child = FULL if fresh else {FULL: FULL, CHANGED: CHANGED}.get(mode, NONE)
+                    frame = (self.merge(path, names), child)
+            elif mode == CHANGED:
+                self.watch(path)
+                frame = (self.merge(path, None), CHANGED)
+        self.out.extend(changes(path, old, new))
+        return frame
+
+    def merge(self, dir_path: bytes, names: list[bytes] | None) -> Iterator[Any]:
+        """(path, old, new) for each child, in name order; ``names`` None trusts the snapshot."""
+        snap = _SnapChildren(self.store, dir_path)
+        base = b"" if dir_path == b"/" else dir_path
+        if names is None:
+            while (head := snap.peek()) is not None:
+                snap.buf.popleft()
+                snap.floor = head[0]
+                path = base + b"/" + head[0]
+                yield path, head[1], self.entry(path)
+            return
+        for name in names:
+            while (head := snap.peek()) is not None and head[0] < name:
+                snap.buf.popleft()
+                yield base + b"/" + head[0], head[1], None
+            old = None
+            if head is not None and head[0] == name:
+                snap.buf.popleft()
+                old = head[1]
+            snap.floor = name
+            path = base + b"/" + name
+            yield path, old, self.entry(path)
+        while (head := snap.peek()) is not None:
+            snap.buf.popleft()
+            yield base + b"/" + head[0], head[1], None
+
+    def run(self, root: bytes, mode: int) -> Iterator[list[Change]]:
+        started = time.monotonic()
+        stack = []
+        frame = self.visit(root, self.store.get(root), self.entry(root), mode)
+        if frame is not None:
+            stack.append(frame)
+        seen = self.stats.entries_seen
+        while stack:
+            item = next(stack[-1][0], None)
+            if item is None:
+                stack.pop()
+                continue
+            frame = self.visit(*item, stack[-1][1])
+            if frame is not None:
+                stack.append(frame)
+            if len(self.out) >= BATCH or self.stats.entries_seen - seen >= BATCH:
+                seen = self.stats.entries_seen
+                batch, self.out = self.out, []
+                self.stats.seconds += time.monotonic() - started
+                yield batch
+                started = time.monotonic()
+        self.stats.seconds += time.monotonic() - started
+        batch, self.out = self.out, []
+        yield batch
+
+
+def scan_tree(
+    root: bytes,
+    identity: Membership,
+    store: Reader,
+    watch: Watch,
+    *,
+    full: bool = True,
+    listing: bool = False,
+    stats: ScanStats | None = None,
+) -> Iterator[list[Change]]:
+    """Walk ``root`` against the snapshot, yielding lists of changes (maybe empty).
+
+    ``full=False`` re-lists only directories whose mtime/ctime changed;
+    ``listing=True`` lists ``root`` and descends only into new directories.
+    Pass ``stats`` to read the cost afterwards.
+    """
+    mode = LISTING if listing else FULL if full else CHANGED
+    return _Walk(identity, store, watch, stats if stats is not None else ScanStats()).run(
+        root, mode
+    )
+
+
+def _parent(path: bytes) -> bytes:
+    return path.rpartition(b"/")[0] or b"/"
+
+
+def reconcile(
+    path: bytes, identity: Any, store: Reader, watch: Watch, *, recursive: bool = False
+) -> tuple[list[Change], tuple[bytes, str] | None]:
+    """Bring one path's snapshot entry up to date (O(1) work).
+
+    Returns its changes and the follow-up walk its directory needs, if any:
+    ``(dir, "tree")`` for a new directory (or ``recursive``), ``(dir,
+    "listing")`` for a known one whose entries changed. A path whose parent is
+    missing from the snapshot reconciles the highest missing ancestor instead.
+    """
+    roots = set(identity.roots())
+    while path not in roots and path != b"/":
+        parent = _parent(path)
+        known = store.get(parent)
+        if known is not None and known.kind == DIR:
+            break
+        if parent not in identity:
+            break
+        path, recursive = parent, True
+    old = store.get(path)
+    new = disk_entry(path) if path in identity else None
+    follow = None
+    if new is not None and new.kind == DIR:
+        if recursive or old is None or old.kind != DIR:
+            follow = (path, TREE)
+        elif old.mtime_ns != new.mtime_ns:
+            follow = (path, DIRLIST)
+    return changes(path, old, new), follow

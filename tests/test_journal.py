@@ -1,0 +1,275 @@
+"""mirrord.journal driven by task.Clock, over real directories and a real store."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from fs_info.identity import Identity
+from mirrord.journal import Journal, scan_roots
+from mirrord.store import Store
+from protocol.records import Action, Record
+
+
+class Setup:
+    def __init__(self, tmp_path):
+        self.root = os.fsencode(tmp_path / "tree")
+        os.mkdir(self.root)
+        self.outside = os.fsencode(tmp_path / "outside")
+        os.mkdir(self.outside)
+        self.store = Store(str(tmp_path / "db"))
+        self.clock = task.Clock()
+        self.events: list[dict] = []
+        self.watched: list[bytes] = []
+        self.identity = Identity([self.root], [self.root + b"/x"])
+        self.journal = self.make()
+
+    def make(self, identity=None):
+        return Journal(
+            self.store,
+            identity or self.identity,
+            self.watch,
+            self.clock,
+            Logger(observer=self.events.append),
+        )
+
+    def watch(self, path: bytes) -> bool:
+        self.watched.append(path)
+        return True
+
+    def pump(self) -> None:
+        for _ in range(100_000):
+            if not self.clock.getDelayedCalls():
+                return
+            self.clock.advance(0)
+        raise AssertionError("reactor never went idle")
+
+    def write(self, name: bytes, data: bytes = b"x") -> bytes:
+        path = self.root + b"/" + name
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def records(self, after: int = 0) -> list[tuple[Action, bytes]]:
+        out = []
+        for _, line in self.store.log_after(after, 10_000):
+            r = Record.decode(line)
+            out.append(
+                (r.action, r.path)
+                if r.target is None or r.action != Action.MOVE
+                else (r.action, r.path, r.target)
+            )
+        return out
+
+    def booted(self) -> None:
+        d = self.journal.boot([self.root], first=True)
+        self.pump()
+        assert self.successful(d) is None
+
+    @staticmethod
+    def successful(d: defer.Deferred):
+        result = []
+        d.addBoth(result.append)
+        assert result, "deferred has not fired"
+        if hasattr(result[0], "raiseException"):
+            result[0].raiseException()
+        return result[0]
+
+
+@pytest.fixture
+def s(tmp_path):
+    setup = Setup(tmp_path)
+    yield setup
+    setup.store.close()
+
+
+def test_first_boot_loads_without_records(s):
+    """First boot fills the snapshot silently and watches each directory."""
+    s.write(b"a")
+    os.mkdir(s.root + b"/d")
+    s.booted()
+    assert s.store.head == 0
+    assert [p for p, _ in s.store.walk()] == [s.root, s.root + b"/a", s.root + b"/d"]
+    assert s.watched == [s.root, s.root + b"/d"]
+
+
+def test_smooth_boot_logs_differences_and_stale_roots(s):
+    """A later boot logs what changed meanwhile, and deletes a root no longer included."""
+    s.write(b"a")
+    other = s.outside
+    both = Identity([s.root, other])
+    s.journal = s.make(both)
+    d = s.journal.boot([s.root, other], first=True)
+    s.pump()
+    s.successful(d)
+    os.unlink(s.root + b"/a")
+    s.write(b"b")
+    s.journal = s.make()
+    d = s.journal.boot([s.root], first=False)
+    s.pump()
+    s.successful(d)
+    assert s.records() == [
+        (Action.DELETE, other),
+        (Action.DELETE, s.root + b"/a"),
+        (Action.FWRITE, s.root + b"/b"),
+    ]
+    assert any("boot scan" in e["log_format"] for e in s.events)
+
+
+def test_dirty_calls_in_one_turn_make_one_commit(s):
+    """Several dirty calls (with repeats) in one turn are reconciled and committed once."""
+    s.booted()
+    a, b = s.write(b"a"), s.write(b"b")
+    before = s.journal.commits
+    s.journal.dirty(a)
+    s.journal.dirty(b)
+    s.journal.dirty(a)
+    s.journal.dirty(s.root + b"/x")  # excluded: nothing
+    s.pump()
+    assert s.journal.commits == before + 1
+    assert s.records() == [(Action.FWRITE, a), (Action.FWRITE, b)]
+    assert s.store.head == 2
+
+
+def test_move_of_known_path_is_a_move(s):
+    """A rename of a path in the snapshot becomes one MOVE and moves the snapshot entry."""
+    f = s.write(b"f", b"content")
+    s.booted()
+    g = s.root + b"/g"
+    os.rename(f, g)
+    s.journal.moved(f, g)
+    s.pump()
+    assert s.records() == [(Action.MOVE, f, g)]
+    assert s.store.get(f) is None and s.store.get(g).size == 7
+
+
+def test_move_of_unknown_path_fetches_destination(s):
+    """A rename from outside the tree (not in the snapshot) becomes a write of the destination."""
+    s.booted()
+    src = s.outside + b"/n"
+    with open(src, "wb") as fh:
+        fh.write(b"n")
+    dst = s.root + b"/n"
+    os.rename(src, dst)
+    s.journal.moved(src, dst)
+    s.pump()
+    assert s.records() == [(Action.FWRITE, dst)]
+
+
+def test_move_out_of_tree_deletes(s):
+    """A rename to an excluded place deletes the source."""
+    f = s.write(b"f")
+    s.booted()
+    os.mkdir(s.root + b"/x")
+    os.rename(f, s.root + b"/x/f")
+    s.journal.moved(f, s.root + b"/x/f")
+    s.pump()
+    assert s.records() == [(Action.DELETE, f)]
+
+
+def test_dirty_before_move_follows_the_move(s):
+    """A change queued under the old name is applied after the move, under the new one."""
+    f = s.write(b"f", b"1")
+    s.booted()
+    with open(f, "ab") as fh:
+        fh.write(b"22")
+    s.journal.dirty(f)
+    g = s.root + b"/g"
+    os.rename(f, g)
+    s.journal.moved(f, g)
+    before = s.journal.commits
+    s.pump()
+    assert s.journal.commits == before + 1
+    assert s.records() == [(Action.MOVE, f, g), (Action.FWRITE, g)]
+    assert s.store.get(g).size == 3
+
+
+def test_new_directory_contents_are_walked(s):
+    """A new directory is committed in the turn, then its contents by a cooperative walk."""
+    s.booted()
+    d = s.root + b"/d"
+    os.makedirs(d + b"/e")
+    for i in range(1200):
+        with open(d + b"/e/f%04d" % i, "wb"):
+            pass
+    s.journal.dirty(d)
+    s.pump()
+    recs = s.records()
+    assert recs[:3] == [
+        (Action.CREATE, d),
+        (Action.CREATE, d + b"/e"),
+        (Action.FWRITE, d + b"/e/f0000"),
+    ]
+    assert len(recs) == 1202
+    assert s.journal.commits > 2  # chunk by chunk
+    assert d + b"/e" in s.watched
+
+
+def test_wait_after_fires_after_commit_and_can_be_cancelled(s):
+    """wait_after fires with the head once it passes the serial; a cancelled wait is dropped."""
+    s.booted()
+    assert s.successful(s.journal.wait_after(-1)) == 0
+    waiting = s.journal.wait_after(0)
+    gone = s.journal.wait_after(0)
+    later = s.journal.wait_after(1)
+    gone.cancel()
+    with pytest.raises(defer.CancelledError):
+        s.successful(gone)
+    fired = []
+    waiting.addCallback(fired.append)
+    s.journal.dirty(s.write(b"a"))
+    s.pump()
+    assert fired == [1]
+    assert not later.called
+    s.journal.add([(Record(Action.DELETE, s.root + b"/a"), ("deltree", s.root + b"/a"))])
+    s.pump()
+    assert s.successful(later) == 2
+
+
+def test_overflow_rescans_changed_directories(s):
+    """After an overflow, changes nobody reported are found and the duration is logged."""
+    os.mkdir(s.root + b"/quiet")
+    s.write(b"quiet/q")
+    s.booted()
+    s.write(b"unseen")
+    s.watched.clear()
+    d = s.journal.overflow()
+    s.pump()
+    s.successful(d)
+    assert s.records() == [(Action.FWRITE, s.root + b"/unseen")]
+    done = [e for e in s.events if "overflow rescan done" in e["log_format"]]
+    assert len(done) == 1 and done[0]["dirs"] == 1
+
+
+def test_rescan_finds_new_tree(s):
+    """rescan(root) compares a whole sub-tree and logs the differences."""
+    s.booted()
+    os.mkdir(s.root + b"/r")
+    s.write(b"r/1")
+    d = s.journal.rescan(s.root)
+    s.pump()
+    s.successful(d)
+    assert s.records() == [(Action.CREATE, s.root + b"/r"), (Action.FWRITE, s.root + b"/r/1")]
+
+
+def test_scan_roots_adds_includes_cut_off_by_excludes(s):
+    """An include inside an excluded tree is walked as an extra root."""
+    ident = Identity([s.root, s.root + b"/x/in", s.root + b"/y"], [s.root + b"/x"])
+    assert scan_roots(ident, ident.roots()) == [s.root, s.root + b"/x/in"]
+
+
+def test_move_under_running_walk_needs_rescan():
+    """A walk that has not finished a moved sub-tree must re-walk its destination."""
+    from mirrord.journal import _Job
+    from mirrord.scan import ScanStats
+
+    job = _Job(b"/r", ScanStats(position=b"/r/b/c"))
+    assert job.missed(b"/r/b")  # inside it now
+    assert job.missed(b"/r/c")  # not reached yet
+    assert not job.missed(b"/r/a")  # already passed
+    assert job.missed(b"/r/b-x")  # sorts after /r/b/c: not reached yet
+    assert not job.missed(b"/other")
+    assert job.missed(b"/")  # the walk's root itself moved away

@@ -1,0 +1,323 @@
+"""mirrord.scan: the pure diff, and walks of real directories against a real store."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from fs_info.identity import Identity
+from mirrord.scan import ScanStats, changes, diff, disk_entry, reconcile, scan_tree
+from mirrord.store import DIR, FILE, LINK, Entry, Store
+from protocol.records import Action, Meta, Record
+
+
+def E(kind=FILE, mode=0o644, uid=1, gid=2, size=3, mtime=10, ctime=20, target=b""):
+    return Entry(kind, mode, uid, gid, size, mtime, ctime, target)
+
+
+P = b"/r/x"
+
+
+# -- diff (pure) ------------------------------------------------------------------
+def test_diff_new_dir_file_symlink():
+    """New dir -> CREATE with meta, new file -> FWRITE with size, new link -> SYMLINK."""
+    assert diff(P, None, E(DIR, size=0)) == [
+        Record(Action.CREATE, P, meta=Meta(mode=0o644, uid=1, gid=2, mtime_ns=10))
+    ]
+    assert diff(P, None, E()) == [
+        Record(Action.FWRITE, P, meta=Meta(mode=0o644, uid=1, gid=2, size=3, mtime_ns=10))
+    ]
+    assert diff(P, None, E(LINK, target=b"t")) == [Record(Action.SYMLINK, P, target=b"t")]
+
+
+def test_diff_gone_and_kind_change():
+    """Gone -> DELETE; a kind change -> DELETE then the new thing."""
+    assert diff(P, E(), None) == [Record(Action.DELETE, P)]
+    assert diff(P, None, None) == []
+    assert [r.action for r in diff(P, E(), E(DIR))] == [Action.DELETE, Action.CREATE]
+    assert [r.action for r in diff(P, E(DIR), E(LINK, target=b"x"))] == [
+        Action.DELETE,
+        Action.SYMLINK,
+    ]
+
+
+def test_diff_file_changes():
+    """size or mtime -> FWRITE; only mode/uid/gid -> ATTRIB; ctime alone -> nothing."""
+    assert [r.action for r in diff(P, E(), E(size=4))] == [Action.FWRITE]
+    assert [r.action for r in diff(P, E(), E(mtime=11))] == [Action.FWRITE]
+    assert diff(P, E(), E(mode=0o600, uid=5)) == [
+        Record(Action.ATTRIB, P, meta=Meta(mode=0o600, uid=5, gid=2))
+    ]
+    assert diff(P, E(), E(ctime=99)) == []
+
+
+def test_diff_dir_and_link_changes():
+    """Dir mtime alone -> nothing (snapshot still updated); dir chmod -> ATTRIB; retarget."""
+    assert diff(P, E(DIR), E(DIR, mtime=99)) == []
+    assert changes(P, E(DIR), E(DIR, mtime=99)) == [(None, ("put", P, E(DIR, mtime=99)))]
+    assert [r.action for r in diff(P, E(DIR), E(DIR, gid=7))] == [Action.ATTRIB]
+    assert diff(P, E(LINK, target=b"a"), E(LINK, target=b"b")) == [
+        Record(Action.SYMLINK, P, target=b"b")
+    ]
+    assert changes(P, E(), E()) == []
+
+
+def test_changes_pair_records_with_ops():
+    """A kind change deletes the old sub-tree then puts the new entry."""
+    assert changes(P, E(DIR), E()) == [
+        (Record(Action.DELETE, P), ("deltree", P)),
+        (diff(P, None, E())[0], ("put", P, E())),
+    ]
+    assert changes(P, E(), None) == [(Record(Action.DELETE, P), ("deltree", P))]
+
+
+# -- walks of real trees ------------------------------------------------------------
+@pytest.fixture
+def store(tmp_path):
+    s = Store(str(tmp_path / "db"))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "tree"
+    (root / "a" / "deep").mkdir(parents=True)
+    (root / "a" / "deep" / "f").write_bytes(b"deep")
+    (root / "a-b").mkdir()
+    (root / "a-b" / "g").write_bytes(b"g")
+    (root / "skip" / "inner").mkdir(parents=True)
+    (root / "skip" / "inner" / "secret").write_bytes(b"s")
+    (root / "file").write_bytes(b"hello")
+    (root / "gone").write_bytes(b"bye")
+    (root / "link").symlink_to("file")
+    (root / "replaced").write_bytes(b"was a file")
+    os.mkfifo(root / "fifo")
+    return os.fsencode(root)
+
+
+class Watches:
+    """Records every watch(dir) call; optionally runs an action on one of them."""
+
+    def __init__(self, action=None):
+        self.calls: list[bytes] = []
+        self.action = action
+
+    def __call__(self, path: bytes) -> bool:
+        self.calls.append(path)
+        if self.action is not None:
+            self.action(path)
+        return True
+
+
+def run(root, ident, store, watch=None, commit=True, **kw):
+    """Drive a scan to the end, committing each chunk like the journal does."""
+    out = []
+    for chunk in scan_tree(root, ident, store, watch or Watches(), **kw):
+        out += chunk
+        if commit and chunk:
+            store.commit([r for r, _ in chunk if r], [op for _, op in chunk])
+    return out
+
+
+def records(chs):
+    return [(r.action, r.path) for r, _ in chs if r is not None]
+
+
+def test_first_scan_then_nothing(tree, store):
+    """A first walk reports every member, dirs before contents, fifo skipped; a rerun is empty."""
+    ident = Identity([tree], [tree + b"/skip"])
+    watch = Watches()
+    chs = run(tree, ident, store, watch)
+    assert records(chs) == [
+        (Action.CREATE, tree),
+        (Action.CREATE, tree + b"/a"),
+        (Action.CREATE, tree + b"/a/deep"),
+        (Action.FWRITE, tree + b"/a/deep/f"),
+        (Action.CREATE, tree + b"/a-b"),
+        (Action.FWRITE, tree + b"/a-b/g"),
+        (Action.FWRITE, tree + b"/file"),
+        (Action.FWRITE, tree + b"/gone"),
+        (Action.SYMLINK, tree + b"/link"),
+        (Action.FWRITE, tree + b"/replaced"),
+    ]
+    assert watch.calls == [tree, tree + b"/a", tree + b"/a/deep", tree + b"/a-b"]
+    assert [p for p, _ in store.walk()] == [p for _, p in records(chs)]
+    assert run(tree, ident, store) == []
+
+
+def test_changed_tree(tree, store):
+    """Created, deleted, modified, chmod, retargeted and replaced paths give the right records."""
+    ident = Identity([tree], [tree + b"/skip"])
+    run(tree, ident, store)
+    os.mkdir(tree + b"/new")
+    with open(tree + b"/new/n", "wb") as f:
+        f.write(b"n")
+    os.unlink(tree + b"/gone")
+    with open(tree + b"/file", "ab") as f:
+        f.write(b" world")
+    os.chmod(tree + b"/a-b/g", 0o600)
+    os.unlink(tree + b"/link")
+    os.symlink(b"a", tree + b"/link")
+    os.unlink(tree + b"/replaced")
+    os.mkdir(tree + b"/replaced")
+    chs = run(tree, ident, store)
+    assert records(chs) == [
+        (Action.ATTRIB, tree + b"/a-b/g"),
+        (Action.FWRITE, tree + b"/file"),
+        (Action.DELETE, tree + b"/gone"),
+        (Action.SYMLINK, tree + b"/link"),
+        (Action.CREATE, tree + b"/new"),
+        (Action.FWRITE, tree + b"/new/n"),
+        (Action.DELETE, tree + b"/replaced"),
+        (Action.CREATE, tree + b"/replaced"),
+    ]
+    attrib = next(r for r, _ in chs if r and r.action == Action.ATTRIB)
+    assert attrib.meta.mode == 0o600
+    assert store.get(tree + b"/link").target == b"a"
+    assert store.get(tree + b"/replaced").kind == DIR
+    assert run(tree, ident, store) == []
+
+
+def test_excluded_subtree_never_appears(tree, store):
+    """Nothing under an excluded directory is walked, stored or reported."""
+    ident = Identity([tree], [tree + b"/skip"])
+    watch = Watches()
+    chs = run(tree, ident, store, watch)
+    assert not [p for _, p in records(chs) if b"/skip" in p]
+    assert not [p for p, _ in store.walk() if b"/skip" in p]
+    assert not [p for p in watch.calls if b"/skip" in p]
+
+
+def test_newly_excluded_subtree_is_deleted(tree, store):
+    """A path stored before it was excluded is reported deleted."""
+    run(tree, Identity([tree]), store)
+    chs = run(tree, Identity([tree], [tree + b"/a"]), store)
+    assert records(chs) == [(Action.DELETE, tree + b"/a")]
+    assert store.get(tree + b"/a/deep/f") is None
+
+
+def test_changed_only_walk_lists_changed_directories(tree, store):
+    """full=False lists only directories whose mtime/ctime moved, yet finds file changes."""
+    ident = Identity([tree], [tree + b"/skip"])
+    run(tree, ident, store)
+    with open(tree + b"/a/deep/f", "ab") as f:  # no directory changes for this one
+        f.write(b"more")
+    os.mkdir(tree + b"/a-b/sub")  # a-b's mtime moves
+    stats = ScanStats()
+    chs = run(tree, ident, store, full=False, stats=stats)
+    assert records(chs) == [
+        (Action.FWRITE, tree + b"/a/deep/f"),
+        (Action.CREATE, tree + b"/a-b/sub"),
+    ]
+    assert stats.dirs_listed == 2  # a-b and the new a-b/sub
+    full = ScanStats()
+    run(tree, ident, store, stats=full)
+    assert full.dirs_listed == 5
+
+
+def test_vanishing_entries_are_gone_without_error(tree, store):
+    """Paths deleted while the walk runs are treated as gone, including a listed dir."""
+    ident = Identity([tree], [tree + b"/skip"])
+    run(tree, ident, store)
+    os.mkdir(tree + b"/a/deep/z")
+
+    def action(path):
+        if path == tree + b"/a":  # before /a is listed: remove a later sibling
+            os.unlink(tree + b"/file")
+        if path == tree + b"/a/deep/z":  # the directory about to be listed goes away
+            os.rmdir(path)
+
+    chs = run(tree, ident, store, Watches(action))
+    assert records(chs) == [(Action.DELETE, tree + b"/file")]
+    assert store.get(tree + b"/a/deep/z") is None
+
+
+def test_chunk_commits_between_yields_are_not_seen_as_old(tmp_path, store):
+    """Committing each chunk mid-walk (3000 names in one dir) never yields a false DELETE."""
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(3000):
+        (root / f"f{i:05d}").write_bytes(b"")
+    broot = os.fsencode(root)
+    ident = Identity([broot])
+    chunks = list(scan_tree(broot, ident, store, Watches()))
+    assert len(chunks) > 3
+    for i in range(0, 2000, 3):
+        os.unlink(root / f"f{i:05d}")
+    store.commit([], [op for chunk in chunks for _, op in chunk])
+    chs = run(broot, ident, store)
+    assert records(chs) == [(Action.DELETE, broot + b"/f%05d" % i) for i in range(0, 2000, 3)]
+    assert len(list(store.children(broot))) == 3000 - 667
+    for i in range(2000, 3000):
+        os.unlink(root / f"f{i:05d}")
+    (root / "f00001").write_bytes(b"x")
+    chs = run(broot, ident, store)
+    assert records(chs) == [(Action.FWRITE, broot + b"/f00001")] + [
+        (Action.DELETE, broot + b"/f%05d" % i) for i in range(2000, 3000)
+    ]
+
+
+def test_nested_include_root_scans_alone(tree, store):
+    """An include below an excluded tree is walked as its own root."""
+    ident = Identity([tree, tree + b"/skip/inner"], [tree + b"/skip"])
+    run(tree, ident, store)
+    chs = run(tree + b"/skip/inner", ident, store)
+    assert records(chs) == [
+        (Action.CREATE, tree + b"/skip/inner"),
+        (Action.FWRITE, tree + b"/skip/inner/secret"),
+    ]
+    assert run(tree, ident, store) == []  # the outer walk does not call them gone
+
+
+# -- reconcile ----------------------------------------------------------------------
+def test_reconcile_vanished_and_type_races(tree, store):
+    """A deleted path gives DELETE; a file re-created as a dir gives DELETE, CREATE + a walk."""
+    ident = Identity([tree], [tree + b"/skip"])
+    run(tree, ident, store)
+    os.unlink(tree + b"/gone")
+    chs, follow = reconcile(tree + b"/gone", ident, store, Watches())
+    assert (records(chs), follow) == ([(Action.DELETE, tree + b"/gone")], None)
+    os.unlink(tree + b"/file")
+    os.mkdir(tree + b"/file")
+    chs, follow = reconcile(tree + b"/file", ident, store, Watches())
+    assert records(chs) == [(Action.DELETE, tree + b"/file"), (Action.CREATE, tree + b"/file")]
+    assert follow == (tree + b"/file", "tree")
+    chs, follow = reconcile(tree + b"/never", ident, store, Watches())
+    assert (chs, follow) == ([], None)
+
+
+def test_reconcile_directory_follow_ups(tree, store):
+    """A known dir whose entries changed asks for a listing; recursive asks for a tree walk."""
+    ident = Identity([tree], [tree + b"/skip"])
+    run(tree, ident, store)
+    with open(tree + b"/a/new", "wb"):
+        pass
+    chs, follow = reconcile(tree + b"/a", ident, store, Watches())
+    assert records(chs) == [] and [op[0] for _, op in chs] == ["put"]
+    assert follow == (tree + b"/a", "listing")
+    store.commit([], [op for _, op in chs])
+    listing = run(tree + b"/a", ident, store, listing=True)
+    assert records(listing) == [(Action.FWRITE, tree + b"/a/new")]
+    _, follow = reconcile(tree + b"/a", ident, store, Watches(), recursive=True)
+    assert follow == (tree + b"/a", "tree")
+
+
+def test_reconcile_anchors_at_highest_missing_ancestor(tree, store):
+    """A path whose parent is not in the snapshot reconciles the missing ancestor instead."""
+    ident = Identity([tree], [tree + b"/skip"])
+    run(tree, ident, store)
+    os.makedirs(tree + b"/n1/n2")
+    with open(tree + b"/n1/n2/f", "wb"):
+        pass
+    chs, follow = reconcile(tree + b"/n1/n2/f", ident, store, Watches())
+    assert records(chs) == [(Action.CREATE, tree + b"/n1")]
+    assert follow == (tree + b"/n1", "tree")
+
+
+def test_disk_entry_skips_unmirrored(tree):
+    """disk_entry gives None for a fifo or a missing path, the link target for a symlink."""
+    assert disk_entry(tree + b"/fifo") is None
+    assert disk_entry(tree + b"/nope") is None
+    assert disk_entry(tree + b"/link").target == b"file"
