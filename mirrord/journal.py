@@ -98,14 +98,17 @@ class Journal:
         self._coop = task.Cooperator(scheduler=lambda f: reactor.callLater(0, f))
 
     # -- the sink the monitor calls ------------------------------------------------
-    def dirty(self, path: bytes, recursive: bool = False) -> None:
-        """``path`` may have changed; ``recursive``: so may everything below it."""
+    def dirty(self, path: bytes, recursive: bool = False, written: bool = False) -> None:
+        """``path`` may have changed; ``recursive``: so may everything below it;
+        ``written``: its content was written (FWRITE even if its stat looks unchanged)."""
         index = self._segment.get(path)
         if index is None:
             self._segment[path] = len(self._queue)
-            self._queue.append(("dirty", path, recursive))
-        elif recursive:
-            self._queue[index] = ("dirty", path, True)
+            self._queue.append(("dirty", path, recursive, written))
+        else:
+            _, _, was_recursive, was_written = self._queue[index]
+            self._queue[index] = ("dirty", path, recursive or was_recursive,
+                                  written or was_written)
         self._schedule()
 
     def moved(self, src: bytes, dst: bytes) -> None:
@@ -114,19 +117,19 @@ class Journal:
         Paths queued dirty under ``src`` are re-queued under ``dst`` after the
         move: by the end of the turn they only exist there.
         """
-        follow: list[tuple[bytes, bool]] = []
+        follow: list[tuple[bytes, bool, bool]] = []
         if len(self._queue) <= _REMAP_LIMIT:
             keep = []
             for item in self._queue:
                 if item[0] == "dirty" and _overlaps(item[1], src) and len(item[1]) >= len(src):
-                    follow.append((dst + item[1][len(src) :], item[2]))
+                    follow.append((dst + item[1][len(src) :], item[2], item[3]))
                 else:
                     keep.append(item)
             self._queue = keep
         self._queue.append(("move", src, dst))
         self._segment = {}
-        for path, recursive in follow:
-            self.dirty(path, recursive)
+        for path, recursive, written in follow:
+            self.dirty(path, recursive, written)
         self._schedule()
 
     def add(self, changes: Iterable[Change]) -> None:
@@ -204,7 +207,7 @@ class Journal:
         try:
             for item in queue:
                 if item[0] == "dirty":
-                    follow += self._reconcile(batch, item[1], item[2])
+                    follow += self._reconcile(batch, item[1], item[2], item[3])
                 elif item[0] == "move":
                     follow += self._move(batch, item[1], item[2])
                     if any(job.missed(item[1]) for job in self._jobs):
@@ -229,8 +232,10 @@ class Journal:
         batch.apply(op for _, op in changes if op is not None)
         batch.append(record for record, _ in changes if record is not None)
 
-    def _reconcile(self, batch: Any, path: bytes, recursive: bool) -> list[tuple[bytes, str]]:
-        changes, follow = reconcile(path, self.identity, batch, self.watch, recursive=recursive)
+    def _reconcile(self, batch: Any, path: bytes, recursive: bool,
+                   written: bool = False) -> list[tuple[bytes, str]]:
+        changes, follow = reconcile(path, self.identity, batch, self.watch, recursive=recursive,
+                                    written=written)
         self._apply(batch, changes)
         return [follow] if follow is not None else []
 

@@ -50,7 +50,7 @@ class Sink(Protocol):
     """What the monitor calls.  ``watch_limit(path, message)`` is optional: when
     the sink lacks it, the warning is only logged."""
 
-    def dirty(self, path: bytes, recursive: bool = False) -> None: ...
+    def dirty(self, path: bytes, recursive: bool = False, written: bool = False) -> None: ...
     def moved(self, src: bytes, dst: bytes) -> None: ...
     def overflow(self) -> None: ...
     def watch_limit(self, path: bytes, message: str) -> None: ...
@@ -225,7 +225,11 @@ class Monitor:
             return
         if mask & IN_CREATE:
             self.sink.dirty(path, recursive=bool(mask & IN_ISDIR))
-        elif mask & (IN_DELETE | IN_CLOSE_WRITE | IN_ATTRIB):
+        elif mask & IN_CLOSE_WRITE:
+            # Written and closed: content changed even when size and mtime look
+            # the same (two writes within one timestamp tick).
+            self.sink.dirty(path, written=True)
+        elif mask & (IN_DELETE | IN_ATTRIB):
             self.sink.dirty(path)
 
     def _self_event(self, event: RawEvent, base: bytes) -> None:

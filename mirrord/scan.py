@@ -273,7 +273,8 @@ def _parent(path: bytes) -> bytes:
 
 
 def reconcile(
-    path: bytes, identity: Any, store: Reader, watch: Watch, *, recursive: bool = False
+    path: bytes, identity: Any, store: Reader, watch: Watch, *, recursive: bool = False,
+    written: bool = False,
 ) -> tuple[list[Change], tuple[bytes, str] | None]:
     """Bring one path's snapshot entry up to date (O(1) work).
 
@@ -281,6 +282,8 @@ def reconcile(
     ``(dir, "tree")`` for a new directory (or ``recursive``), ``(dir,
     "listing")`` for a known one whose entries changed. A path whose parent is
     missing from the snapshot reconciles the highest missing ancestor instead.
+    ``written`` (IN_CLOSE_WRITE) forces an FWRITE for an unchanged-looking file:
+    two writes within one timestamp tick leave size and mtime equal.
     """
     roots = set(identity.roots())
     while path not in roots and path != b"/":
@@ -299,4 +302,8 @@ def reconcile(
             follow = (path, TREE)
         elif old.mtime_ns != new.mtime_ns:
             follow = (path, DIRLIST)
-    return changes(path, old, new), follow
+    found = changes(path, old, new)
+    if (written and new is not None and new.kind == FILE and old is not None
+            and old.kind == FILE and not any(record for record, _ in found)):
+        found = [(diff(path, None, new)[0], ("put", path, new))]
+    return found, follow

@@ -28,7 +28,7 @@ class RecordingSink:
         self.calls: list[tuple] = []
         self.monitor: Monitor | None = None
 
-    def dirty(self, path: bytes, recursive: bool = False) -> None:
+    def dirty(self, path: bytes, recursive: bool = False, written: bool = False) -> None:
         self.calls.append(("dirty", path, recursive))
         if recursive and self.monitor is not None and os.path.isdir(path):
             self.watch_tree(path)
@@ -383,7 +383,7 @@ def test_sink_without_watch_limit_method(tmp_path: Path) -> None:
     class MinimalSink:
         """Only the required sink calls."""
 
-        def dirty(self, path: bytes, recursive: bool = False) -> None:
+        def dirty(self, path: bytes, recursive: bool = False, written: bool = False) -> None:
             pass
 
         def moved(self, src: bytes, dst: bytes) -> None:

@@ -288,6 +288,20 @@ def test_reconcile_vanished_and_type_races(tree, store):
     assert (chs, follow) == ([], None)
 
 
+def test_reconcile_written_file_with_same_stat_still_fwrites(tree, store):
+    """A close-after-write whose size and mtime look unchanged (one tick) still gives FWRITE."""
+    ident = Identity([tree], [tree + b"/skip"])
+    run(tree, ident, store)
+    st = os.stat(tree + b"/file")
+    with open(tree + b"/file", "wb") as fh:
+        fh.write(b"HELLO")  # same size
+    os.utime(tree + b"/file", ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime
+    chs, _ = reconcile(tree + b"/file", ident, store, Watches())
+    assert records(chs) == []
+    chs, _ = reconcile(tree + b"/file", ident, store, Watches(), written=True)
+    assert records(chs) == [(Action.FWRITE, tree + b"/file")]
+
+
 def test_reconcile_directory_follow_ups(tree, store):
     """A known dir whose entries changed asks for a listing; recursive asks for a tree walk."""
     ident = Identity([tree], [tree + b"/skip"])
