@@ -107,8 +107,7 @@ class Journal:
             self._queue.append(("dirty", path, recursive, written))
         else:
             _, _, was_recursive, was_written = self._queue[index]
-            self._queue[index] = ("dirty", path, recursive or was_recursive,
-                                  written or was_written)
+            self._queue[index] = ("dirty", path, recursive or was_recursive, written or was_written)
         self._schedule()
 
     def moved(self, src: bytes, dst: bytes) -> None:
@@ -232,10 +231,12 @@ class Journal:
         batch.apply(op for _, op in changes if op is not None)
         batch.append(record for record, _ in changes if record is not None)
 
-    def _reconcile(self, batch: Any, path: bytes, recursive: bool,
-                   written: bool = False) -> list[tuple[bytes, str]]:
-        changes, follow = reconcile(path, self.identity, batch, self.watch, recursive=recursive,
-                                    written=written)
+    def _reconcile(
+        self, batch: Any, path: bytes, recursive: bool, written: bool = False
+    ) -> list[tuple[bytes, str]]:
+        changes, follow = reconcile(
+            path, self.identity, batch, self.watch, recursive=recursive, written=written
+        )
         self._apply(batch, changes)
         return [follow] if follow is not None else []
 

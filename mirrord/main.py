@@ -18,8 +18,12 @@ DEFAULT_CONFIG = "/etc/mirrord.conf"
 
 def _extra(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-k", nargs="+", metavar="COMMAND", dest="control",
-        help="talk to the running daemon: 'status', 'include PATH' or 'exclude PATH'")
+        "-k",
+        nargs="+",
+        metavar="COMMAND",
+        dest="control",
+        help="talk to the running daemon: 'status', 'include PATH' or 'exclude PATH'",
+    )
 
 
 def control_socket(config: Any) -> str:
@@ -40,8 +44,10 @@ def _control(args: argparse.Namespace, config: Any) -> int:
     try:
         reply = control.request(sock, cmd, path)
     except OSError as exc:
-        raise CommandError(f"cannot reach mirrord at {sock} ({exc.strerror or exc}): "
-                           "is it running with this datadir?") from None
+        raise CommandError(
+            f"cannot reach mirrord at {sock} ({exc.strerror or exc}): "
+            "is it running with this datadir?"
+        ) from None
     if not reply.get("ok", True):
         raise CommandError(reply.get("error", "request failed"))
     if cmd == "status":
@@ -57,16 +63,17 @@ def _control(args: argparse.Namespace, config: Any) -> int:
 def _lock_datadir(datadir: str) -> Any:
     """One mirrord per datadir: the Berkeley DB environment is ours alone."""
     if not os.path.isdir(datadir):
-        raise CommandError(f"datadir {datadir} does not exist: create it and name what to "
-                           f"mirror with `fs_info -o datadir={datadir} -a t:/PATH`")
+        raise CommandError(
+            f"datadir {datadir} does not exist: create it and name what to "
+            f"mirror with `fs_info -o datadir={datadir} -a t:/PATH`"
+        )
     handle = open(os.path.join(datadir, "mirrord.lock"), "a+")  # noqa: SIM115 (held for life)
     try:
         fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.seek(0)
         pid = handle.read().strip() or "?"
-        raise CommandError(f"another mirrord (pid {pid}) is running on datadir {datadir}") \
-            from None
+        raise CommandError(f"another mirrord (pid {pid}) is running on datadir {datadir}") from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")
@@ -106,8 +113,13 @@ def _serve(args: argparse.Namespace, config: Any) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser("mirrord", SCHEMA, DEFAULT_CONFIG, _extra,
-                         description="Watch the included trees and serve their change log.")
+    parser = make_parser(
+        "mirrord",
+        SCHEMA,
+        DEFAULT_CONFIG,
+        _extra,
+        description="Watch the included trees and serve their change log.",
+    )
 
     def dispatch(args: argparse.Namespace, config: Any) -> int:
         if args.control:

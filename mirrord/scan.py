@@ -273,7 +273,12 @@ def _parent(path: bytes) -> bytes:
 
 
 def reconcile(
-    path: bytes, identity: Any, store: Reader, watch: Watch, *, recursive: bool = False,
+    path: bytes,
+    identity: Any,
+    store: Reader,
+    watch: Watch,
+    *,
+    recursive: bool = False,
     written: bool = False,
 ) -> tuple[list[Change], tuple[bytes, str] | None]:
     """Bring one path's snapshot entry up to date (O(1) work).
@@ -303,7 +308,13 @@ def reconcile(
         elif old.mtime_ns != new.mtime_ns:
             follow = (path, DIRLIST)
     found = changes(path, old, new)
-    if (written and new is not None and new.kind == FILE and old is not None
-            and old.kind == FILE and not any(record for record, _ in found)):
+    if (
+        written
+        and new is not None
+        and new.kind == FILE
+        and old is not None
+        and old.kind == FILE
+        and not any(record for record, _ in found)
+    ):
         found = [(diff(path, None, new)[0], ("put", path, new))]
     return found, follow

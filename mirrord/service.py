@@ -106,7 +106,8 @@ class MirrordService(MultiService):
                 f"no include roots in identities {','.join(self.names)} under "
                 f"{os.fsdecode(self.datadir)}: add one with "
                 f"`fs_info -o datadir={os.fsdecode(self.datadir)} -a t:/PATH "
-                f"{self.names[0]}`")
+                f"{self.names[0]}`"
+            )
         return identity
 
     def startService(self) -> None:  # noqa: N802
@@ -119,31 +120,47 @@ class MirrordService(MultiService):
         self.identity = self.load_identities()
         home = os.path.join(os.fsdecode(self.datadir), "db")
         self.store = Store(home, cache_bytes=cfg["cache.size"] << 20, loglen=cfg["loglen"])
-        log.info("database {home}: session {session}, serials {oldest}..{head}{new}",
-                 home=home, session=self.store.session, oldest=self.store.oldest,
-                 head=self.store.head, new=" (new)" if self.store.created else "")
+        log.info(
+            "database {home}: session {session}, serials {oldest}..{head}{new}",
+            home=home,
+            session=self.store.session,
+            oldest=self.store.oldest,
+            head=self.store.head,
+            new=" (new)" if self.store.created else "",
+        )
         self.inotify = Inotify()
         for warning in check_limits(read_limits(), needed_watches=0):
             log.warn("{warning}", warning=warning)
         sink = _LateSink()
-        self.monitor = Monitor(self.inotify, self.identity.__contains__, sink,
-                               self.reactor, move_wait=cfg["move.wait"], log=log,
-                               has_excluded_below=self.identity.has_excluded_below)
-        self.journal = Journal(self.store, self.identity, self.monitor.watch, self.reactor,
-                               log)
+        self.monitor = Monitor(
+            self.inotify,
+            self.identity.__contains__,
+            sink,
+            self.reactor,
+            move_wait=cfg["move.wait"],
+            log=log,
+            has_excluded_below=self.identity.has_excluded_below,
+        )
+        self.journal = Journal(self.store, self.identity, self.monitor.watch, self.reactor, log)
         sink.target = self.journal
         self.reader = InotifyReader(self.inotify, self.monitor.handle, self.reactor, log=log)
         self.reader.startReading()
         await self.journal.boot(self.identity.roots(), first=self.store.created)
         status = self.monitor.status()
         if status.get("polled"):
-            log.warn("watch limit reached: {polled} sub-trees are polled every {interval}s; "
-                     "raise fs.inotify.max_user_watches to watch them all",
-                     polled=status["polled"], interval=cfg["poll.interval"])
+            log.warn(
+                "watch limit reached: {polled} sub-trees are polled every {interval}s; "
+                "raise fs.inotify.max_user_watches to watch them all",
+                polled=status["polled"],
+                interval=cfg["poll.interval"],
+            )
         self._start_polling()
         await self._listen()
-        log.info(lines.BOOT_FINISHED + " : {watched} directories watched, head serial {head}",
-                 watched=status.get("watched", 0), head=self.store.head)
+        log.info(
+            lines.BOOT_FINISHED + " : {watched} directories watched, head serial {head}",
+            watched=status.get("watched", 0),
+            head=self.store.head,
+        )
 
     def _start_polling(self) -> None:
         interval = self.config["poll.interval"]
@@ -161,22 +178,35 @@ class MirrordService(MultiService):
         cfg = self.config
         secret = cfg.secret("auth.secret-from") if hasattr(cfg, "secret") else None
         self.factory = MirrorServerFactory(
-            self.store, self.journal, batch=cfg["batch"], timeout=cfg["timeout"],
-            secret=secret, reactor=self.reactor)
-        port = await listen(self.factory, self.reactor, cfg["port"], cfg["bind"],
-                            tls_cert=cfg["tls.cert"] or None, tls_key=cfg["tls.key"] or None)
+            self.store,
+            self.journal,
+            batch=cfg["batch"],
+            timeout=cfg["timeout"],
+            secret=secret,
+            reactor=self.reactor,
+        )
+        port = await listen(
+            self.factory,
+            self.reactor,
+            cfg["port"],
+            cfg["bind"],
+            tls_cert=cfg["tls.cert"] or None,
+            tls_key=cfg["tls.key"] or None,
+        )
         self.ports.append(port)
         log.info("serving on {bind}:{port}", bind=cfg["bind"], port=cfg["port"])
         sock = cfg["control.socket"] or os.path.join(os.fsdecode(self.datadir), "mirrord.sock")
         self.ports.append(listen_control(ControlFactory(self), self.reactor, sock))
         if cfg["ftp.port"]:
             from mirrord.ftpserver import make_ftp_factory
-            ftp = make_ftp_factory(self.identity.__contains__, cfg["ftp.user"],
-                                   cfg.secret("ftp.password-from"))
-            self.ports.append(self.reactor.listenTCP(cfg["ftp.port"], ftp,
-                                                     interface=cfg["ftp.bind"]))
-            log.info("read-only FTP on {bind}:{port}", bind=cfg["ftp.bind"],
-                     port=cfg["ftp.port"])
+
+            ftp = make_ftp_factory(
+                self.identity.__contains__, cfg["ftp.user"], cfg.secret("ftp.password-from")
+            )
+            self.ports.append(
+                self.reactor.listenTCP(cfg["ftp.port"], ftp, interface=cfg["ftp.bind"])
+            )
+            log.info("read-only FTP on {bind}:{port}", bind=cfg["ftp.bind"], port=cfg["ftp.port"])
 
     # -- control channel (mirrord -k) ---------------------------------------
 

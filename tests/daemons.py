@@ -34,16 +34,20 @@ def command(name: str) -> str:
 class Proc:
     """A running command whose merged output is collected line by line."""
 
-    def __init__(self, argv: Sequence[str], *, env: dict[str, str] | None = None,
-                 prefix: Sequence[str] = ()) -> None:
+    def __init__(
+        self, argv: Sequence[str], *, env: dict[str, str] | None = None, prefix: Sequence[str] = ()
+    ) -> None:
         self.argv = [*prefix, *argv]
         full_env = dict(os.environ)
         full_env["PYTHONUNBUFFERED"] = "1"
         if env:
             full_env.update(env)
         self.popen = subprocess.Popen(
-            self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, env=full_env,
+            self.argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=full_env,
         )
         self.lines: list[str] = []
         self._lock = threading.Lock()
@@ -66,14 +70,17 @@ class Proc:
 
     def wait_line(self, needle: str, timeout: float = 20.0, count: int = 1) -> None:
         """Wait until ``needle`` has appeared in ``count`` lines of output."""
+
         def seen() -> bool:
             if self.popen.poll() is not None and self.count(needle) < count:
                 self._reader.join(2)
                 if self.count(needle) < count:
                     raise AssertionError(
                         f"{self.argv[0]} exited {self.popen.returncode} before "
-                        f"printing {needle!r}:\n{self.output()}")
+                        f"printing {needle!r}:\n{self.output()}"
+                    )
             return self.count(needle) >= count
+
         try:
             wait_for(seen, timeout, 0.02, f"{needle!r} from {Path(self.argv[0]).name}")
         except AssertionError as exc:
@@ -99,16 +106,22 @@ class Proc:
 
 
 def fs_info(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([command("fs_info"), *args], capture_output=True, text=True,
-                          timeout=30)
+    return subprocess.run([command("fs_info"), *args], capture_output=True, text=True, timeout=30)
 
 
 class Worker:
     """A mirrord on loopback watching one identity of include roots."""
 
-    def __init__(self, datadir: Path, includes: Sequence[Path], excludes: Sequence[Path] = (),
-                 options: Sequence[str] = (), prefix: Sequence[str] = (),
-                 bind: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self,
+        datadir: Path,
+        includes: Sequence[Path],
+        excludes: Sequence[Path] = (),
+        options: Sequence[str] = (),
+        prefix: Sequence[str] = (),
+        bind: str = "127.0.0.1",
+        port: int | None = None,
+    ) -> None:
         self.datadir = datadir
         self.port = port or free_port()
         self.bind = bind
@@ -120,8 +133,16 @@ class Worker:
         if includes:
             done = fs_info(*args)
             assert done.returncode == 0, done.stderr
-        self.argv = [command("mirrord"), "-o", f"datadir={datadir}", "-o", f"bind={bind}",
-                     "-o", f"port={self.port}", *options]
+        self.argv = [
+            command("mirrord"),
+            "-o",
+            f"datadir={datadir}",
+            "-o",
+            f"bind={bind}",
+            "-o",
+            f"port={self.port}",
+            *options,
+        ]
         self.prefix = prefix
         self.proc: Proc | None = None
 
@@ -228,8 +249,7 @@ def mirror_of(datadir: Path, source: Path) -> Path:
     return datadir / str(source).lstrip("/")
 
 
-def wait_converged(source: Path, datadir: Path, timeout: float = 30.0,
-                   modes: bool = True) -> None:
+def wait_converged(source: Path, datadir: Path, timeout: float = 30.0, modes: bool = True) -> None:
     """Wait until the mirror equals the source tree; fail listing what differs."""
     last: list[str] = []
 
@@ -240,6 +260,7 @@ def wait_converged(source: Path, datadir: Path, timeout: float = 30.0,
         except (FileNotFoundError, NotADirectoryError) as exc:  # tree changing under us
             last = [str(exc)]
         return not last
+
     try:
         wait_for(same, timeout, 0.05, "mirror to converge")
     except AssertionError:
