@@ -43,7 +43,23 @@ SCHEMA = Schema(
             "poll.interval",
             "duration",
             "300",
-            "seconds between safety rescans of the watched trees (0 = never)",
+            "seconds between rescans of sub-trees left unwatched by the watch limit (0 = never)",
+            minimum=0,
+        ),
+        Key(
+            "rescan.interval",
+            "duration",
+            "21600",
+            "seconds between verification rescans of every tree, which catch what inotify "
+            "cannot see (writes through mmap or another hard link) (0 = never)",
+            minimum=0,
+        ),
+        Key(
+            "watch.max",
+            "int",
+            "0",
+            "most inotify watches to use, below the kernel's max_user_watches; directories "
+            "past it are polled (0 = as many as the kernel allows)",
             minimum=0,
         ),
         Key("cache.size", "int", "64", "Berkeley DB cache size in MiB", minimum=1),

@@ -128,7 +128,7 @@ class MirrordService(MultiService):
             head=self.store.head,
             new=" (new)" if self.store.created else "",
         )
-        self.inotify = Inotify()
+        self.inotify = Inotify(max_watches=cfg["watch.max"] or None)
         for warning in check_limits(read_limits(), needed_watches=0):
             log.warn("{warning}", warning=warning)
         sink = _LateSink()
