@@ -1,0 +1,128 @@
+"""Temp-file-and-rename, shared by every backend.
+
+A fetched file never becomes visible half written, and an existing `local`
+is replaced by rename, never written through: a hard link to the old file
+(a rotated backup) keeps its old content. The temporary file lives in the
+destination's own directory so the rename is atomic and never crosses a
+filesystem; its name starts with a dot and carries `.fsm-` so an operator
+can tell what left it, and every failure path removes it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import tempfile
+from types import TracebackType
+
+from fs_sync.interface import FetchItem, Outcome, Result
+
+BLOCK = 1 << 20  # copy granularity: bounded memory whatever the file size
+_NAME_KEEP = 200  # keep temp names under NAME_MAX (255) for long file names
+
+
+def temp_prefix(local: bytes) -> tuple[bytes, bytes]:
+    """(directory, prefix) for a temporary sibling of `local`."""
+    directory, name = os.path.split(local)
+    return directory or b".", b"." + name[:_NAME_KEEP] + b".fsm-"
+
+
+def is_directory(path: bytes) -> bool:
+    """True when `path` is a directory itself (a symlink to one is not)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def refuse_directory(item: FetchItem) -> Result | None:
+    """The FAILED result for an item whose `local` is a directory, else None."""
+    if is_directory(item.local):
+        return (item, Outcome.FAILED, "local path is a directory")
+    return None
+
+
+class AtomicFile:
+    """A temporary file beside `local`, renamed over it by `commit()`.
+
+    Use as a context manager: leaving the block without `commit()` (an
+    exception, an early return) removes the temporary file.
+    """
+
+    def __init__(self, local: bytes) -> None:
+        self.local = local
+        directory, prefix = temp_prefix(local)
+        self.fd, self.temp = tempfile.mkstemp(prefix=prefix, dir=directory)
+        self._done = False
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+
+    def commit(self) -> None:
+        """fsync, close and rename over `local` (refused if it is a directory)."""
+        os.fsync(self.fd)
+        os.close(self.fd)
+        self.fd = -1
+        if is_directory(self.local):
+            raise IsADirectoryError(self.local)
+        os.rename(self.temp, self.local)
+        self._done = True
+
+    def abort(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if not self._done:
+            self._done = True
+            try:
+                os.unlink(self.temp)
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> AtomicFile:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.abort()
+
+
+def copy_fd(src_fd: int, local: bytes) -> None:
+    """Stream an open file descriptor into `local`, atomically."""
+    with AtomicFile(local) as out:
+        while True:
+            block = os.read(src_fd, BLOCK)
+            if not block:
+                break
+            out.write(block)
+        out.commit()
+
+
+def install(staged: bytes, local: bytes) -> None:
+    """Move a complete file from a staging area over `local`, atomically.
+
+    Same filesystem: fsync and rename. Across filesystems (EXDEV): stream it
+    into a temporary sibling of `local` and rename that.
+    """
+    if is_directory(local):
+        raise IsADirectoryError(local)
+    fd = os.open(staged, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fsync(fd)
+        try:
+            os.rename(staged, local)
+            return
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+        copy_fd(fd, local)
+    finally:
+        os.close(fd)

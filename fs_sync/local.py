@@ -1,0 +1,71 @@
+"""The `local` backend: copy from a path on this host (a second disk, an
+NFS or SMB mount of the worker).
+
+Copies run in a small dedicated thread pool, block by block, so a big file
+never sits in memory and the reactor never waits on a slow mount.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Sequence
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from fs_sync.atomic import copy_fd, refuse_directory
+from fs_sync.interface import FetchItem, Outcome, Result
+
+_GONE = (errno.ENOENT, errno.ENOTDIR)
+
+
+def fetch_one(root: bytes, item: FetchItem) -> Result:
+    """Copy `root + item.remote` to `item.local` (blocking; runs in a thread)."""
+    refused = refuse_directory(item)
+    if refused:
+        return refused
+    source = root + item.remote
+    try:
+        # O_NONBLOCK: a FIFO must not hang the copy; O_NOFOLLOW: a symlink
+        # here is not what the worker's FWRITE described.
+        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError as e:
+        if e.errno in _GONE:
+            return (item, Outcome.VANISHED, os.strerror(e.errno))
+        if e.errno == errno.ELOOP:
+            return (item, Outcome.NOT_A_FILE, "is a symlink")
+        return (item, Outcome.FAILED, f"open: {e.strerror}")
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return (item, Outcome.NOT_A_FILE, "not a regular file")
+        os.set_blocking(fd, True)
+        copy_fd(fd, item.local)
+    except OSError as e:
+        return (item, Outcome.FAILED, f"copy: {e.strerror or e}")
+    finally:
+        os.close(fd)
+    return (item, Outcome.DONE, "")
+
+
+class LocalFetcher:
+    """Fetcher reading `root + path` from the local filesystem."""
+
+    def __init__(self, root: bytes, reactor: IReactorFromThreads, threads: int = 2) -> None:
+        self.root = root.rstrip(b"/")
+        self._reactor = reactor
+        self._pool = ThreadPool(minthreads=0, maxthreads=threads, name="fs_sync-local")
+        self._pool.start()
+
+    def fetch(self, items: Sequence[FetchItem]) -> Deferred[list[Result]]:
+        batch = list(items)
+        return deferToThreadPool(
+            self._reactor, self._pool, lambda: [fetch_one(self.root, i) for i in batch]
+        )
+
+    def close(self) -> Deferred[None]:
+        self._pool.stop()
+        return succeed(None)

@@ -1,0 +1,199 @@
+"""The `rsync` backend: one rsync client run per batch against an rsync daemon.
+
+One process per `fetch()` keeps the per-file cost low (one connection, one
+file list) for the thousand-record batches fs_mirror sends. rsync writes into
+a fresh staging directory on the mirror's own filesystem; each staged file is
+then fsynced and renamed over its destination, so rsync never writes through
+an existing file and a hard link to the old content stays intact.
+
+The password travels in RSYNC_PASSWORD, never on the command line; the
+command is an argument vector, never a shell string. Names go through
+`--files-from=- --from0`, so any byte (newlines included) is safe.
+The process runs in a worker thread with `subprocess`: no SIGCHLD handling
+is needed from the reactor.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Sequence
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from fs_sync.atomic import copy_fd, install, refuse_directory
+from fs_sync.interface import FetchItem, Outcome, Result
+
+# rsync's exit codes that still mean "the rest was transferred":
+# 23 partial transfer (e.g. a file not found), 24 source files vanished.
+_PARTIAL_OK = (0, 23, 24)
+_STDERR_KEEP = 64 << 10
+
+
+def split_module(path: bytes) -> tuple[bytes, bytes] | None:
+    """`/module/rel/path` -> (b"module", b"rel/path"); None without both parts."""
+    module, _, rel = path.lstrip(b"/").partition(b"/")
+    rel = rel.strip(b"/")
+    if not module or not rel:
+        return None
+    return module, rel
+
+
+def build_argv(rsync: str, url: bytes, staging: bytes, timeout: int) -> list[bytes | str]:
+    """The rsync command for one batch (the file list comes on stdin)."""
+    return [
+        rsync,
+        "--from0",
+        "--files-from=-",
+        "--times",
+        "--chmod=Du+rwx",  # staged directories stay removable
+        "--no-motd",
+        f"--timeout={timeout}",
+        f"--contimeout={timeout}",
+        "--",
+        url,
+        staging + b"/",
+    ]
+
+
+def daemon_url(host: str, port: int, user: str | None, module: bytes) -> bytes:
+    hostpart = f"[{host}]" if ":" in host else host
+    userpart = f"{user}@" if user else ""
+    return f"rsync://{userpart}{hostpart}:{port}/".encode() + module + b"/"
+
+
+def _first_line(stderr: bytes) -> str:
+    for line in stderr.splitlines():
+        if line.strip():
+            return line.decode("utf-8", "backslashreplace")
+    return ""
+
+
+class RsyncFetcher:
+    """Fetcher pulling `root + path` from an rsync daemon module.
+
+    `root` names the module and any directory in it (`/mirror` -> module
+    `mirror`); with an empty root the first component of each worker path is
+    the module. `staging_dir` must be on the mirror's filesystem.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        user: str | None,
+        password: bytes | None,
+        root: bytes,
+        staging_dir: bytes,
+        reactor: IReactorFromThreads,
+        *,
+        rsync: str = "rsync",
+        timeout: int = 60,
+    ) -> None:
+        self.host, self.port, self.user = host, port, user
+        self.root = root.rstrip(b"/")
+        self.staging_dir = staging_dir
+        self.rsync = rsync
+        self.timeout = timeout
+        self._env = {k: v for k, v in os.environ.items() if k != "RSYNC_PASSWORD"}
+        if password is not None:
+            self._env["RSYNC_PASSWORD"] = os.fsdecode(password)
+        self._reactor = reactor
+        self._pool = ThreadPool(minthreads=0, maxthreads=1, name="fs_sync-rsync")
+        self._pool.start()
+
+    def fetch(self, items: Sequence[FetchItem]) -> Deferred[list[Result]]:
+        batch = list(items)
+        return deferToThreadPool(self._reactor, self._pool, self._fetch_batch, batch)
+
+    def close(self) -> Deferred[None]:
+        self._pool.stop()
+        return succeed(None)
+
+    # -- worker thread --
+
+    def _fetch_batch(self, batch: list[FetchItem]) -> list[Result]:
+        results: dict[int, Result] = {}
+        groups: dict[bytes, list[tuple[int, bytes]]] = {}
+        for index, item in enumerate(batch):
+            refused = refuse_directory(item)
+            split = split_module(self.root + item.remote)
+            if refused:
+                results[index] = refused
+            elif split is None:
+                results[index] = (item, Outcome.FAILED, "path names no rsync module")
+            else:
+                groups.setdefault(split[0], []).append((index, split[1]))
+        os.makedirs(self.staging_dir, mode=0o700, exist_ok=True)
+        for module, members in groups.items():
+            staging = tempfile.mkdtemp(prefix=b".batch-", dir=self.staging_dir)
+            try:
+                self._run_module(module, members, batch, staging, results)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        return [results[i] for i in range(len(batch))]
+
+    def _run_module(
+        self,
+        module: bytes,
+        members: list[tuple[int, bytes]],
+        batch: list[FetchItem],
+        staging: bytes,
+        results: dict[int, Result],
+    ) -> None:
+        url = daemon_url(self.host, self.port, self.user, module)
+        argv = build_argv(self.rsync, url, staging, self.timeout)
+        listing = b"".join(rel + b"\0" for _, rel in members)
+        try:
+            proc = subprocess.run(
+                argv,
+                input=listing,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=self._env,
+                check=False,
+            )
+            code, stderr = proc.returncode, proc.stderr[-_STDERR_KEEP:]
+        except OSError as e:
+            code, stderr = -1, f"cannot run {self.rsync}: {e.strerror}".encode()
+        detail = _first_line(stderr)
+        installed: dict[bytes, bytes] = {}  # rel -> local, for a path asked twice
+        for index, rel in members:
+            item = batch[index]
+            if code not in _PARTIAL_OK:
+                results[index] = (item, Outcome.FAILED, f"rsync exit {code}: {detail}")
+                continue
+            staged = staging + b"/" + rel
+            if rel in installed:
+                staged = installed[rel]
+            results[index] = _collect(item, staged, detail, copy=rel in installed)
+            if results[index][1] is Outcome.DONE:
+                installed[rel] = item.local
+
+
+def _collect(item: FetchItem, staged: bytes, detail: str, copy: bool = False) -> Result:
+    """Install one staged file (or copy one already installed) and say what happened."""
+    try:
+        mode = os.lstat(staged).st_mode
+    except FileNotFoundError:
+        return (item, Outcome.VANISHED, detail or "not transferred")
+    if not stat.S_ISREG(mode):
+        return (item, Outcome.NOT_A_FILE, "not a regular file on the server")
+    try:
+        if copy:
+            fd = os.open(staged, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                copy_fd(fd, item.local)
+            finally:
+                os.close(fd)
+        else:
+            install(staged, item.local)
+    except OSError as e:
+        return (item, Outcome.FAILED, f"install: {e.strerror or e}")
+    return (item, Outcome.DONE, "")

@@ -1,0 +1,261 @@
+"""mirrord's optional embedded FTP service: read-only, confined, one user.
+
+It lets an fs_mirror with `fssync.type=ftp` fetch file contents from a
+worker that runs no other file server. It serves the worker's real absolute
+paths (FTP `/var/www/x` is the file `/var/www/x`), but only paths the
+daemon's identity includes (`is_included`), and only when the path with
+every symlink resolved is included too, so a symlink cannot lead out of the
+trees. Every write command is refused and anonymous login is refused.
+
+Path bytes: Twisted's FTP protocol decodes each command line as latin-1, so
+encoding a path segment back with latin-1 gives the client's exact bytes;
+names that are not UTF-8 are served byte for byte.
+
+Twisted's `twisted.protocols.ftp` imports the global reactor when it is
+imported (and uses it for passive data ports), so it is imported only when
+a factory is made: importing this module installs no reactor.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import hmac
+import os
+import stat
+from collections.abc import Callable, Sequence
+from typing import Any
+
+IsIncluded = Callable[[bytes], bool]
+
+
+def segments_to_path(segments: Sequence[str]) -> bytes:
+    """Twisted's path segments (latin-1 decoded) back to the absolute byte path."""
+    return b"/" + b"/".join(s.encode("latin-1") for s in segments)
+
+
+def served_path(is_included: IsIncluded, path: bytes) -> bytes | None:
+    """The real path to open for `path`, or None when it must not be served.
+
+    The path as asked must be included, and so must the place its symlinks
+    lead to. A target inside the same include root is judged by its name
+    under that root (so an include root reached through a symlink, such as
+    /var/www -> /srv/www, still works and excluded sub-trees stay excluded);
+    any other target must be included under its own real name.
+    """
+    if not is_included(path):
+        return None
+    base = _include_root(is_included, path)
+    real, real_base = os.path.realpath(path), os.path.realpath(base)
+    if real == real_base or real.startswith(real_base.rstrip(b"/") + b"/"):
+        logical = base + real[len(real_base) :]
+        return real if is_included(logical) else None
+    return real if is_included(real) else None
+
+
+def _include_root(is_included: IsIncluded, path: bytes) -> bytes:
+    """The shortest included ancestor of an included `path` (its include root)."""
+    end = 0
+    while True:
+        end = path.find(b"/", end + 1)
+        prefix = path if end < 0 else path[:end]
+        if end < 0 or is_included(prefix):
+            return prefix
+
+
+def _stat_values(st: os.stat_result, keys: Sequence[str]) -> list[Any]:
+    from twisted.python.filepath import Permissions
+
+    values: dict[str, Callable[[], Any]] = {
+        "size": lambda: st.st_size,
+        "directory": lambda: stat.S_ISDIR(st.st_mode),
+        "permissions": lambda: Permissions(stat.S_IMODE(st.st_mode)),
+        "hardlinks": lambda: st.st_nlink,
+        "modified": lambda: st.st_mtime,
+        "owner": lambda: str(st.st_uid),
+        "group": lambda: str(st.st_gid),
+    }
+    return [values[k]() for k in keys]
+
+
+@functools.cache
+def _classes() -> tuple[type, type, type]:
+    """Build the Twisted classes on first use (see the module docstring)."""
+    from twisted.cred import credentials, error
+    from twisted.cred.checkers import ICredentialsChecker
+    from twisted.cred.portal import IRealm
+    from twisted.internet import defer
+    from twisted.protocols import ftp
+    from zope.interface import implementer
+
+    def fail_os(e: OSError, path: Sequence[str]) -> defer.Deferred[Any]:
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return defer.fail(ftp.PermissionDeniedError(path))
+        if e.errno == errno.EISDIR:
+            return defer.fail(ftp.IsADirectoryError(path))
+        return defer.fail(ftp.FileNotFoundError(path))
+
+    @implementer(ftp.IFTPShell)
+    class ConfinedShell:
+        """A read-only IFTPShell over the included trees."""
+
+        def __init__(self, is_included: IsIncluded) -> None:
+            self.is_included = is_included
+
+        def _real(self, path: Sequence[str]) -> bytes:
+            real = served_path(self.is_included, segments_to_path(path))
+            if real is None:
+                raise ftp.FileNotFoundError("/".join(path))
+            return real
+
+        def _refuse(self, *args: Any) -> defer.Deferred[Any]:
+            return defer.fail(ftp.PermissionDeniedError("read-only server"))
+
+        makeDirectory = removeDirectory = removeFile = rename = _refuse
+        openForWriting = _refuse
+
+        def access(self, path: Sequence[str]) -> defer.Deferred[None]:
+            try:
+                real = self._real(path)
+                if not stat.S_ISDIR(os.stat(real).st_mode):
+                    return defer.fail(ftp.IsNotADirectoryError(path))
+            except ftp.FTPCmdError:
+                return defer.fail()
+            except OSError as e:
+                return fail_os(e, path)
+            return defer.succeed(None)
+
+        def openForReading(self, path: Sequence[str]) -> defer.Deferred[Any]:
+            try:
+                real = self._real(path)
+                fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+            except ftp.FTPCmdError:
+                return defer.fail()
+            except OSError as e:
+                return fail_os(e, path)
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                os.close(fd)
+                if stat.S_ISDIR(mode):
+                    return defer.fail(ftp.IsADirectoryError(path))
+                return defer.fail(ftp.FileNotFoundError(path))
+            os.set_blocking(fd, True)
+            return defer.succeed(ftp._FileReader(os.fdopen(fd, "rb")))
+
+        def stat(self, path: Sequence[str], keys: Sequence[str] = ()) -> defer.Deferred[Any]:
+            try:
+                return defer.succeed(_stat_values(os.stat(self._real(path)), keys))
+            except ftp.FTPCmdError:
+                return defer.fail()
+            except OSError as e:
+                return fail_os(e, path)
+
+        def list(self, path: Sequence[str], keys: Sequence[str] = ()) -> defer.Deferred[Any]:
+            logical = segments_to_path(path)
+            try:
+                real = self._real(path)
+                st = os.stat(real)
+                if not stat.S_ISDIR(st.st_mode):
+                    name = os.path.basename(logical)
+                    return defer.succeed([(name, _stat_values(st, keys))])
+                entries = []
+                for name in os.listdir(real):
+                    if not self.is_included(logical.rstrip(b"/") + b"/" + name):
+                        continue
+                    try:
+                        child = os.lstat(os.path.join(real, name))
+                    except OSError:
+                        continue  # gone meanwhile
+                    entries.append((name, _stat_values(child, keys)))
+            except ftp.FTPCmdError:
+                return defer.fail()
+            except OSError as e:
+                return fail_os(e, path)
+            return defer.succeed(entries)
+
+    @implementer(ICredentialsChecker)
+    class OneUser:
+        """Accepts exactly one user name and password (constant-time compare)."""
+
+        credentialInterfaces = (credentials.IUsernamePassword,)
+
+        def __init__(self, user: str, password: bytes | None) -> None:
+            self.user = user.encode("latin-1", "replace")
+            self.password = password or b""  # empty: nobody logs in
+
+        def requestAvatarId(self, creds: Any) -> defer.Deferred[Any]:
+            user = _as_bytes(creds.username)
+            given = _as_bytes(creds.password)
+            ok_user = hmac.compare_digest(user, self.user)
+            ok_password = hmac.compare_digest(given, self.password)
+            if ok_user and ok_password and self.password:
+                return defer.succeed(creds.username)
+            return defer.fail(error.UnauthorizedLogin())
+
+    @implementer(IRealm)
+    class ShellRealm:
+        def __init__(self, is_included: IsIncluded) -> None:
+            self.is_included = is_included
+
+        def requestAvatar(self, avatar_id: Any, mind: Any, *interfaces: Any) -> Any:
+            if ftp.IFTPShell not in interfaces:
+                raise NotImplementedError("only IFTPShell")
+            return ftp.IFTPShell, ConfinedShell(self.is_included), lambda: None
+
+    return ConfinedShell, OneUser, ShellRealm
+
+
+@functools.cache
+def _protocol_class() -> type:
+    from twisted.protocols import ftp
+
+    class NoDelayFTP(ftp.FTP):
+        """FTP with Nagle off on the control connection: otherwise each reply
+        written right after another (150 then 226) waits ~40 ms for the
+        client's delayed ACK, which caps a client at ~20 files a second."""
+
+        def connectionMade(self) -> None:
+            super().connectionMade()
+            self.transport.setTcpNoDelay(True)
+
+    return NoDelayFTP
+
+
+def _as_bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("latin-1", "replace")
+
+
+def make_shell(is_included: IsIncluded) -> Any:
+    """The confined read-only IFTPShell on its own (for tests and tools)."""
+    return _classes()[0](is_included)
+
+
+def make_ftp_factory(
+    is_included: IsIncluded,
+    user: str,
+    password: bytes | None,
+    *,
+    timeout: int = 600,
+    passive_ports: range | None = None,
+    max_connections: int | None = None,
+) -> Any:
+    """An FTPFactory to listen on (with the global reactor: see module docstring).
+
+    `is_included(path_bytes)` is the daemon's inclusion predicate; `user` and
+    `password` the only login accepted (no or an empty password: none).
+    """
+    from twisted.cred.portal import Portal
+    from twisted.protocols import ftp
+
+    _, checker_class, realm_class = _classes()
+    portal = Portal(realm_class(is_included), [checker_class(user, password)])
+    factory = ftp.FTPFactory(portal)
+    factory.protocol = _protocol_class()
+    factory.allowAnonymous = False
+    factory.timeOut = timeout
+    factory.welcomeMessage = "mirrord read-only FTP"
+    if passive_ports is not None:
+        factory.passivePortRange = passive_ports
+    if max_connections is not None:
+        factory.connectionLimit = max_connections
+    return factory

@@ -1,0 +1,50 @@
+"""The local backend against real directories, plus its own edge cases."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fs_sync.interface import FetchItem, Outcome
+from fs_sync.local import LocalFetcher
+from tests.fetcher_contract import Backend, FetcherContract, run_deferred
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Backend:
+    served = os.fsencode(tmp_path / "served")
+    os.mkdir(served)
+    root = served
+    return Backend(
+        served=served,
+        remote_of=lambda path: path[len(root) :],  # root + remote == path
+        make=lambda reactor: LocalFetcher(root, reactor),
+    )
+
+
+class TestLocalContract(FetcherContract):
+    """The shared contract for `local`."""
+
+    def test_symlink_is_not_a_file(self) -> None:
+        """A symlink where a file was expected is NOT_A_FILE, never followed."""
+        self.source(b"real", b"secret")
+        os.symlink(b"real", os.path.join(self.src, b"link"))
+        [(_, outcome, _)] = self.fetch(self.item(b"link"))
+        assert outcome is Outcome.NOT_A_FILE
+        assert not os.path.lexists(os.path.join(self.dst, b"link"))
+
+    def test_fifo_is_not_a_file(self) -> None:
+        """A FIFO is NOT_A_FILE and does not hang the copy."""
+        os.mkfifo(os.path.join(self.src, b"pipe"))
+        [(_, outcome, _)] = self.fetch(self.item(b"pipe"))
+        assert outcome is Outcome.NOT_A_FILE
+
+    def test_missing_parent_fails(self) -> None:
+        """A destination whose parent is missing FAILS without leaving anything."""
+        self.source(b"f", b"x")
+        local = os.path.join(self.dst, b"nodir", b"f")
+        item = FetchItem(self.item(b"f").remote, local)
+        [(_, outcome, _)] = run_deferred(self.reactor, self.fetcher.fetch([item]))
+        assert outcome is Outcome.FAILED

@@ -1,0 +1,242 @@
+"""mirrord's embedded FTP server, driven by a real FTP client (ftplib).
+
+The server runs in a subprocess (Twisted's FTP module uses the global
+reactor); the tests talk to it over TCP on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import ftplib
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mirrord.ftpserver import segments_to_path, served_path
+
+USER, PASSWORD = "fsm", "pa55-word"
+
+SERVER = r"""
+import os, sys
+from twisted.internet import reactor
+from mirrord.ftpserver import make_ftp_factory
+port, user, password = int(sys.argv[1]), sys.argv[2], os.fsencode(sys.argv[3]) or None
+roots = [os.fsencode(a) for a in sys.argv[4:]]
+def included(p):
+    return any(p == r or p.startswith(r + b"/") for r in roots)
+factory = make_ftp_factory(included, user, password)
+listening = reactor.listenTCP(port, factory, interface="127.0.0.1")
+print(listening.getHost().port, flush=True)
+reactor.run()
+"""
+
+
+@dataclass
+class FtpServer:
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def start_embedded_ftp(roots: list[bytes], port: int = 0, password: str = PASSWORD) -> FtpServer:
+    """Start the embedded server serving `roots`; returns once it listens."""
+    argv = [sys.executable, "-c", SERVER, str(port), USER, password, *roots]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # the server prints its port once listening
+    if not line:
+        proc.wait(10)
+        raise AssertionError(f"FTP server exited with {proc.returncode}")
+    return FtpServer(proc, int(line))
+
+
+@dataclass
+class Tree:
+    root: Path  # included
+    outside: Path  # not included
+    server: FtpServer
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tree]:
+    base = tmp_path_factory.mktemp("ftpserver")
+    root, outside = base / "www", base / "private"
+    root.mkdir()
+    outside.mkdir()
+    (root / "index.html").write_bytes(b"<h1>hi</h1>")
+    (root / "sub").mkdir()
+    (root / "sub" / "f.txt").write_bytes(b"inner")
+    (outside / "secret").write_bytes(b"do not serve")
+    os.symlink(outside / "secret", root / "escape")
+    os.symlink(root / "index.html", root / "alias")
+    os.symlink(outside, root / "escape-dir")
+    (base / "www-sibling").mkdir()
+    (base / "www-sibling" / "x").write_bytes(b"prefix trap")
+    server = start_embedded_ftp([os.fsencode(root)])
+    try:
+        yield Tree(root, outside, server)
+    finally:
+        server.stop()
+
+
+def login(tree: Tree, user: str = USER, password: str = PASSWORD) -> ftplib.FTP:
+    ftp = ftplib.FTP(encoding="latin-1", timeout=10)
+    ftp.connect("127.0.0.1", tree.server.port)
+    ftp.login(user, password)
+    return ftp
+
+
+def retr(ftp: ftplib.FTP, path: Path | bytes) -> bytes:
+    out = io.BytesIO()
+    ftp.retrbinary("RETR " + os.fsencode(path).decode("latin-1"), out.write)
+    return out.getvalue()
+
+
+def test_serves_included_file_by_real_path(tree: Tree) -> None:
+    """RETR of an included file's absolute path returns its content."""
+    with login(tree) as ftp:
+        assert retr(ftp, tree.root / "index.html") == b"<h1>hi</h1>"
+        assert retr(ftp, tree.root / "sub" / "f.txt") == b"inner"
+
+
+def test_symlink_inside_the_tree_is_served(tree: Tree) -> None:
+    """A symlink whose target is included is followed."""
+    with login(tree) as ftp:
+        assert retr(ftp, tree.root / "alias") == b"<h1>hi</h1>"
+
+
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "private/secret",
+        "www/escape",
+        "www/escape-dir/secret",
+        "www-sibling/x",
+        "www/../private/secret",
+    ],
+)
+def test_paths_outside_included_trees_are_refused(tree: Tree, relative: str) -> None:
+    """Outside the trees, by name, by prefix trick, by `..` or via a symlink: 550."""
+    base = tree.root.parent
+    with login(tree) as ftp, pytest.raises(ftplib.error_perm, match="^550"):
+        retr(ftp, os.fsencode(base) + b"/" + relative.encode())
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "STOR {f}",
+        "APPE {f}",
+        "DELE {f}",
+        "MKD {d}/new",
+        "RMD {d}",
+        "RNTO {d}/moved",
+        "SITE CHMOD 777 {f}",
+    ],
+)
+def test_write_commands_are_refused(tree: Tree, command: str) -> None:
+    """Every command that would change the tree is refused with a 5xx reply."""
+    cmd = command.format(f=tree.root / "index.html", d=tree.root / "sub")
+    with login(tree) as ftp:
+        if cmd.startswith(("STOR", "APPE")):
+            with pytest.raises(ftplib.error_perm):
+                ftp.storbinary(cmd, io.BytesIO(b"overwritten"))
+        else:
+            if cmd.startswith("RNTO"):
+                ftp.sendcmd(f"RNFR {tree.root / 'index.html'}")  # 350: only remembered
+            with pytest.raises(ftplib.error_perm):
+                ftp.sendcmd(cmd)
+    assert (tree.root / "index.html").read_bytes() == b"<h1>hi</h1>"
+    assert (tree.root / "sub" / "f.txt").exists()
+    assert not (tree.root / "sub" / "new").exists()
+
+
+def test_anonymous_login_is_refused(tree: Tree) -> None:
+    """`anonymous` gets 530, whatever password it offers."""
+    with pytest.raises(ftplib.error_perm, match="^530"):
+        login(tree, "anonymous", "guest@example.org")
+
+
+def test_wrong_password_is_refused(tree: Tree) -> None:
+    """The right user with a wrong password gets 530."""
+    with pytest.raises(ftplib.error_perm, match="^530"):
+        login(tree, USER, "nope")
+
+
+def test_no_password_means_no_login(tree: Tree) -> None:
+    """A server started without a password lets nobody in, even with an empty one."""
+    server = start_embedded_ftp([os.fsencode(tree.root)], password="")
+    try:
+        for offered in ("", PASSWORD):
+            with pytest.raises(ftplib.error_perm, match="^530"):
+                login(Tree(tree.root, tree.outside, server), USER, offered)
+    finally:
+        server.stop()
+
+
+def test_listing_shows_only_included_entries(tree: Tree) -> None:
+    """LIST of an included dir shows it; the parent of the tree cannot be listed."""
+    with login(tree) as ftp:
+        lines: list[str] = []
+        ftp.retrlines(f"LIST {tree.root}", lines.append)
+        assert {line.split()[-1] for line in lines} >= {"index.html", "sub", "alias"}
+        with pytest.raises(ftplib.error_perm, match="^550"):
+            ftp.retrlines(f"LIST {tree.root.parent}", lines.append)
+
+
+def test_non_utf8_name_round_trips(tree: Tree) -> None:
+    """A file name that is not UTF-8 is served byte for byte."""
+    name = os.fsencode(tree.root) + b"/na\xefve-\xff"
+    with open(name, "wb") as f:
+        f.write(b"bytes")
+    with login(tree) as ftp:
+        assert retr(ftp, name) == b"bytes"
+
+
+def test_segments_to_path() -> None:
+    """Twisted's latin-1 segments turn back into the exact byte path."""
+    assert segments_to_path(["var", "caf\xe9"]) == b"/var/caf\xe9"
+    assert segments_to_path([]) == b"/"
+
+
+def test_served_path_checks_the_resolved_path(tmp_path: Path) -> None:
+    """A path is served only if it and its symlink-resolved form are included."""
+    inside = tmp_path / "in"
+    inside.mkdir()
+    (tmp_path / "out").write_bytes(b"x")
+    os.symlink(tmp_path / "out", inside / "link")
+    root = os.fsencode(inside)
+
+    def included(p: bytes) -> bool:
+        return p == root or p.startswith(root + b"/")
+
+    assert served_path(included, root + b"/file") == root + b"/file"
+    assert served_path(included, root + b"/link") is None
+    assert served_path(included, os.fsencode(tmp_path / "out")) is None
+
+
+def test_served_path_through_a_symlinked_root(tmp_path: Path) -> None:
+    """An include root reached through a symlink serves its files; excludes still hold."""
+    real = tmp_path / "srv"
+    (real / "excluded").mkdir(parents=True)
+    (real / "excluded" / "secret").write_bytes(b"x")
+    (real / "page").write_bytes(b"y")
+    os.symlink(real, tmp_path / "www")
+    os.symlink(real / "excluded" / "secret", real / "sneaky")
+    root = os.fsencode(tmp_path / "www")
+
+    def included(p: bytes) -> bool:
+        inside = p == root or p.startswith(root + b"/")
+        return inside and not p.startswith(root + b"/excluded")
+
+    assert served_path(included, root + b"/page") == os.fsencode(real / "page")
+    assert served_path(included, root + b"/sneaky") is None
+    assert served_path(included, root + b"/excluded/secret") is None
