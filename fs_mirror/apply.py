@@ -1,0 +1,399 @@
+"""Replaying records into the mirror: the safety boundary of the backup host.
+
+Whatever a server sends, every path goes through ``Applier.confine`` before
+anything touches the disk: only absolute paths of plain components, never
+our own state files, never through a symlink that already exists in the
+mirror (each existing parent is ``lstat``-ed; the server can make symlinks,
+so it could otherwise aim later writes anywhere).  Such a path means a broken
+or hostile server: it is logged and the batch abandoned (the client drops the
+connection, nothing of the batch counts).  Worker paths that merely collide
+with our own state files are logged and skipped.
+
+Records are replayed in order and are idempotent, so a batch interrupted by
+a crash or a dropped connection is simply replayed from the saved serial.
+File contents are not fetched inline: FWRITE paths are collected per batch
+(following later MOVEs and dropped by later DELETEs) and handed to the
+fs_sync fetcher once, at the end, which writes a temporary file and renames
+it over the old one, so a hard link to the old file (a rotated backup) keeps
+its content.  Metadata-only changes to a file shared with a rotated backup
+are made on a copy for the same reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+
+from fs_mirror.rotate import unshare
+from fs_mirror.state import RESERVED
+from fs_sync.interface import Fetcher, FetchItem, Outcome, Result
+from protocol.records import Action, Meta, Record
+
+_NO_META = Meta()
+
+
+class HostilePath(ValueError):
+    """A path no honest server sends (it would leave the mirror): the batch is abandoned."""
+
+
+class ReservedPath(ValueError):
+    """A worker path that collides with fs_mirror's own files: skipped, batch goes on."""
+
+
+class FetchFailed(Exception):
+    """The fetcher could not get some files; the batch must be retried."""
+
+
+def show(path: bytes) -> str:
+    """A path as text for humans: UTF-8 where it is, escapes where it is not."""
+    return path.decode("utf-8", "backslashreplace")
+
+
+@dataclass
+class Stats:
+    """Counters for the operator's summary lines."""
+
+    records: int = 0
+    files: int = 0
+    bytes: int = 0
+    skipped: int = 0
+    refused: int = 0
+
+
+def _merge(old: Meta, new: Meta) -> Meta:
+    """``old`` updated with the fields ``new`` carries."""
+    fields = ("mode", "uid", "gid", "size", "mtime_ns")
+    return replace(old, **{k: getattr(new, k) for k in fields if getattr(new, k) is not None})
+
+
+def _lstat(path: bytes) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def remove_node(path: bytes) -> str | None:
+    """Remove a file, symlink or whole tree (never following links); None when absent."""
+    st = _lstat(path)
+    if st is None:
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+        return "DIR"
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return None
+    return "FILE"
+
+
+class Applier:
+    """Applies record batches under ``datadir`` (the worker's ``/`` maps to it)."""
+
+    def __init__(
+        self,
+        datadir: bytes | str,
+        fetcher: Fetcher,
+        *,
+        as_root: bool,
+        log: Logger | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self.datadir = os.fsencode(datadir).rstrip(b"/")
+        if not self.datadir:
+            raise ValueError("the mirror cannot be the root directory")
+        self.fetcher = fetcher
+        self.as_root = as_root
+        self.log = log or Logger()
+        self.verbose = verbose
+        self.stats = Stats()
+        self._prefix = show(self.datadir)
+        self._pending: dict[bytes, Meta] = {}  # worker path -> metadata to set after fetch
+        self._parents: set[bytes] = set()
+
+    # -- confinement -------------------------------------------------------
+    def confine(self, path: bytes) -> bytes:
+        """The local path for worker ``path``, or HostilePath when it is unsafe."""
+        if not isinstance(path, bytes) or not path.startswith(b"/"):
+            raise HostilePath("not an absolute path")
+        if b"\0" in path:
+            raise HostilePath("NUL byte in path")
+        parts = path[1:].split(b"/")
+        if parts == [b""]:
+            raise HostilePath("the mirror root itself")
+        for part in parts:
+            if part in (b"", b".", b".."):
+                raise HostilePath(f"component {part.decode()!r} in path")
+        if parts[0] in RESERVED:
+            raise ReservedPath("collides with fs_mirror's own state files")
+        current = self.datadir
+        for part in parts[:-1]:
+            current += b"/" + part
+            st = _lstat(current)
+            if st is None:
+                break
+            if stat.S_ISLNK(st.st_mode):
+                raise HostilePath(f"parent {show(current)!r} is a symlink in the mirror")
+            if not stat.S_ISDIR(st.st_mode):
+                break  # a file in the way: the record replaces it, nothing to traverse
+        return self.datadir + path
+
+    def _make_parents(self, local: bytes) -> None:
+        """Create missing parents of ``local``; a file in the way becomes a directory."""
+        parent = os.path.dirname(local)
+        st = _lstat(parent)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            return  # confine() saw no symlink above, so the whole chain is real
+        current = self.datadir
+        for part in parent[len(self.datadir) + 1 :].split(b"/"):
+            current += b"/" + part
+            st = _lstat(current)
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                continue
+            if st is not None and stat.S_ISLNK(st.st_mode):
+                raise HostilePath(f"parent {show(current)!r} is a symlink in the mirror")
+            if st is not None:
+                os.unlink(current)  # the worker has a directory here now
+                self._pending.pop(current[len(self.datadir) :], None)
+            os.mkdir(current, 0o755)
+
+    # -- pending fetches ---------------------------------------------------
+    # ``_parents`` holds every ancestor of a path added this batch (a superset
+    # of the live ones), so the O(pending) scans below run only for paths that
+    # may have pending children: an FWRITE-only INIT chunk stays linear.
+    def _add(self, path: bytes, meta: Meta) -> None:
+        self._pending[path] = meta
+        parent = path.rpartition(b"/")[0]
+        while parent and parent not in self._parents:
+            self._parents.add(parent)
+            parent = parent.rpartition(b"/")[0]
+
+    def _under(self, path: bytes) -> list[bytes]:
+        if path not in self._parents:
+            return []
+        under = path + b"/"
+        return [k for k in self._pending if k.startswith(under)]
+
+    def _drop(self, path: bytes) -> None:
+        """Forget pending fetches of ``path`` and everything under it."""
+        self._pending.pop(path, None)
+        for key in self._under(path):
+            del self._pending[key]
+
+    def _move_pending(self, src: bytes, dst: bytes) -> bool:
+        """Re-key pending fetches at or under ``src`` to ``dst``; True if ``src`` was one."""
+        keys = ([src] if src in self._pending else []) + self._under(src)
+        moved = [(key, self._pending.pop(key)) for key in keys]
+        self._drop(dst)
+        for key, meta in moved:
+            self._add(dst + key[len(src) :], meta)
+        return src in keys
+
+    # -- records -----------------------------------------------------------
+    #: Records change the tree under the datadir (report mode's sink does not).
+    mirrors = True
+
+    def apply_batch(
+        self, records: Iterable[Record], serial: int | None = None, *, init: bool = False
+    ) -> Deferred[Stats]:
+        """Apply ``records`` in order, then fetch the batch's files once.
+
+        ``serial`` and ``init`` say where the records come from; replay does
+        not depend on them.
+
+        Fires with the running Stats; fails with HostilePath (nothing more
+        of the batch is applied), FetchFailed or an OSError from the local
+        disk, and then the batch must not count as applied.
+        """
+        try:
+            for record in records:
+                self.stats.records += 1
+                try:
+                    self._apply(record)
+                except (HostilePath, ReservedPath) as e:
+                    self._refused(record.action.value, record.path, e)
+            return self._fetch_pending()
+        except Exception:
+            self._pending.clear()
+            self._parents.clear()
+            return fail()  # HostilePath and disk errors alike: the batch did not happen
+
+    def _refused(self, action: str, path: bytes, e: Exception) -> None:
+        self.stats.refused += 1
+        hostile = isinstance(e, HostilePath)
+        outcome = "hostile path, batch abandoned" if hostile else "skipped"
+        self.log.warn(
+            "refused {action} {path}: {reason}; {outcome}",
+            action=action, path=show(path), reason=str(e), outcome=outcome,
+        )  # fmt: skip
+        if hostile:
+            raise e
+
+    def _echo(self, text: str) -> None:
+        if self.verbose:
+            self.log.info("{line}", line=f"{text}, PREFIX '{self._prefix}'")
+
+    def _apply(self, record: Record) -> None:
+        action, path = record.action, record.path
+        if action is Action.CREATE and path == b"/":
+            return  # the mirror root always exists
+        local = self.confine(path)
+        if action is Action.FWRITE:
+            self._drop(path)
+            self._add(path, record.meta)
+        elif action is Action.CREATE:
+            self._create(path, local, record.meta)
+        elif action is Action.DELETE:
+            self._drop(path)
+            kind = remove_node(local)
+            self._echo(f"DELETE {kind or 'FILE'} '{show(path)}'")
+        elif action is Action.MOVE:
+            assert record.target is not None
+            self._move(path, local, record.target, record.meta)
+        elif action is Action.SYMLINK:
+            assert record.target is not None
+            self._symlink(path, local, record.target, record.meta)
+        elif action is Action.ATTRIB:
+            self._attrib(path, local, record.meta)
+
+    def _create(self, path: bytes, local: bytes, meta: Meta) -> None:
+        self._pending.pop(path, None)
+        self._make_parents(local)
+        st = _lstat(local)
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            if st is not None:
+                os.unlink(local)  # a file or symlink where the worker has a directory
+            os.mkdir(local, 0o755 if meta.mode is None else meta.mode & 0o777)
+        self._set_meta(local, meta)
+        self._echo(f"CREATE DIR '{show(path)}'")
+
+    def _move(self, src: bytes, src_local: bytes, dst: bytes, meta: Meta) -> None:
+        dst_local = self.confine(dst)
+        if dst == src:
+            return
+        if dst.startswith(src + b"/"):
+            raise HostilePath("MOVE of a directory into itself")
+        src_pending = self._move_pending(src, dst)
+        src_st = _lstat(src_local)
+        self._echo(f"MOVE '{show(src)}' -> '{show(dst)}'")
+        if src_st is None:
+            if not src_pending:
+                self._add(dst, meta)  # nothing to move here: fetch the result
+            return
+        self._make_parents(dst_local)
+        dst_st = _lstat(dst_local)
+        if dst_st is not None and (stat.S_ISDIR(dst_st.st_mode) or stat.S_ISDIR(src_st.st_mode)):
+            remove_node(dst_local)  # rename() only replaces an empty dir, or file by file
+        os.rename(src_local, dst_local)
+        if meta != _NO_META:
+            self._set_meta(dst_local, meta)
+
+    def _symlink(self, path: bytes, local: bytes, target: bytes, meta: Meta) -> None:
+        self._drop(path)
+        self._make_parents(local)
+        directory, name = os.path.split(local)
+        suffix = os.urandom(8).hex().encode()  # a clash would raise, never clobber
+        tmp = os.path.join(directory, b"." + name[:200] + b".fsm-" + suffix)
+        os.symlink(target, tmp)
+        try:
+            st = _lstat(local)
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(local)
+            os.rename(tmp, local)
+        except BaseException:
+            remove_node(tmp)
+            raise
+        self._set_meta(local, meta)
+        self._echo(f"SYMLINK '{show(path)}' -> '{show(target)}'")
+
+    def _attrib(self, path: bytes, local: bytes, meta: Meta) -> None:
+        if path in self._pending:
+            self._pending[path] = _merge(self._pending[path], meta)
+            return
+        st = _lstat(local)
+        if st is None:
+            self.log.debug("ATTRIB of absent {path}: skipped", path=show(path))
+            return
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and self._differs(st, meta):
+            unshare(local, self.as_root)  # keep the rotated backup's metadata
+            st = os.lstat(local)
+        self._set_meta(local, meta, st)
+        self._echo(f"ATTRIB '{show(path)}'")
+
+    # -- metadata ------------------------------------------------------------
+    def _differs(self, st: os.stat_result, meta: Meta) -> bool:
+        return (
+            (meta.mode is not None and stat.S_IMODE(st.st_mode) != meta.mode)
+            or (meta.mtime_ns is not None and st.st_mtime_ns != meta.mtime_ns)
+            or (self.as_root and meta.uid is not None and st.st_uid != meta.uid)
+            or (self.as_root and meta.gid is not None and st.st_gid != meta.gid)
+        )
+
+    def _set_meta(self, local: bytes, meta: Meta, st: os.stat_result | None = None) -> None:
+        """Set owner (as root), mode and mtime; never through a symlink."""
+        if meta == _NO_META:
+            return
+        st = st or os.lstat(local)
+        link = stat.S_ISLNK(st.st_mode)
+        owner = (st.st_uid, st.st_gid)
+        if self.as_root and (meta.uid not in (None, owner[0]) or meta.gid not in (None, owner[1])):
+            uid = -1 if meta.uid is None else meta.uid
+            gid = -1 if meta.gid is None else meta.gid
+            os.chown(local, uid, gid, follow_symlinks=False)
+            st = os.lstat(local)  # chown may clear set-id bits
+        if meta.mode is not None and not link and stat.S_IMODE(st.st_mode) != meta.mode:
+            os.chmod(local, meta.mode)
+        if meta.mtime_ns is not None and st.st_mtime_ns != meta.mtime_ns:
+            os.utime(local, ns=(meta.mtime_ns, meta.mtime_ns), follow_symlinks=False)
+
+    # -- the end-of-batch fetch ----------------------------------------------
+    def _fetch_pending(self) -> Deferred[Stats]:
+        pending, self._pending = self._pending, {}
+        self._parents.clear()
+        items, metas = [], []
+        for path, meta in pending.items():
+            try:
+                local = self.confine(path)
+                self._make_parents(local)
+            except (HostilePath, ReservedPath) as e:
+                self._refused("FWRITE", path, e)
+                continue
+            st = _lstat(local)
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(local)  # the worker's directory became a file
+            items.append(FetchItem(remote=path, local=local))
+            metas.append(meta)
+        if not items:
+            return succeed(self.stats)
+        d = self.fetcher.fetch(items)
+        d.addCallback(self._fetched, dict(zip(items, metas, strict=True)))
+        return d
+
+    def _fetched(self, results: list[Result], metas: dict[FetchItem, Meta]) -> Stats:
+        failed = []
+        for item, outcome, reason in results:
+            path = show(item.remote)
+            if outcome is Outcome.DONE:
+                st = os.lstat(item.local)
+                self._set_meta(item.local, metas.get(item, _NO_META), st)
+                self.stats.files += 1
+                self.stats.bytes += st.st_size
+                self._echo(f"WRITE FILE '{path}'")
+            elif outcome in (Outcome.VANISHED, Outcome.NOT_A_FILE):
+                self.stats.skipped += 1
+                self.log.info(
+                    "{path}: skipped, vanished on worker ({reason})", path=path, reason=reason
+                )
+            else:
+                failed.append(f"{path}: {reason}")
+        if failed:
+            more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
+            raise FetchFailed(f"could not fetch {'; '.join(failed[:3])}{more}")
+        return self.stats

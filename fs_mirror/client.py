@@ -1,0 +1,395 @@
+"""The Twisted side of fs_mirror's conversation with mirrord.
+
+``protocol.client.ClientConversation`` decides what to say; this adapter
+feeds it lines, applies what it reports and decides *when* to ask for more:
+NEXT goes out only after a batch is applied and its serial saved, so the
+sn file never runs ahead of the mirror.  Records are applied in chunks of at
+most ``chunk`` records while the transport is paused, so a multi-million
+record INIT costs bounded memory.  After a full INIT, mirror entries the
+stream did not name are swept (``fs_mirror.state.SeenSet``, on disk).
+
+``MirrorClient`` is the factory and holds what outlives a connection (the
+sn file, the sink, the gate shared with rotation); ``twisted.application.
+internet.ClientService`` reconnects it with backoff.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from twisted.internet import protocol
+from twisted.internet.defer import Deferred, DeferredLock, maybeDeferred, succeed
+from twisted.internet.interfaces import IAddress
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from fs_mirror.apply import FetchFailed, Stats
+from fs_mirror.state import InitSweep, State
+from protocol.client import (
+    BatchFinished,
+    BatchStarted,
+    ClientConversation,
+    ClientEvent,
+    Failed,
+    InitFinished,
+    InitStarted,
+    RecordReceived,
+    Resumed,
+    ResumeRefused,
+    SendLine,
+)
+from protocol.errors import ProtocolError
+from protocol.linebuffer import LineBuffer
+from protocol.messages import encode_line
+from protocol.records import Action, Record
+
+RunBlocking = Callable[..., Deferred]
+CLOSE_TIMEOUT = 5.0  # seconds a stopping fs_mirror waits for the server to let go
+
+
+class Sink(Protocol):
+    """Where records go: an ``Applier`` (mirror) or a reporter (report mode)."""
+
+    mirrors: bool  # True when records change the tree under the datadir
+    stats: Stats  # running counters
+
+    def apply_batch(
+        self, records: list[Record], serial: int | None = None, *, init: bool = False
+    ) -> Deferred: ...
+
+
+def _counts(sink: Sink) -> tuple[int, int, int]:
+    return (sink.stats.records, sink.stats.files, sink.stats.bytes)
+
+
+class MirrorProtocol(protocol.Protocol):
+    """One connection: a queue of received lines worked off one event at a time."""
+
+    def __init__(self, client: MirrorClient) -> None:
+        self.client = client
+        self.log = client.log
+        self.buffer = LineBuffer()
+        self.conversation: ClientConversation | None = None
+        self.lines: deque[bytes] = deque()
+        self.events: deque[ClientEvent] = deque()
+        self.records: list[Record] = []
+        self.session: str | None = None
+        self.serial: int | None = None  # reached once the data in hand is applied
+        self.initializing = False
+        self.busy = False
+        self.closed = False
+        self._pumping = False
+        self._paused = False
+        self._init_start = (0.0, (0, 0, 0))
+        self._abort_call: Any = None
+
+    # -- Twisted callbacks ---------------------------------------------------
+    def connectionMade(self) -> None:
+        self.client.connected(self)
+        if self.client.stopping:
+            self.closed = True
+            self.transport.loseConnection()
+            return
+        # Work of a dropped connection may still be running: start once it has
+        # finished and saved, so the SN we send is the newest.
+        self.client.when_idle().addCallback(lambda _: self._start())
+
+    def _start(self) -> None:
+        if self.closed:
+            return
+        self.conversation = ClientConversation(self.client.secret, self.client.saved)
+        for line in self.conversation.start():
+            self._send(line)
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            self.lines.extend(self.buffer.feed(data))
+        except ProtocolError as e:
+            self._abort(f"bad data from mirrord: {e}")
+            return
+        self._pump()
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self.closed = True
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
+        self.client.disconnected(self, reason)
+
+    # -- the work loop ---------------------------------------------------------
+    def _pump(self) -> None:
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while not self.busy and not self.closed:
+                if self.events:
+                    self._handle(self.events.popleft())
+                elif self.lines and self.conversation is not None:
+                    self.events.extend(self.conversation.receive(self.lines.popleft()))
+                else:
+                    break
+        finally:
+            self._pumping = False
+        if self.busy or self.closed:
+            return
+        if self.client.stopping:
+            self.close_gently()  # nothing in hand: stop here
+        elif self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def _run(self, work: Callable[[], Deferred], what: str) -> None:
+        """Run async ``work`` with the connection paused; failures drop the connection."""
+        self.busy = True
+        if not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+        d = self.client.track(maybeDeferred(work))
+
+        def done(_: Any) -> None:
+            self.busy = False
+            self._pump()
+
+        def failed(failure: Failure) -> None:
+            self.busy = False
+            where = f"serial {self.client.saved[1]}" if self.client.saved else "a new INIT"
+            fmt = "{what} failed: {why}; reconnecting to retry from {where}"
+            if failure.check(FetchFailed, OSError):
+                self.log.error(fmt, what=what, why=failure.getErrorMessage(), where=where)
+            else:
+                self.log.failure(fmt, failure, what=what, why=failure.value, where=where)
+            self._abort(None)
+
+        d.addCallbacks(done, failed)
+
+    def _abort(self, message: str | None) -> None:
+        if message:
+            self.log.error("{message}; reconnecting", message=message)
+        self.closed = True
+        self.lines.clear()
+        self.events.clear()
+        self.records = []
+        self.transport.loseConnection()
+
+    def close_gently(self) -> None:
+        """Close; abort if the peer has not let go in time (a TLS close_notify unanswered)."""
+        self.transport.loseConnection()
+        reactor = self.client.reactor
+        if self._abort_call is None:
+            self._abort_call = reactor.callLater(CLOSE_TIMEOUT, self.transport.abortConnection)
+
+    def _send(self, line: bytes) -> None:
+        self.transport.write(encode_line(line, server=False))
+
+    def _next(self) -> None:
+        if self.client.stopping or self.closed:
+            return
+        assert self.conversation is not None
+        self._send(self.conversation.next())
+
+    # -- events ----------------------------------------------------------------
+    def _handle(self, event: ClientEvent) -> None:
+        if isinstance(event, SendLine):
+            self._send(event.line)
+        elif isinstance(event, RecordReceived):
+            self.records.append(event.record)
+            if len(self.records) >= self.client.chunk:
+                self._run(self._flush, "applying records")
+        elif isinstance(event, InitStarted):
+            self.session, self.serial, self.initializing = event.session, event.serial, True
+            self.records = []
+            self.client.begin_init()
+            self._init_start = (self.client.reactor.seconds(), _counts(self.client.sink))
+            self.log.info("full sync: session {s} at serial {n}", s=event.session, n=event.serial)
+        elif isinstance(event, InitFinished):
+            self.session, self.serial = event.session, event.serial
+            self._run(self._finish_init, "applying the INIT stream")
+        elif isinstance(event, Resumed):
+            self.session, self.serial = event.session, event.serial
+            self.log.info("resumed session {s} at serial {n}", s=event.session, n=event.serial)
+            self._next()
+        elif isinstance(event, BatchStarted):
+            self.serial = event.serial
+            self.records = []
+        elif isinstance(event, BatchFinished):
+            self.serial = event.serial
+            self._run(self._finish_batch, f"applying the batch up to serial {event.serial}")
+        elif isinstance(event, ResumeRefused):
+            self.log.warn("full resync: server said {reason}", reason=event.reason)
+        elif isinstance(event, Failed):
+            fatal = self.client.protocol_failed(event.reason)
+            self._abort(None if fatal else f"mirrord conversation failed: {event.reason}")
+
+    def _flush(self) -> Deferred:
+        records, self.records = self.records, []
+        if not records:
+            return succeed(None)
+        if self.initializing:
+            self.client.mark_seen(records)
+        sink, serial, init = self.client.sink, self.serial, self.initializing
+        return self.client.gate.run(lambda: sink.apply_batch(records, serial, init=init))
+
+    def _finish_init(self) -> Deferred:
+        d = self._flush()
+        d.addCallback(lambda _: self.client.end_init())
+        d.addCallback(lambda _: self._saved_init())
+        return d
+
+    def _saved_init(self) -> None:
+        assert self.session is not None and self.serial is not None
+        self.client.save(self.session, self.serial)
+        self.initializing = False
+        began, (records0, files0, bytes0) = self._init_start
+        records, files, size = _counts(self.client.sink)
+        secs = max(self.client.reactor.seconds() - began, 1e-6)
+        self.log.info(
+            "init finished: {records} records, {files} files, {bytes} bytes in {secs:.1f}s"
+            " ({rate:.0f} records/s), session {session} at serial {serial}",
+            records=records - records0,
+            files=files - files0,
+            bytes=size - bytes0,
+            secs=secs,
+            rate=(records - records0) / secs,
+            session=self.session,
+            serial=self.serial,
+        )
+        self._next()
+
+    def _finish_batch(self) -> Deferred:
+        d = self._flush()
+
+        def saved(_: Any) -> None:
+            assert self.session is not None and self.serial is not None
+            self.client.save(self.session, self.serial)
+            self._next()
+
+        return d.addCallback(saved)
+
+
+class MirrorClient(protocol.Factory):
+    """What outlives a connection: the sn file, the sink, the rotation gate."""
+
+    protocol = MirrorProtocol  # type: ignore[assignment]
+    noisy = False
+
+    def __init__(
+        self,
+        *,
+        state: State,
+        sink: Sink,
+        reactor: Any,
+        secret: bytes | None = None,
+        chunk: int = 1024,
+        gate: DeferredLock | None = None,
+        run_blocking: RunBlocking | None = None,
+        on_fatal: Callable[[str], None] | None = None,
+        log: Logger | None = None,
+    ) -> None:
+        self.state = state
+        self.sink = sink
+        self.reactor = reactor
+        self.secret = secret
+        self.chunk = chunk
+        self.gate = gate or DeferredLock()
+        self.run_blocking = run_blocking or self._in_thread
+        self.on_fatal = on_fatal
+        self.log = log or Logger()
+        self.stopping = False
+        self.current: MirrorProtocol | None = None
+        self._stop_waiters: list[Deferred] = []
+        self._inflight = 0
+        self._idle_waiters: list[Deferred] = []
+        self.saved = state.load()
+        self.sweep = InitSweep(state.datadir, state.staging)
+
+    def buildProtocol(self, addr: IAddress) -> MirrorProtocol:
+        return MirrorProtocol(self)
+
+    def _in_thread(self, f: Callable[..., Any], *args: Any) -> Deferred:
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)
+
+    # -- called by the protocol ------------------------------------------------
+    def connected(self, proto: MirrorProtocol) -> None:
+        self.current = proto
+
+    def disconnected(self, proto: MirrorProtocol, reason: Failure) -> None:
+        if self.current is proto:
+            self.current = None
+        if not self.stopping:
+            why = reason.getErrorMessage()
+            self.log.info("connection to mirrord closed ({why}); reconnecting", why=why)
+            return
+        waiters, self._stop_waiters = self._stop_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def track(self, work: Deferred) -> Deferred:
+        """Count ``work`` as in flight until it fires (see ``when_idle``)."""
+        self._inflight += 1
+
+        def finished(result: Any) -> Any:
+            self._inflight -= 1
+            if not self._inflight:
+                waiters, self._idle_waiters = self._idle_waiters, []
+                for waiter in waiters:
+                    waiter.callback(None)
+            return result
+
+        return work.addBoth(finished)
+
+    def when_idle(self) -> Deferred:
+        """Fires when no connection's work is in flight."""
+        if not self._inflight:
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._idle_waiters.append(d)
+        return d
+
+    def protocol_failed(self, reason: str) -> bool:
+        """True when retrying cannot help (authentication): fs_mirror stops."""
+        fatal = "authentication" in reason or "AUTH FAILED" in reason
+        if fatal and self.on_fatal:
+            self.on_fatal(f"{reason}: check auth.secret-from against mirrord's secret")
+        return fatal
+
+    def save(self, session: str, serial: int) -> None:
+        self.state.save(session, serial)
+        self.saved = (session, serial)
+
+    def begin_init(self) -> None:
+        if self.sink.mirrors:
+            self.sweep.begin()
+
+    def mark_seen(self, records: list[Record]) -> None:
+        paths = [r.path for r in records]
+        self.sweep.mark(paths + [r.target for r in records if r.action is Action.MOVE])
+
+    def end_init(self) -> Deferred:
+        """Remove, in a thread, what the INIT did not name."""
+
+        def removed(path: bytes) -> None:
+            self.log.debug("removed {path}: not on the worker", path=os.fsdecode(path))
+
+        def report(count: int) -> None:
+            if count:
+                self.log.info("removed {count} local entries the worker no longer has", count=count)
+
+        d = self.gate.run(self.run_blocking, self.sweep.finish, removed)
+        return d.addCallback(report)
+
+    # -- stopping ----------------------------------------------------------------
+    def stop(self) -> Deferred:
+        """Finish the work in hand (and save its serial), then close; never ask for more."""
+        self.stopping = True
+        proto = self.current
+        if proto is None or proto.closed:
+            return succeed(None)
+        finished: Deferred = Deferred()
+        self._stop_waiters.append(finished)
+        if not proto.busy:
+            proto.close_gently()
+        return finished

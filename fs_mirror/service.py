@@ -1,0 +1,243 @@
+"""fs_mirror's service tree: config in, running client (and daily rotation) out.
+
+Wiring only: the sn file is taken first (a second fs_mirror stops here),
+then the sink (an ``Applier`` over the fs_sync fetcher, or the report-mode
+reporter), the endpoint (TCP, or TLS verified against ``tls.ca``) and a
+``ClientService`` that reconnects with exponential backoff capped at
+``reconnect.max``.  Rotation and batches share one ``DeferredLock``: the
+rotation thread never sees a half-applied batch.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shlex
+import sys
+from collections.abc import Callable
+from typing import IO, Any
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredLock, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+
+from cmdconfig import CommandError
+from fs_mirror.apply import Applier, Stats
+from fs_mirror.client import MirrorClient
+from fs_mirror.rotate import RotateError, check_backdir, rotate
+from fs_mirror.state import State, StateCorrupt, StateLocked
+from fs_sync.registry import make_fetcher
+from fs_sync.report import Reporter
+from protocol.records import Record
+
+log = Logger(namespace="fs_mirror")
+
+
+class ReportSink:
+    """Report mode: every record (the INIT baseline too) is printed, nothing applied."""
+
+    mirrors = False
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+        self.stats = Stats()
+
+    def apply_batch(
+        self, records: list[Record], serial: int | None = None, *, init: bool = False
+    ) -> Deferred[Stats]:
+        for record in records:
+            self.stats.records += 1
+            self.reporter.report(record, serial)
+        return succeed(self.stats)
+
+
+def next_run(now: float, at: str) -> float:
+    """Seconds from ``now`` (epoch) to the next local wall-clock ``HH:MM``."""
+    hour, minute = (int(part) for part in at.split(":"))
+    current = datetime.datetime.fromtimestamp(now)
+    target = current.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if target <= current:
+        target = (current + datetime.timedelta(days=1)).replace(
+            hour=hour, minute=minute, second=0, microsecond=0
+        )
+    return max(target.timestamp() - now, 0.0)
+
+
+class DailyRotation(Service):
+    """Runs ``job`` every day at ``at`` (local time), rescheduled from the wall clock."""
+
+    def __init__(self, at: str, job: Callable[[datetime.date], Deferred], reactor: Any) -> None:
+        self.at, self.job, self.reactor = at, job, reactor
+        self._call: IDelayedCall | None = None
+        self._running: Deferred | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._schedule()
+
+    def _schedule(self) -> None:
+        delay = next_run(self.reactor.seconds(), self.at)
+        self._call = self.reactor.callLater(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._call = None
+        today = datetime.date.fromtimestamp(self.reactor.seconds())
+        d = self._running = self.job(today)
+
+        def done(result: object) -> None:
+            self._running = None
+            if self.running:
+                self._schedule()
+
+        d.addBoth(done)
+
+    def stopService(self) -> Deferred | None:
+        super().stopService()
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        return self._running
+
+
+def _endpoint(config: Any, reactor: Any) -> Any:
+    from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+
+    host, port = config["host"], int(config["port"])
+    endpoint = HostnameEndpoint(reactor, host, port)
+    if not config["tls"]:
+        return endpoint
+    try:
+        from twisted.internet import ssl
+
+        trust = None
+        if config["tls.ca"]:
+            with open(config["tls.ca"], "rb") as f:
+                trust = ssl.Certificate.loadPEM(f.read())
+        options = ssl.optionsForClientTLS(host, trustRoot=trust)
+    except ImportError as e:
+        raise CommandError(f"tls=yes needs pyOpenSSL and service_identity: {e}") from None
+    except OSError as e:
+        raise config.error("tls.ca", f"cannot read {e.filename}: {e.strerror}") from None
+    return wrapClientTLS(options, endpoint)
+
+
+class FsMirrorService(MultiService):
+    """The whole client; ``exit_code``/``failure`` say how it ended."""
+
+    def __init__(
+        self, config: Any, *, reactor: Any, verbose: int = 0, out: IO[str] | None = None
+    ) -> None:
+        super().__init__()
+        self.config, self.reactor = config, reactor
+        self.failure: str | None = None
+        if config["rotate.backdir"]:
+            try:
+                check_backdir(config["datadir"], config["rotate.backdir"])
+            except RotateError as e:
+                raise config.error("rotate.backdir", str(e)) from None
+        self.state = State(config["datadir"])
+        try:
+            self.state.acquire()
+            self.state.load()
+        except StateLocked as e:
+            raise CommandError(f"{e}; stop it first or use another --datadir") from None
+        except StateCorrupt as e:
+            self.state.release()
+            raise CommandError(
+                f"{e} in {os.fsdecode(self.state.sn_path)}; remove it to force a full resync"
+            ) from None
+        self.fetcher: Any = None
+        self.reporter: Reporter | None = None
+        try:
+            endpoint = _endpoint(config, reactor)
+            self.client = self._build(verbose, out or sys.stdout)
+        except BaseException:
+            self.state.release()
+            raise
+        retry = backoffPolicy(initialDelay=0.5, factor=2.0, maxDelay=config["reconnect.max"])
+        ClientService(endpoint, self.client, retryPolicy=retry, clock=reactor).setServiceParent(
+            self
+        )
+        if config["rotate.at"] and config["rotate.backdir"]:
+            DailyRotation(config["rotate.at"], self.rotate_now, reactor).setServiceParent(self)
+
+    def _build(self, verbose: int, out: IO[str]) -> MirrorClient:
+        config = self.config
+        secret = config.secret("auth.secret-from")
+        if config["fssync.type"] == "report":
+            argv = shlex.split(config["report.exec"]) if config["report.exec"] else None
+            try:
+                self.reporter = Reporter(
+                    out, config["report.format"], config["report.syslog"], argv, self.reactor
+                )
+            except ValueError as e:
+                raise config.error("report.exec", str(e)) from None
+            sink: Any = ReportSink(self.reporter)
+        else:
+            password = config.secret("fssync.password-from")
+            staging = os.path.join(self.state.staging, b"rsync")
+            try:
+                self.fetcher = make_fetcher(config, self.reactor, password, staging_dir=staging)
+            except ValueError as e:
+                raise CommandError(str(e)) from None
+            sink = Applier(
+                config["datadir"],
+                self.fetcher,
+                as_root=os.geteuid() == 0,
+                log=log,
+                verbose=verbose > 0,
+            )
+        return MirrorClient(
+            state=self.state,
+            sink=sink,
+            reactor=self.reactor,
+            secret=secret,
+            gate=DeferredLock(),
+            on_fatal=self.fatal,
+            log=log,
+        )
+
+    def rotate_now(self, today: datetime.date) -> Deferred:
+        """Rotate in a thread while batches wait on the shared gate."""
+        config = self.config
+        host = config["rotate.host"] or config["host"]
+
+        def job() -> Deferred:
+            return self.client.run_blocking(
+                rotate,
+                config["datadir"],
+                config["rotate.backdir"],
+                host,
+                today,
+                config["rotate.keep"],
+            )
+
+        d = self.client.gate.run(job)
+        d.addCallbacks(
+            lambda made: log.info("rotated the mirror into {dir}", dir=os.fsdecode(made)),
+            lambda f: log.error("rotation failed: {why}", why=f.getErrorMessage()),
+        )
+        return d
+
+    def fatal(self, message: str) -> None:
+        """Stop for good with exit status 1 (bad secret and the like)."""
+        if self.failure is None:
+            self.failure = message
+            log.error("{message}", message=message)
+            self.reactor.callLater(0, self.reactor.stop)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.failure is None else 1
+
+    def stopService(self) -> Deferred:
+        """Finish the batch in hand and save its serial, then close everything."""
+        d = self.client.stop()
+        d.addCallback(lambda _: super(FsMirrorService, self).stopService())
+        closers = [x for x in (self.fetcher, self.reporter) if x is not None]
+        for closer in closers:
+            d.addCallback(lambda _, c=closer: c.close())
+        d.addBoth(lambda result: (self.state.release(), result)[1])
+        return d

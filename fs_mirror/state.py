@@ -1,0 +1,299 @@
+"""The ``sn`` file: where this mirror stands in the worker's log, and who owns it.
+
+``DATADIR/sn`` holds ``session,serial`` (one text line): the last serial whose
+records are fully applied.  It is replaced atomically (temp file, fsync,
+rename, fsync of the directory) so a crash at any instant leaves either the
+old or the new line, never a torn one.
+
+Two fs_mirror processes on one datadir would corrupt each other's mirror, so
+the running one holds exclusive ``fcntl`` locks for its whole life:
+
+* ``DATADIR/.fs_mirror.lock``: a stable file, locked first and holding our
+  pid, so a second process can say who is in the way;
+* ``DATADIR/sn`` itself: each new sn file is locked *before* it is renamed
+  into place and the previous one is released only afterwards, so whoever
+  tests the lock on ``sn`` (the contract's observable) finds it taken.
+
+``fcntl`` locks belong to the process and vanish when *any* descriptor of the
+file is closed, so this module never opens ``sn`` or the lock file a second
+time while it holds them: ``load`` reads through the held descriptor.
+
+These names, and the staging directory ``DATADIR/.fs_mirror.d`` (sn temp
+files, the INIT seen-set, rsync's staging area), live beside the mirrored
+tree, so worker paths ``/sn``, ``/.fs_mirror.lock``, ``/.fs_mirror.d/...``
+and ``/.fs_mirror-staging/...`` cannot be mirrored: ``fs_mirror.apply``
+refuses them as hostile and rotation skips them (see ``RESERVED``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable
+
+SN_NAME = b"sn"
+LOCK_NAME = b".fs_mirror.lock"
+STAGING_NAME = b".fs_mirror.d"
+#: fs_sync.registry's default rsync staging directory (we pass our own, but
+#: an older run may have used it).
+RSYNC_STAGING_NAME = b".fs_mirror-staging"
+#: Top-level names in DATADIR that belong to fs_mirror, not to the mirror.
+RESERVED = frozenset({SN_NAME, LOCK_NAME, STAGING_NAME, RSYNC_STAGING_NAME})
+
+
+class StateLocked(Exception):
+    """Another process holds the datadir; the message says which pid."""
+
+
+class StateCorrupt(Exception):
+    """The sn file exists but does not hold ``session,serial``."""
+
+
+def _lock(fd: int) -> None:
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _fsync_dir(path: bytes) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def parse_sn(text: bytes) -> tuple[str, int]:
+    """Parse ``session,serial``; raise StateCorrupt on anything else."""
+    try:
+        session, serial = text.decode("ascii").strip().split(",")
+        number = int(serial)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise StateCorrupt(f"bad sn content {text[:80]!r}") from e
+    if not session or number < 0 or not session.isalnum():
+        raise StateCorrupt(f"bad sn content {text[:80]!r}")
+    return session, number
+
+
+class State:
+    """The locked sn file of one datadir.  ``acquire`` before anything else."""
+
+    def __init__(self, datadir: bytes | str) -> None:
+        self.datadir = os.fsencode(datadir)
+        self.sn_path = os.path.join(self.datadir, SN_NAME)
+        self.lock_path = os.path.join(self.datadir, LOCK_NAME)
+        self.staging = os.path.join(self.datadir, STAGING_NAME)
+        self._lock_fd: int | None = None
+        self._sn_fd: int | None = None
+
+    # -- ownership -------------------------------------------------------
+    def acquire(self) -> None:
+        """Take the datadir or raise StateLocked naming the holder's pid."""
+        os.makedirs(self.datadir, exist_ok=True)
+        os.makedirs(self.staging, mode=0o700, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            _lock(fd)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise StateLocked(
+                f"another fs_mirror holds {os.fsdecode(self.sn_path)} (pid {holder})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+        try:
+            sn_fd = os.open(self.sn_path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            _lock(sn_fd)
+        except OSError:
+            os.close(sn_fd)
+            self.release()
+            raise StateLocked(
+                f"another process holds {os.fsdecode(self.sn_path)}; stop it first"
+            ) from None
+        self._sn_fd = sn_fd
+
+    def release(self) -> None:
+        """Drop both locks (process exit does the same)."""
+        for name in ("_sn_fd", "_lock_fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
+
+    @property
+    def held(self) -> bool:
+        return self._lock_fd is not None
+
+    # -- the sn line ---------------------------------------------------------
+    def load(self) -> tuple[str, int] | None:
+        """The saved ``(session, serial)``, or None when there is none yet."""
+        self._require()
+        if self._sn_fd is None:
+            return None
+        text = os.pread(self._sn_fd, 256, 0)
+        if not text.strip():
+            return None
+        return parse_sn(text)
+
+    def save(self, session: str, serial: int) -> None:
+        """Durably replace sn with ``session,serial`` and keep it locked."""
+        self._require()
+        tmp = os.path.join(self.staging, b"sn.tmp")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, f"{session},{serial}\n".encode("ascii"))
+            os.fsync(fd)
+            _lock(fd)
+            os.rename(tmp, self.sn_path)
+            _fsync_dir(self.datadir)
+        except BaseException:
+            os.close(fd)
+            raise
+        old, self._sn_fd = self._sn_fd, fd
+        if old is not None:
+            os.close(old)
+
+    def forget(self) -> None:
+        """Remove sn (the next start does a full INIT); keeps the lock file."""
+        self._require()
+        if self._sn_fd is not None:
+            os.unlink(self.sn_path)
+            os.close(self._sn_fd)
+            self._sn_fd = None
+            _fsync_dir(self.datadir)
+
+    def _require(self) -> None:
+        if self._lock_fd is None:
+            raise RuntimeError("State.acquire() first")
+
+
+class SeenSet:
+    """The worker paths an INIT stream named, in an on-disk sqlite set.
+
+    After a full INIT, mirror entries the stream never named are stale (the
+    worker lost them while we were away, or the session changed) and are
+    swept.  Millions of paths do not fit in memory, so they go to a sqlite
+    table in the staging directory (bounded cache, one transaction per
+    chunk).  Ancestors are added too, since INIT starts at the include roots
+    and never names ``/var`` for ``/var/www``; the DFS order means the last
+    path's ancestors are nearly always the next one's, so they are cached.
+    """
+
+    def __init__(self, path: bytes) -> None:
+        import sqlite3
+
+        for stale in (path, path + b"-journal"):
+            try:
+                os.unlink(stale)
+            except FileNotFoundError:
+                pass
+        self.path = path
+        self._db = sqlite3.connect(os.fsdecode(path), check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("PRAGMA cache_size=-16000")  # 16 MB at most
+        self._db.execute("CREATE TABLE seen (path BLOB PRIMARY KEY) WITHOUT ROWID")
+        self._ancestors: set[bytes] = set()
+
+    def add(self, paths: list[bytes]) -> None:
+        """Mark ``paths`` and their ancestors seen."""
+        rows: list[tuple[bytes]] = []
+        for path in paths:
+            rows.append((path,))
+            parent = path.rpartition(b"/")[0]
+            if parent and parent not in self._ancestors:
+                chain = set()
+                while parent:
+                    chain.add(parent)
+                    parent = parent.rpartition(b"/")[0]
+                rows.extend((p,) for p in chain - self._ancestors)
+                self._ancestors = chain
+        with self._db:
+            self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?)", rows)
+
+    def __contains__(self, path: bytes) -> bool:
+        query = "SELECT 1 FROM seen WHERE path = ?"
+        return self._db.execute(query, (path,)).fetchone() is not None
+
+    def close(self) -> None:
+        self._db.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def sweep_unseen(
+    datadir: bytes, seen: SeenSet, on_remove: Callable[[bytes], None] | None = None
+) -> int:
+    """Remove mirror entries ``seen`` lacks; returns how many were removed.
+
+    Streams the tree (one ``scandir`` per level of the current branch),
+    never follows symlinks and never descends into a removed tree.  Runs
+    blocking; the client calls it in a thread between INIT and NEXT.
+    """
+    import shutil
+
+    removed = 0
+    stack = [os.scandir(datadir)]
+    prefixes = [b""]
+    try:
+        while stack:
+            entry = next(stack[-1], None)
+            if entry is None:
+                stack.pop().close()
+                prefixes.pop()
+                continue
+            if len(stack) == 1 and entry.name in RESERVED:
+                continue
+            path = prefixes[-1] + b"/" + entry.name
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if path not in seen:
+                if is_dir:
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+                removed += 1
+                if on_remove is not None:
+                    on_remove(path)
+            elif is_dir:
+                stack.append(os.scandir(entry.path))
+                prefixes.append(path)
+    finally:
+        for it in stack:
+            it.close()
+    return removed
+
+
+class InitSweep:
+    """One INIT's seen-set and, at its end, the sweep (blocking; run in a thread)."""
+
+    def __init__(self, datadir: bytes, staging: bytes) -> None:
+        self.datadir = datadir
+        self.path = os.path.join(staging, b"init-seen.sqlite")
+        self._seen: SeenSet | None = None
+
+    def begin(self) -> None:
+        self.close()
+        self._seen = SeenSet(self.path)
+
+    def mark(self, paths: list[bytes]) -> None:
+        if self._seen is not None:
+            self._seen.add(paths)
+
+    def finish(self, on_remove: Callable[[bytes], None] | None = None) -> int:
+        """Sweep what was not marked (nothing if no INIT began); returns entries removed."""
+        if self._seen is None:
+            return 0
+        try:
+            return sweep_unseen(self.datadir, self._seen, on_remove)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._seen is not None:
+            self._seen.close()
+            self._seen = None

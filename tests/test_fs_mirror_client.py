@@ -1,0 +1,313 @@
+"""fs_mirror.client over Twisted's StringTransport: handshake, INIT, NEXT loop, resume.
+
+The sink is either the real Applier (with a copying fetcher over a real
+"worker" directory) or a small recorder whose Deferreds the test fires, to
+show what happens while a chunk is still being applied.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import pytest
+from twisted.internet.defer import Deferred, DeferredLock, maybeDeferred, succeed
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import Logger, formatEvent
+
+from fs_mirror.apply import Applier, Stats
+from fs_mirror.client import CLOSE_TIMEOUT, MirrorClient, MirrorProtocol
+from fs_mirror.state import State
+from fs_sync.interface import FetchItem, Outcome
+from protocol.messages import auth_digest
+from protocol.records import Record
+
+SESSION = "0123456789abcdef0123456789abcdef"
+
+
+class CopyFetcher:
+    """Copies WORKER + remote over local by temp file and rename."""
+
+    def __init__(self, worker: bytes) -> None:
+        self.worker = worker
+
+    def fetch(self, items: Sequence[FetchItem]) -> Deferred:
+        out = []
+        for item in items:
+            try:
+                with open(self.worker + item.remote, "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                out.append((item, Outcome.VANISHED, "gone"))
+                continue
+            with open(item.local + b".tmp", "wb") as g:
+                g.write(data)
+            os.rename(item.local + b".tmp", item.local)
+            out.append((item, Outcome.DONE, ""))
+        return succeed(out)
+
+    def close(self) -> Deferred:
+        return succeed(None)
+
+
+class Recorder:
+    """A sink that records chunks and finishes each only when the test says so."""
+
+    mirrors = False
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[list[bytes], int | None, bool]] = []
+        self.waiting: list[Deferred] = []
+        self.stats = Stats()
+
+    def apply_batch(self, records, serial=None, *, init=False) -> Deferred:
+        self.chunks.append(([r.encode() for r in records], serial, init))
+        self.stats.records += len(records)
+        d: Deferred = Deferred()
+        self.waiting.append(d)
+        return d
+
+    def finish(self) -> None:
+        self.waiting.pop(0).callback(self.stats)
+
+
+class Harness:
+    def __init__(self, tmp_path, sink=None, **kw) -> None:
+        self.datadir = os.fsencode(tmp_path / "mirror")
+        self.worker = os.fsencode(tmp_path / "worker")
+        os.makedirs(self.worker, exist_ok=True)
+        self.state = State(self.datadir)
+        self.state.acquire()
+        if "saved" in kw:
+            self.state.save(*kw.pop("saved"))
+        self.events: list[dict] = []
+        log = Logger(namespace="test", observer=self.events.append)
+        self.sink = sink or Applier(self.datadir, CopyFetcher(self.worker), as_root=False, log=log)
+        self.fatal: list[str] = []
+        self.client = MirrorClient(
+            state=self.state,
+            sink=self.sink,
+            reactor=MemoryReactorClock(),
+            run_blocking=lambda f, *a: maybeDeferred(f, *a),
+            log=log,
+            on_fatal=self.fatal.append,
+            **kw,
+        )
+
+    def connect(self) -> tuple[MirrorProtocol, StringTransport]:
+        proto = self.client.buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def log_text(self) -> str:
+        return "\n".join(formatEvent(e) for e in self.events)
+
+
+def sent(transport: StringTransport) -> list[bytes]:
+    """Lines the client wrote since the last call."""
+    lines = transport.value().split(b"\n")[:-1]
+    transport.clear()
+    return lines
+
+
+def feed(proto: MirrorProtocol, *lines: bytes) -> None:
+    proto.dataReceived(b"".join(line + b"\r\n" for line in lines))
+
+
+def init_stream(serial: int, *records: bytes) -> list[bytes]:
+    return [b"SESSION:" + SESSION.encode(), b"SERIAL:%d" % serial, *records, b"EOF"]
+
+
+def test_init_then_next_loop(tmp_path):
+    """START, INIT applied and saved, 'init finished' logged, then each batch saved before NEXT."""
+    h = Harness(tmp_path)
+    with open(h.worker + b"/f", "wb") as f:
+        f.write(b"content")
+    proto, t = h.connect()
+    assert sent(t) == [b"START"]
+    feed(proto, b"OK")
+    assert sent(t) == [b"INIT"]
+    feed(proto, *init_stream(5, b"CREATE:/d", b"FWRITE:/f"))
+    assert sent(t) == [b"NEXT"]
+    assert h.state.load() == (SESSION, 5)
+    with open(h.datadir + b"/f", "rb") as f:
+        assert f.read() == b"content"
+    assert os.path.isdir(h.datadir + b"/d")
+    assert "init finished: 2 records, 1 files, 7 bytes" in h.log_text()
+    feed(proto, b"SERIAL:7", b"DELETE:/d", b"EOF")
+    assert sent(t) == [b"NEXT"]
+    assert h.state.load() == (SESSION, 7) and not os.path.exists(h.datadir + b"/d")
+
+
+def test_resume_with_sn(tmp_path):
+    """With a saved position the client sends SN and, once accepted, NEXT (no INIT)."""
+    h = Harness(tmp_path, saved=(SESSION, 41))
+    proto, t = h.connect()
+    feed(proto, b"OK")
+    assert sent(t) == [b"START", f"SN:{SESSION},41".encode()]
+    feed(proto, b"OK")
+    assert sent(t) == [b"NEXT"]
+    assert "resumed session" in h.log_text()
+    feed(proto, b"SERIAL:42", b"CREATE:/new", b"EOF")
+    assert h.state.load() == (SESSION, 42) and os.path.isdir(h.datadir + b"/new")
+
+
+@pytest.mark.parametrize("reply", [b"SESSION INVALID", b"SERIAL OVERDUE OR INVALID"])
+def test_refused_resume_falls_back_to_init_and_sweeps(tmp_path, reply):
+    """A refused SN logs 'full resync', INITs, and removes what the new INIT lacks."""
+    h = Harness(tmp_path, saved=("ffff", 3))
+    os.makedirs(h.datadir + b"/srv/old")
+    os.makedirs(h.datadir + b"/srv/keep")
+    proto, t = h.connect()
+    feed(proto, b"OK", reply)
+    assert sent(t) == [b"START", b"SN:ffff,3", b"INIT"]
+    assert f"full resync: server said {reply.decode()}" in h.log_text()
+    feed(proto, *init_stream(9, b"CREATE:/srv/keep"))
+    assert sorted(os.listdir(h.datadir + b"/srv")) == [b"keep"]
+    assert h.state.load() == (SESSION, 9)
+    assert os.listdir(h.state.staging) == []  # the seen-set is gone
+
+
+def test_chunks_pause_the_transport(tmp_path):
+    """Records are applied in chunks with the transport paused until each chunk is done."""
+    rec = Recorder()
+    h = Harness(tmp_path, sink=rec, chunk=2)
+    proto, t = h.connect()
+    feed(proto, b"OK", *init_stream(3, b"CREATE:/a", b"CREATE:/b", b"CREATE:/c"))
+    assert rec.chunks == [([b"CREATE:/a", b"CREATE:/b"], 3, True)]
+    assert t.producerState == "paused"
+    rec.finish()
+    assert rec.chunks[1] == ([b"CREATE:/c"], 3, True)
+    assert t.producerState == "paused" and h.state.load() is None
+    rec.finish()
+    assert t.producerState == "producing" and h.state.load() == (SESSION, 3)
+    assert sent(t)[-1] == b"NEXT"
+    feed(proto, b"SERIAL:4", b"DELETE:/a", b"EOF")
+    assert rec.chunks[2] == ([b"DELETE:/a"], 4, False)
+
+
+def test_failed_batch_drops_connection_without_saving(tmp_path):
+    """A batch whose apply fails is not saved; the connection is dropped to retry."""
+    rec = Recorder()
+    h = Harness(tmp_path, sink=rec, saved=(SESSION, 10))
+    proto, t = h.connect()
+    feed(proto, b"OK", b"OK")
+    sent(t)
+    feed(proto, b"SERIAL:12", b"CREATE:/x", b"EOF")
+    rec.waiting.pop().errback(OSError(28, "No space left on device"))
+    assert t.disconnecting and h.state.load() == (SESSION, 10)
+    assert sent(t) == []
+    assert "failed: [Errno 28] No space left on device" in h.log_text()
+
+
+def test_hostile_path_drops_connection(tmp_path):
+    """A hostile path from the server abandons the INIT: refused, logged, no NEXT, no save."""
+    h = Harness(tmp_path)
+    proto, t = h.connect()
+    feed(proto, b"OK", *init_stream(2, b"CREATE:/../escape"))
+    assert t.disconnecting and h.state.load() is None
+    assert b"NEXT" not in t.value()
+    assert "refused CREATE /../escape" in h.log_text()
+    assert not os.path.exists(os.path.dirname(h.datadir) + b"/escape")
+
+
+def test_stop_finishes_batch_in_hand(tmp_path):
+    """stop() lets the chunk being applied finish and save, sends no NEXT, then closes."""
+    rec = Recorder()
+    h = Harness(tmp_path, sink=rec, saved=(SESSION, 1))
+    proto, t = h.connect()
+    feed(proto, b"OK", b"OK")
+    sent(t)
+    feed(proto, b"SERIAL:2", b"CREATE:/x", b"EOF")
+    stopped = h.client.stop()
+    assert not stopped.called and not t.disconnecting
+    rec.finish()
+    assert h.state.load() == (SESSION, 2)
+    assert sent(t) == [] and t.disconnecting
+    proto.connectionLost()
+    assert stopped.called
+
+
+def test_rotation_gate_holds_batches(tmp_path):
+    """While the gate is held (a rotation runs), no chunk is applied; afterwards it is."""
+    rec = Recorder()
+    gate = DeferredLock()
+    h = Harness(tmp_path, sink=rec, saved=(SESSION, 1), gate=gate)
+    proto, t = h.connect()
+    feed(proto, b"OK", b"OK")
+    held = gate.acquire()
+    assert held.called
+    feed(proto, b"SERIAL:2", b"CREATE:/x", b"EOF")
+    assert rec.chunks == []
+    gate.release()
+    assert rec.chunks == [([b"CREATE:/x"], 2, False)]
+
+
+def test_auth_answers_challenge(tmp_path):
+    """With a secret, the CHALLENGE is answered with the HMAC digest before INIT."""
+    h = Harness(tmp_path, secret=b"s3cret")
+    proto, t = h.connect()
+    nonce = "00" * 16
+    feed(proto, f"CHALLENGE:{nonce}".encode())
+    assert sent(t) == [b"START", b"AUTH:" + auth_digest(b"s3cret", nonce).encode()]
+    feed(proto, b"OK")
+    assert sent(t) == [b"INIT"]
+
+
+def test_auth_failure_is_fatal(tmp_path):
+    """AUTH FAILED stops fs_mirror for good with a message about the secret."""
+    h = Harness(tmp_path, secret=b"wrong")
+    proto, t = h.connect()
+    feed(proto, b"CHALLENGE:" + b"11" * 16, b"AUTH FAILED")
+    assert t.disconnecting
+    assert h.fatal and "auth.secret-from" in h.fatal[0]
+
+
+def test_overlong_line_drops_connection(tmp_path):
+    """A line over the 64 KiB cap drops the connection instead of buffering forever."""
+    h = Harness(tmp_path)
+    proto, t = h.connect()
+    proto.dataReceived(b"X" * 70000)
+    assert t.disconnecting
+
+
+def test_records_are_real_records(tmp_path):
+    """Records reach the sink decoded, with %XX paths unquoted."""
+    rec = Recorder()
+    h = Harness(tmp_path, sink=rec)
+    proto, t = h.connect()
+    feed(proto, b"OK", *init_stream(1, b"FWRITE:/tab%09name\tmode=644"))
+    assert Record.decode(rec.chunks[0][0][0]).path == b"/tab\tname"
+
+
+def test_stop_aborts_a_peer_that_does_not_let_go(tmp_path):
+    """stop() closes at once when idle, and aborts if the server has not let go in time."""
+    h = Harness(tmp_path, saved=(SESSION, 1))
+    proto, t = h.connect()
+    feed(proto, b"OK", b"OK")
+    stopped = h.client.stop()
+    assert t.disconnecting and not t.disconnected
+    h.client.reactor.advance(CLOSE_TIMEOUT)
+    assert t.disconnected
+    proto.connectionLost()
+    assert stopped.called and h.client.reactor.getDelayedCalls() == []
+
+
+def test_new_connection_waits_for_old_work_then_resumes_from_it(tmp_path):
+    """A reconnect while a dropped connection's batch still applies starts after it, with its SN."""
+    rec = Recorder()
+    h = Harness(tmp_path, sink=rec, saved=(SESSION, 1))
+    old, t_old = h.connect()
+    feed(old, b"OK", b"OK")
+    assert sent(t_old) == [b"START", f"SN:{SESSION},1".encode(), b"NEXT"]
+    feed(old, b"SERIAL:2", b"CREATE:/x", b"EOF")
+    old.connectionLost()
+    new, t_new = h.connect()
+    assert t_new.value() == b""
+    rec.finish()
+    assert h.state.load() == (SESSION, 2)
+    assert sent(t_new) == [b"START"]
+    feed(new, b"OK")
+    assert sent(t_new) == [f"SN:{SESSION},2".encode()]
+    assert sent(t_old) == []  # the dropped connection asks for nothing more
