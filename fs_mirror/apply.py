@@ -31,7 +31,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
 from fs_mirror.rotate import unshare
-from fs_mirror.state import RESERVED
+from fs_mirror.state import RESERVED, STAGING_NAME
 from fs_sync.interface import Fetcher, FetchItem, Outcome, Result
 from protocol.records import Action, Meta, Record
 
@@ -105,10 +105,14 @@ class Applier:
         as_root: bool,
         log: Logger | None = None,
         verbose: bool = False,
+        tmpdir: bytes | None = None,
     ) -> None:
         self.datadir = os.fsencode(datadir).rstrip(b"/")
         if not self.datadir:
             raise ValueError("the mirror cannot be the root directory")
+        # Temporary symlinks are made here, outside the mirrored tree, so a
+        # kill -9 leaves none behind in it (the service empties it at start).
+        self.tmpdir = tmpdir or os.path.join(self.datadir, STAGING_NAME, b"tmp")
         self.fetcher = fetcher
         self.as_root = as_root
         self.log = log or Logger()
@@ -298,9 +302,9 @@ class Applier:
     def _symlink(self, path: bytes, local: bytes, target: bytes, meta: Meta) -> None:
         self._drop(path)
         self._make_parents(local)
-        directory, name = os.path.split(local)
         suffix = os.urandom(8).hex().encode()  # a clash would raise, never clobber
-        tmp = os.path.join(directory, b"." + name[:200] + b".fsm-" + suffix)
+        os.makedirs(self.tmpdir, mode=0o700, exist_ok=True)
+        tmp = os.path.join(self.tmpdir, b"link-" + suffix)
         os.symlink(target, tmp)
         try:
             st = _lstat(local)

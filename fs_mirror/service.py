@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import os
 import shlex
+import shutil
 import sys
 from collections.abc import Callable
 from typing import IO, Any
@@ -178,8 +179,14 @@ class FsMirrorService(MultiService):
         else:
             password = config.secret("fssync.password-from")
             staging = os.path.join(self.state.staging, b"rsync")
+            tmpdir = os.path.join(self.state.staging, b"tmp")
+            for scratch in (staging, tmpdir):  # what a kill -9 left half written
+                shutil.rmtree(scratch, ignore_errors=True)
+            os.makedirs(tmpdir, mode=0o700)
             try:
-                self.fetcher = make_fetcher(config, self.reactor, password, staging_dir=staging)
+                self.fetcher = make_fetcher(
+                    config, self.reactor, password, staging_dir=staging, tmpdir=tmpdir
+                )
             except ValueError as e:
                 raise CommandError(str(e)) from None
             sink = Applier(
@@ -188,6 +195,7 @@ class FsMirrorService(MultiService):
                 as_root=os.geteuid() == 0,
                 log=log,
                 verbose=verbose > 0,
+                tmpdir=tmpdir,
             )
         return MirrorClient(
             state=self.state,

@@ -2,10 +2,15 @@
 
 A fetched file never becomes visible half written, and an existing `local`
 is replaced by rename, never written through: a hard link to the old file
-(a rotated backup) keeps its old content. The temporary file lives in the
-destination's own directory so the rename is atomic and never crosses a
-filesystem; its name starts with a dot and carries `.fsm-` so an operator
-can tell what left it, and every failure path removes it.
+(a rotated backup) keeps its old content.
+
+Where the temporary file lives: in `tmpdir` when the caller gives one (a
+directory of its own on the mirror's filesystem, which it empties at start,
+so a `kill -9` mid-write leaves nothing inside the mirrored tree), else in
+the destination's own directory with a dotted `.fsm-` name. Either way the
+rename stays on one filesystem; should `tmpdir` sit on another one than a
+destination (a mount point inside the mirror), the file is copied into a
+sibling temporary and renamed from there.  Every failure path removes it.
 """
 
 from __future__ import annotations
@@ -50,9 +55,12 @@ class AtomicFile:
     exception, an early return) removes the temporary file.
     """
 
-    def __init__(self, local: bytes) -> None:
+    def __init__(self, local: bytes, tmpdir: bytes | None = None) -> None:
         self.local = local
-        directory, prefix = temp_prefix(local)
+        if tmpdir is not None:
+            directory, prefix = tmpdir, b"fetch-"
+        else:
+            directory, prefix = temp_prefix(local)
         self.fd, self.temp = tempfile.mkstemp(prefix=prefix, dir=directory)
         self._done = False
 
@@ -69,7 +77,17 @@ class AtomicFile:
         self.fd = -1
         if is_directory(self.local):
             raise IsADirectoryError(self.local)
-        os.rename(self.temp, self.local)
+        try:
+            os.rename(self.temp, self.local)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            fd = os.open(self.temp, os.O_RDONLY)
+            try:
+                copy_fd(fd, self.local)
+            finally:
+                os.close(fd)
+            os.unlink(self.temp)
         self._done = True
 
     def abort(self) -> None:
@@ -95,9 +113,9 @@ class AtomicFile:
         self.abort()
 
 
-def copy_fd(src_fd: int, local: bytes) -> None:
+def copy_fd(src_fd: int, local: bytes, tmpdir: bytes | None = None) -> None:
     """Stream an open file descriptor into `local`, atomically."""
-    with AtomicFile(local) as out:
+    with AtomicFile(local, tmpdir) as out:
         while True:
             block = os.read(src_fd, BLOCK)
             if not block:

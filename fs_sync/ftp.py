@@ -48,7 +48,9 @@ class FtpFetcher:
         reactor: IReactorFromThreads,
         *,
         timeout: float = 60.0,
+        tmpdir: bytes | None = None,
     ) -> None:
+        self.tmpdir = tmpdir
         self.host, self.port, self.user = host, port, user
         self._password = (password or b"").decode("latin-1")
         self.root = root.rstrip(b"/")
@@ -131,7 +133,7 @@ class FtpFetcher:
                 message = f"cannot connect to {self.host}:{self.port}: {e}"
                 return (item, Outcome.FAILED, message), message
             try:
-                return _retrieve(ftp, item, path), None
+                return _retrieve(ftp, item, path, self.tmpdir), None
             except _LINK_ERRORS as e:
                 self._disconnect()
                 if attempt == 2:
@@ -139,10 +141,10 @@ class FtpFetcher:
         raise AssertionError("unreachable")
 
 
-def _retrieve(ftp: ftplib.FTP, item: FetchItem, path: str) -> Result:
+def _retrieve(ftp: ftplib.FTP, item: FetchItem, path: str, tmpdir: bytes | None = None) -> Result:
     """RETR one file into a temporary sibling of `local` and rename it."""
     try:
-        out = AtomicFile(item.local)
+        out = AtomicFile(item.local, tmpdir)
     except OSError as e:
         return (item, Outcome.FAILED, f"temporary file: {e.strerror or e}")
     try:

@@ -23,7 +23,7 @@ from fs_sync.interface import FetchItem, Outcome, Result
 _GONE = (errno.ENOENT, errno.ENOTDIR)
 
 
-def fetch_one(root: bytes, item: FetchItem) -> Result:
+def fetch_one(root: bytes, item: FetchItem, tmpdir: bytes | None = None) -> Result:
     """Copy `root + item.remote` to `item.local` (blocking; runs in a thread)."""
     refused = refuse_directory(item)
     if refused:
@@ -43,7 +43,7 @@ def fetch_one(root: bytes, item: FetchItem) -> Result:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return (item, Outcome.NOT_A_FILE, "not a regular file")
         os.set_blocking(fd, True)
-        copy_fd(fd, item.local)
+        copy_fd(fd, item.local, tmpdir)
     except OSError as e:
         return (item, Outcome.FAILED, f"copy: {e.strerror or e}")
     finally:
@@ -54,8 +54,15 @@ def fetch_one(root: bytes, item: FetchItem) -> Result:
 class LocalFetcher:
     """Fetcher reading `root + path` from the local filesystem."""
 
-    def __init__(self, root: bytes, reactor: IReactorFromThreads, threads: int = 2) -> None:
+    def __init__(
+        self,
+        root: bytes,
+        reactor: IReactorFromThreads,
+        threads: int = 2,
+        tmpdir: bytes | None = None,
+    ) -> None:
         self.root = root.rstrip(b"/")
+        self.tmpdir = tmpdir
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=0, maxthreads=threads, name="fs_sync-local")
         self._pool.start()
@@ -63,7 +70,7 @@ class LocalFetcher:
     def fetch(self, items: Sequence[FetchItem]) -> Deferred[list[Result]]:
         batch = list(items)
         return deferToThreadPool(
-            self._reactor, self._pool, lambda: [fetch_one(self.root, i) for i in batch]
+            self._reactor, self._pool, lambda: [fetch_one(self.root, i, self.tmpdir) for i in batch]
         )
 
     def close(self) -> Deferred[None]:

@@ -29,11 +29,14 @@ def make_fetcher(
     password: bytes | None = None,
     *,
     staging_dir: bytes | None = None,
+    tmpdir: bytes | None = None,
 ) -> Fetcher | None:
     """The backend named by `fssync.type`; None for `report` (not a fetcher).
 
     `rsync` stages files on the mirror's filesystem: `staging_dir`, else
-    `<datadir>/.fs_mirror-staging` when the config has `datadir`.
+    `<datadir>/.fs_mirror-staging` when the config has `datadir`. `local`
+    and `ftp` write their temporary files in `tmpdir` when given (see
+    fs_sync.atomic).
     Raises ValueError naming the key for an unknown type or missing setting.
     """
     kind = config.get("fssync.type")
@@ -46,11 +49,13 @@ def make_fetcher(
     if kind == "local":
         from fs_sync.local import LocalFetcher
 
-        return LocalFetcher(root, reactor)
+        return LocalFetcher(root, reactor, tmpdir=tmpdir)
     if kind == "ftp":
         from fs_sync.ftp import FtpFetcher
 
-        return FtpFetcher(host, int(port), user or "anonymous", password, root, reactor)
+        return FtpFetcher(
+            host, int(port), user or "anonymous", password, root, reactor, tmpdir=tmpdir
+        )
     if kind == "rsync":
         from fs_sync.rsync import RsyncFetcher
 

@@ -194,7 +194,8 @@ def test_symlink_created_and_replaced_never_followed(dirs):
     assert os.readlink(mirror + b"/dir") == b"../l"
     run(a, [R(Action.SYMLINK, b"/l", b"other")])
     assert os.readlink(mirror + b"/l") == b"other"
-    assert sorted(os.listdir(mirror)) == [b"dir", b"l"]
+    assert sorted(os.listdir(mirror)) == [b".fs_mirror.d", b"dir", b"l"]
+    assert os.listdir(mirror + b"/.fs_mirror.d/tmp") == []  # temporary links are gone
 
 
 def test_attrib_sets_mode_and_mtime(dirs):
@@ -450,7 +451,7 @@ def test_replay_is_idempotent(dirs):
     first = sorted(os.listdir(mirror)), read(mirror, b"/b/f")
     run(a, batch)
     assert (sorted(os.listdir(mirror)), read(mirror, b"/b/f")) == first
-    assert first == ([b"b", b"l"], b"v")
+    assert first == ([b".fs_mirror.d", b"b", b"l"], b"v")
 
 
 _parts = strategies.sampled_from([b"a", b"..", b".", b"", b"b\xff", b"sn", b"%2e", b"c d", b"\0"])
