@@ -14,9 +14,11 @@ from typing import Any, TextIO
 
 from twisted.logger import (
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
+    PredicateResult,
     eventAsText,
     globalLogBeginner,
 )
@@ -53,12 +55,29 @@ class _StreamObserver:
             pass  # stderr closed (daemon, broken pipe): nothing sensible to do
 
 
+@implementer(ILogFilterPredicate)
+class _QuietLibraries:
+    """Twisted's own chatter ("Starting factory", every FTP data channel) is for
+    ``-vv``; its warnings and errors always get through."""
+
+    def __init__(self, verbosity: int) -> None:
+        self.verbosity = verbosity
+
+    def __call__(self, event: dict) -> PredicateResult:
+        if self.verbosity >= 2 or event.get("log_level", LogLevel.info) >= LogLevel.warn:
+            return PredicateResult.maybe
+        namespace = str(event.get("log_namespace", ""))
+        if namespace == "log_legacy" or namespace.startswith("twisted."):
+            return PredicateResult.no
+        return PredicateResult.maybe
+
+
 def make_observer(verbosity: int, stream: TextIO, prog: str) -> Any:
     """An observer writing events of the chosen minimum level to ``stream``."""
     level = LogLevel.debug if verbosity > 0 else LogLevel.info
     predicate: Any = LogLevelFilterPredicate(defaultLogLevel=level)
     observer: Any = _StreamObserver(stream, prog)
-    return FilteringLogObserver(observer, [predicate])
+    return FilteringLogObserver(observer, [_QuietLibraries(verbosity), predicate])
 
 
 @implementer(ILogObserver)

@@ -127,6 +127,8 @@ class ControlProtocol(LineReceiver):
 class ControlFactory(tprotocol.Factory):
     """Builds one ControlProtocol per control connection, all sharing ``handler``."""
 
+    noisy = False  # our own log lines say when we listen and stop
+
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
 

@@ -335,6 +335,8 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
 class MirrorServerFactory(protocol.Factory):
     """Serves one store and its journal to any number of clients."""
 
+    noisy = False  # our own log lines say when we listen and stop
+
     protocol = MirrorProtocol
 
     def __init__(
