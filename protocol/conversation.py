@@ -10,6 +10,7 @@ adapter is told what to do through outputs (``BeginInit``, ``CheckResume``,
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import TypeAlias
@@ -50,6 +51,9 @@ __all__ = [
     "WantNext",
     "command_kind",
 ]
+
+
+_NOT_A_LINE = re.compile(rb"[^\x20-\x7e]")
 
 
 class State(Enum):
@@ -197,7 +201,13 @@ class ServerConversation:
         self.held_next = False
 
     def receive(self, line: bytes) -> list[Output]:
-        """Handle one client line (terminator already removed)."""
+        """Handle one client line (terminator already removed).
+
+        A line with bytes no command contains (controls, non-ASCII) is "not a
+        valid line": INVALID COMMAND and a close, whatever the state.
+        """
+        if _NOT_A_LINE.search(line.rstrip(b"\r")):
+            return self.protocol_error(ProtocolError(INVALID_COMMAND))
         command = parse_command(line)
         rule = TABLE[(self.state, command_kind(command))]
         return self._run(rule, command)

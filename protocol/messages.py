@@ -54,6 +54,8 @@ AUTH_FAILED = b"AUTH FAILED"
 _SESSION = re.compile(rb"[0-9A-Za-z]{1,64}")
 _SERIAL = re.compile(rb"[0-9]{1,20}")
 _RESUME = re.compile(rb"([0-9A-Za-z]{1,64}),([0-9]{1,20})")
+_SESSION = re.compile(rb"[0-9A-Za-z]{1,64}")
+_SERIAL = re.compile(rb"[0-9]{1,20}")
 _DIGEST = re.compile(rb"[\x21-\x7e]{0,256}")  # any visible ASCII: a wrong one is AUTH FAILED
 _NONCE = re.compile(rb"(?:[0-9A-Fa-f]{2}){1,64}")
 _ERROR_TEXT = re.compile(rb"[A-Z]+(?: [A-Z]+)*")
@@ -116,10 +118,15 @@ def parse_command(line: bytes) -> Command | None:
     if not sep:
         return None
     if name == b"SN":
-        match = _RESUME.fullmatch(arg)
-        if match is None:
-            return None
-        return Resume(match.group(1).decode("ascii"), int(match.group(2)))
+        # A malformed argument is still an SN: a session that cannot be ours
+        # is unknown (SESSION INVALID), a serial that cannot be one is out of
+        # range (SERIAL OVERDUE OR INVALID); the client may then INIT.
+        session, comma, serial = arg.partition(b",")
+        if not comma or not _SESSION.fullmatch(session):
+            return Resume("", 0)
+        if not _SERIAL.fullmatch(serial):
+            return Resume(session.decode("ascii"), -1)
+        return Resume(session.decode("ascii"), int(serial))
     if name == b"AUTH" and _DIGEST.fullmatch(arg):
         return Auth(arg.decode("ascii"))
     return None

@@ -101,15 +101,6 @@ def test_trailing_spaces_and_cr_are_ignored(line: bytes) -> None:
         b"START\t",
         b"STARTX",
         b"SN",
-        b"SN:",
-        b"SN:abc",
-        b"SN:abc,",
-        b"SN:,5",
-        b"SN:abc,x",
-        b"SN:abc,-1",
-        b"SN:a-c,1",
-        b"SN:abc,1,2",
-        b"SN:abc," + b"9" * 21,
         b"AUTH",
         b"AUTH:\xff",
         b"AUTH:a b",
@@ -120,6 +111,25 @@ def test_trailing_spaces_and_cr_are_ignored(line: bytes) -> None:
 def test_non_commands_are_none(line: bytes) -> None:
     """Blank, lower-case, malformed or unknown lines are not commands."""
     assert parse_command(line) is None
+
+
+@pytest.mark.parametrize(
+    ("line", "resume"),
+    [
+        (b"SN:", Resume("", 0)),
+        (b"SN:abc", Resume("", 0)),
+        (b"SN:,5", Resume("", 0)),
+        (b"SN:a-c,1", Resume("", 0)),
+        (b"SN:abc,", Resume("abc", -1)),
+        (b"SN:abc,x", Resume("abc", -1)),
+        (b"SN:abc,-1", Resume("abc", -1)),
+        (b"SN:abc,1,2", Resume("abc", -1)),
+        (b"SN:abc," + b"9" * 21, Resume("abc", -1)),
+    ],
+)
+def test_malformed_sn_is_an_sn_that_cannot_match(line: bytes, resume: Resume) -> None:
+    """A malformed SN names no known session (SESSION INVALID) or no serial in range."""
+    assert parse_command(line) == resume
 
 
 @given(st.binary())

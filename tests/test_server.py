@@ -186,13 +186,30 @@ def test_first_command_not_start_is_invalid_command(first):
     assert c.closed
 
 
-@pytest.mark.parametrize("second", [b"NEXT", b"START", b"HELLO", b"SN:xyz", b"\x00"])
+@pytest.mark.parametrize("second", [b"NEXT", b"START", b"HELLO", b"INIT2"])
 def test_after_start_anything_but_init_or_sn_is_rejected(second):
     """After START only INIT or SN is accepted; the rest is INVALID INIT COMMAND and a close."""
     c = Harness().connect()
     c.send(b"START", second)
     assert c.take() == [b"OK", b"INVALID INIT COMMAND"]
     assert c.closed
+
+
+@pytest.mark.parametrize("second", [b"\x00", b"INIT\xff", b"IN\tIT", b"\x1b[A"])
+def test_bytes_that_are_not_a_line_are_invalid_command_in_any_state(second):
+    """Control or non-ASCII bytes are not a valid line: INVALID COMMAND and a close."""
+    c = Harness().connect()
+    c.send(b"START", second)
+    assert c.take() == [b"OK", b"INVALID COMMAND"]
+    assert c.closed
+
+
+def test_malformed_sn_is_an_unknown_session_and_stays_open():
+    """SN:xyz names no session we have: SESSION INVALID, and the client may still INIT."""
+    c = Harness().connect()
+    c.send(b"START", b"SN:xyz")
+    assert c.take() == [b"OK", b"SESSION INVALID"]
+    assert not c.closed
 
 
 def test_unknown_session_stays_open_and_init_still_works():
