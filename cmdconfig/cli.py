@@ -147,20 +147,43 @@ def _say(prog: str, message: str) -> None:
     sys.stderr.flush()
 
 
+def _no_op() -> None:
+    pass
+
+
 def run(
-    parser: CommandParser, main: Main, argv: Sequence[str] | None = None, *, log: bool = True
+    parser: CommandParser,
+    main: Main,
+    argv: Sequence[str] | None = None,
+    *,
+    log: bool = True,
+    prepare: Callable[[argparse.Namespace, Config], None] | None = None,
+    ready_when_serving: bool = False,
 ) -> int:
-    """Run ``main(args, config)`` and return the command's exit status."""
+    """Run ``main(args, config)`` and return the command's exit status.
+
+    ``prepare`` runs before ``--daemon`` detaches (checks whose failure
+    should be the caller's exit status).  With ``ready_when_serving``,
+    ``main`` calls ``args.ready()`` once it serves, and ``--daemon``
+    returns only then (exit 1 if the command fails first);
+    otherwise ``args.ready`` does nothing and ``--daemon`` returns at once.
+    """
     prog = parser.prog
     previous = signal.signal(signal.SIGTERM, _terminate)
+    # A shell starts background jobs with SIGINT ignored; the contract says
+    # SIGINT is a clean stop, so take it back (KeyboardInterrupt -> exit 0).
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         args, config = parser.load(argv)
         if log:
             from cmdconfig.logs import setup_logging  # twisted: only when logging
 
             setup_logging(args.verbose, sys.stderr, prog)
+        if prepare is not None:
+            prepare(args, config)
+        args.ready = _no_op
         if args.daemon:
-            daemonize(args.pidfile)
+            args.ready = daemonize(args.pidfile, wait_ready=ready_when_serving)
         elif args.pidfile:
             write_pidfile(args.pidfile)
         return int(main(args, config) or 0)
@@ -187,3 +210,4 @@ def run(
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)

@@ -2,10 +2,14 @@
 
 Commands run in the foreground by default (systemd needs nothing else).
 With ``--daemon`` the original process waits, through a pipe, until the
-detached grandchild has written its pidfile, so that the pidfile exists
-when the command returns and a failure to write it is a failed start.
-Standard input and output go to /dev/null; stderr is kept unless it is a
-terminal, so ``mirrord --daemon ... 2>>log`` keeps its log.
+detached grandchild says it is ready, so that the pidfile exists when the
+command returns and a failed start is a non-zero exit.  A command that can
+still fail after detaching (a port in use) asks to say "ready" itself, once
+it serves; until then its errors reach the caller's stderr.  Once ready,
+standard input and output go to /dev/null, and stderr too unless it is a
+file or a socket (``mirrord --daemon ... 2>>log`` and journald keep the
+log), so a caller reading the command's output through a pipe is not held
+open by the daemon.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from __future__ import annotations
 import atexit
 import errno
 import os
+import stat
 import sys
+from collections.abc import Callable
 
 from cmdconfig.errors import CommandError
 
@@ -74,23 +80,41 @@ def _remove_pidfile(pidfile: str, pid: int) -> None:
             pass
 
 
+def _keep_stderr() -> bool:
+    try:
+        mode = os.fstat(2).st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode) and not os.isatty(2)
+
+
 def _redirect_stdio() -> None:
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)
-    if os.isatty(2):
+    if not _keep_stderr():
+        sys.stderr.flush()
         os.dup2(null, 2)
     os.close(null)
 
 
-def daemonize(pidfile: str | None) -> None:
-    """Detach from the terminal; only the grandchild returns from this call."""
+def _no_op() -> None:
+    pass
+
+
+def daemonize(pidfile: str | None, *, wait_ready: bool = False) -> Callable[[], None]:
+    """Detach from the terminal; only the grandchild returns from this call.
+
+    Returns ``ready()``: with ``wait_ready`` the caller calls it once it
+    serves (the original process then exits 0; if the grandchild exits
+    first, it exits 1).  Without, the start is reported at once.
+    """
     if pidfile is not None:
         pidfile = os.path.abspath(pidfile)
         check_pidfile(pidfile)
     sys.stdout.flush()
     sys.stderr.flush()
-    ready_r, ready_w = os.pipe()
+    ready_r, ready_w = os.pipe()  # not inherited by programs we run
     if os.fork() > 0:
         os.close(ready_w)
         ok = os.read(ready_r, 1)  # EOF (b"") if the grandchild failed
@@ -107,6 +131,18 @@ def daemonize(pidfile: str | None) -> None:
             sys.stderr.write(f"{os.path.basename(sys.argv[0])}: {e}\n")
             sys.stderr.flush()
             os._exit(1)
-    _redirect_stdio()
-    os.write(ready_w, b"1")
-    os.close(ready_w)
+
+    def ready() -> None:
+        nonlocal ready_w
+        if ready_w < 0:
+            return
+        sys.stdout.flush()
+        _redirect_stdio()
+        os.write(ready_w, b"1")
+        os.close(ready_w)
+        ready_w = -1
+
+    if not wait_ready:
+        ready()
+        return _no_op
+    return ready

@@ -33,12 +33,21 @@ _LEVEL_PREFIX = {
 }
 
 
+# Control characters in a message (a file name with a newline or TAB) would
+# split one event over several lines: show them escaped, like \xff already is.
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+_CONTROL.update({ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r"})
+
+
 def format_line(event: dict, prog: str) -> str:
-    """One event as text (plus its traceback if it carries a failure)."""
+    """One event as one line (plus its traceback if it carries a failure)."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(event.get("log_time", time.time())))
-    text = eventAsText(event, includeTimestamp=False, includeSystem=False, includeTraceback=True)
+    text = eventAsText(event, includeTimestamp=False, includeSystem=False, includeTraceback=False)
+    full = eventAsText(event, includeTimestamp=False, includeSystem=False, includeTraceback=True)
+    tail = full[len(text) :] if full.startswith(text) else ""
     prefix = _LEVEL_PREFIX.get(event.get("log_level"), "")
-    return f"{stamp} [{prog}] {prefix}{text.rstrip()}\n"
+    line = text.rstrip().translate(_CONTROL)
+    return f"{stamp} [{prog}] {prefix}{line}{tail.rstrip()}\n"
 
 
 @implementer(ILogObserver)

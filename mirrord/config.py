@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cmdconfig import Config, Key, Schema
+from fs_info.store import StoreError, check_name
 
 DEFAULT_FILE = "/etc/mirrord.conf"
 
@@ -12,6 +13,17 @@ def _tls_pair(config: Config) -> None:
         missing = "tls.key" if config["tls.cert"] else "tls.cert"
         given = "tls.cert" if config["tls.cert"] else "tls.key"
         raise config.error(given, f"set {missing} as well (TLS needs both or neither)")
+
+
+def _identities(config: Config) -> None:
+    names = config["identities"]
+    if not names:
+        raise config.error("identities", "name at least one identity (default: system)")
+    for name in names:
+        try:
+            check_name(name)
+        except StoreError as e:
+            raise config.error("identities", str(e)) from None
 
 
 def _ftp_password(config: Config) -> None:
@@ -97,5 +109,5 @@ SCHEMA = Schema(
             "unix socket for 'mirrord -k' (empty = DATADIR/mirrord.sock)",
         ),
     ],
-    checks=[_tls_pair, _ftp_password],
+    checks=[_identities, _tls_pair, _ftp_password],
 )

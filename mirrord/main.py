@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import fcntl
 import json
 import os
@@ -81,9 +82,49 @@ def _lock_datadir(datadir: str) -> Any:
     return handle
 
 
+def _cannot_listen(exc: Any, config: Any) -> str:
+    """What to do when a port cannot be bound (in use, bad address, no permission)."""
+    where = f"{exc.interface or '0.0.0.0'}:{exc.port}"
+    error = exc.socketError
+    reason = getattr(error, "strerror", None) or str(error)
+    ftp = bool(config["ftp.port"]) and exc.port == config["ftp.port"]
+    port, bind = ("ftp.port", "ftp.bind") if ftp else ("port", "bind")
+    if getattr(error, "errno", None) == errno.EADDRINUSE:
+        todo = f"stop the program using it or choose another port with -o {port}=N"
+    elif getattr(error, "errno", None) == errno.EACCES:
+        todo = f"run as root or choose a port above 1023 with -o {port}=N"
+    else:
+        todo = f"give an address of this host with -o {bind}=ADDR"
+    return f"cannot listen on {where} ({reason}): {todo}"
+
+
+def _check_files(config: Any) -> None:
+    """Secrets and TLS files are read now: a bad one is exit 2 naming its key."""
+    for key in ("auth.secret-from", "ftp.password-from"):
+        config.secret(key)
+    if not config["tls.cert"]:
+        return
+    from mirrord.server import tls_options
+
+    for key in ("tls.cert", "tls.key"):
+        try:
+            with open(config[key], "rb"):
+                pass
+        except OSError as e:
+            raise config.error(key, f"cannot read {config[key]}: {e.strerror}") from None
+    try:
+        tls_options(config["tls.cert"], config["tls.key"])
+    except Exception as e:  # OpenSSL's errors share no useful base class
+        raise config.error(
+            "tls.cert", f"cannot load a PEM certificate and key from tls.cert and tls.key ({e})"
+        ) from None
+
+
 def _serve(args: argparse.Namespace, config: Any) -> int:
     from twisted.internet import reactor
+    from twisted.internet.error import CannotListenError
 
+    from fs_info.store import StoreError
     from mirrord.service import MirrordService, StartupError
 
     lock = _lock_datadir(config["datadir"])
@@ -92,13 +133,17 @@ def _serve(args: argparse.Namespace, config: Any) -> int:
 
     def failed(f: Any) -> None:
         failure.append(f.value)
-        if not isinstance(f.value, (StartupError, ConfigError, CommandError, OSError)):
+        expected = (StartupError, ConfigError, CommandError, OSError, CannotListenError, StoreError)
+        if not isinstance(f.value, expected):
             f.printTraceback(file=sys.stderr)
         reactor.stop()
 
+    def serving(_: Any) -> None:
+        args.ready()  # --daemon: the caller returns 0 now
+
     def start() -> None:
         service.startService()
-        service.ready.addErrback(failed)
+        service.ready.addCallbacks(serving, failed)
 
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
@@ -108,6 +153,10 @@ def _serve(args: argparse.Namespace, config: Any) -> int:
         exc = failure[0]
         if isinstance(exc, ConfigError):
             raise exc
+        if isinstance(exc, StoreError):  # a bad .t_files/.x_files line or identity name
+            raise ConfigError(str(exc)) from None
+        if isinstance(exc, CannotListenError):
+            raise CommandError(_cannot_listen(exc, config)) from None
         raise CommandError(str(exc))
     return 0
 
@@ -121,12 +170,17 @@ def main(argv: list[str] | None = None) -> int:
         description="Watch the included trees and serve their change log.",
     )
 
+    def prepare(args: argparse.Namespace, config: Any) -> None:
+        if not args.control:
+            _check_files(config)  # exit 2 here, before --daemon detaches
+
     def dispatch(args: argparse.Namespace, config: Any) -> int:
         if args.control:
+            args.ready()
             return _control(args, config)
         return _serve(args, config)
 
-    return run(parser, dispatch, argv, log=True)
+    return run(parser, dispatch, argv, log=True, prepare=prepare, ready_when_serving=True)
 
 
 if __name__ == "__main__":
