@@ -24,18 +24,22 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
+from fs_mirror.nodes import Stats, remove_node, show
+from fs_mirror.nodes import lstat as _lstat
+from fs_mirror.nodes import merge as _merge
 from fs_mirror.rotate import unshare
 from fs_mirror.state import RESERVED, STAGING_NAME
 from fs_sync.interface import Fetcher, FetchItem, Outcome, Result
 from protocol.records import Action, Meta, Record
 
 _NO_META = Meta()
+VANISHED_KEPT = 4096  # bounded: only the latest vanished files matter
 
 
 class HostilePath(ValueError):
@@ -48,50 +52,6 @@ class ReservedPath(ValueError):
 
 class FetchFailed(Exception):
     """The fetcher could not get some files; the batch must be retried."""
-
-
-def show(path: bytes) -> str:
-    """A path as text for humans: UTF-8 where it is, escapes where it is not."""
-    return path.decode("utf-8", "backslashreplace")
-
-
-@dataclass
-class Stats:
-    """Counters for the operator's summary lines."""
-
-    records: int = 0
-    files: int = 0
-    bytes: int = 0
-    skipped: int = 0
-    refused: int = 0
-
-
-def _merge(old: Meta, new: Meta) -> Meta:
-    """``old`` updated with the fields ``new`` carries."""
-    fields = ("mode", "uid", "gid", "size", "mtime_ns")
-    return replace(old, **{k: getattr(new, k) for k in fields if getattr(new, k) is not None})
-
-
-def _lstat(path: bytes) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def remove_node(path: bytes) -> str | None:
-    """Remove a file, symlink or whole tree (never following links); None when absent."""
-    st = _lstat(path)
-    if st is None:
-        return None
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
-        return "DIR"
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return None
-    return "FILE"
 
 
 class Applier:
@@ -120,6 +80,9 @@ class Applier:
         self.stats = Stats()
         self._prefix = show(self.datadir)
         self._pending: dict[bytes, Meta] = {}  # worker path -> metadata to set after fetch
+        # Metadata of files that vanished before their fetch: a later MOVE of
+        # one (a missing source, so a fetch of its target) carries no fields.
+        self._vanished: OrderedDict[bytes, Meta] = OrderedDict()
         self._parents: set[bytes] = set()
 
     # -- confinement -------------------------------------------------------
@@ -249,6 +212,7 @@ class Applier:
         if action is Action.CREATE and path == b"/":
             return  # the mirror root always exists
         local = self.confine(path)
+        vanished = self._vanished.pop(path, None)
         if action is Action.FWRITE:
             self._drop(path)
             self._add(path, record.meta)
@@ -260,12 +224,19 @@ class Applier:
             self._echo(f"DELETE {kind or 'FILE'} '{show(path)}'")
         elif action is Action.MOVE:
             assert record.target is not None
-            self._move(path, local, record.target, record.meta)
+            self._move(path, local, record.target, _merge(vanished or _NO_META, record.meta))
         elif action is Action.SYMLINK:
             assert record.target is not None
             self._symlink(path, local, record.target, record.meta)
         elif action is Action.ATTRIB:
+            if vanished is not None:  # still absent here: keep it for a MOVE to come
+                self._remember(path, _merge(vanished, record.meta))
             self._attrib(path, local, record.meta)
+
+    def _remember(self, path: bytes, meta: Meta) -> None:
+        self._vanished[path] = meta
+        if len(self._vanished) > VANISHED_KEPT:
+            self._vanished.popitem(last=False)
 
     def _create(self, path: bytes, local: bytes, meta: Meta) -> None:
         self._pending.pop(path, None)
@@ -391,6 +362,7 @@ class Applier:
                 self.stats.bytes += st.st_size
                 self._echo(f"WRITE FILE '{path}'")
             elif outcome in (Outcome.VANISHED, Outcome.NOT_A_FILE):
+                self._remember(item.remote, metas.get(item, _NO_META))
                 self.stats.skipped += 1
                 self.log.info(
                     "{path}: skipped, vanished on worker ({reason})", path=path, reason=reason

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred, DeferredLock, maybeDeferred, succeed
@@ -27,7 +27,10 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from fs_mirror.apply import FetchFailed, Stats
+from fs_mirror.apply import FetchFailed
+from fs_mirror.explain import tls_problem
+from fs_mirror.progress import InitProgress, NoProgress, init_summary
+from fs_mirror.sink import Sink
 from fs_mirror.state import InitSweep, State
 from protocol.client import (
     BatchFinished,
@@ -49,17 +52,6 @@ from protocol.records import Action, Record
 
 RunBlocking = Callable[..., Deferred]
 CLOSE_TIMEOUT = 5.0  # seconds a stopping fs_mirror waits for the server to let go
-
-
-class Sink(Protocol):
-    """Where records go: an ``Applier`` (mirror) or a reporter (report mode)."""
-
-    mirrors: bool  # True when records change the tree under the datadir
-    stats: Stats  # running counters
-
-    def apply_batch(
-        self, records: list[Record], serial: int | None = None, *, init: bool = False
-    ) -> Deferred: ...
 
 
 def _counts(sink: Sink) -> tuple[int, int, int]:
@@ -204,6 +196,7 @@ class MirrorProtocol(protocol.Protocol):
             self.records = []
             self.client.begin_init()
             self._init_start = (self.client.reactor.seconds(), _counts(self.client.sink))
+            self.client.progress.begin(self._init_start[1])
             self.log.info("full sync: session {s} at serial {n}", s=event.session, n=event.serial)
         elif isinstance(event, InitFinished):
             self.session, self.serial = event.session, event.serial
@@ -231,7 +224,10 @@ class MirrorProtocol(protocol.Protocol):
         if self.initializing:
             self.client.mark_seen(records)
         sink, serial, init = self.client.sink, self.serial, self.initializing
-        return self.client.gate.run(lambda: sink.apply_batch(records, serial, init=init))
+        d = self.client.gate.run(lambda: sink.apply_batch(records, serial, init=init))
+        if init:
+            d.addCallback(lambda result: (self.client.progress.update(_counts(sink)), result)[1])
+        return d
 
     def _finish_init(self) -> Deferred:
         d = self._flush()
@@ -243,17 +239,13 @@ class MirrorProtocol(protocol.Protocol):
         assert self.session is not None and self.serial is not None
         self.client.save(self.session, self.serial)
         self.initializing = False
-        began, (records0, files0, bytes0) = self._init_start
-        records, files, size = _counts(self.client.sink)
-        secs = max(self.client.reactor.seconds() - began, 1e-6)
+        self.client.progress.finish()
+        began, base = self._init_start
+        records, files, size = (n - b for n, b in zip(_counts(self.client.sink), base, strict=True))
+        secs = self.client.reactor.seconds() - began
         self.log.info(
-            "init finished: {records} records, {files} files, {bytes} bytes in {secs:.1f}s"
-            " ({rate:.0f} records/s), session {session} at serial {serial}",
-            records=records - records0,
-            files=files - files0,
-            bytes=size - bytes0,
-            secs=secs,
-            rate=(records - records0) / secs,
+            "{summary}, session {session} at serial {serial}",
+            summary=init_summary(records, files, size, secs),
             session=self.session,
             serial=self.serial,
         )
@@ -288,8 +280,10 @@ class MirrorClient(protocol.Factory):
         run_blocking: RunBlocking | None = None,
         on_fatal: Callable[[str], None] | None = None,
         log: Logger | None = None,
+        progress: InitProgress | None = None,
     ) -> None:
         self.state = state
+        self.progress = progress or NoProgress()
         self.sink = sink
         self.reactor = reactor
         self.secret = secret
@@ -320,6 +314,10 @@ class MirrorClient(protocol.Factory):
         if self.current is proto:
             self.current = None
         if not self.stopping:
+            tls = tls_problem(reason)
+            if tls:
+                self.log.error("TLS: {why}; nothing applied, reconnecting", why=tls)
+                return
             why = reason.getErrorMessage()
             self.log.info("connection to mirrord closed ({why}); reconnecting", why=why)
             return
@@ -353,7 +351,10 @@ class MirrorClient(protocol.Factory):
         """True when retrying cannot help (authentication): fs_mirror stops."""
         fatal = "authentication" in reason or "AUTH FAILED" in reason
         if fatal and self.on_fatal:
-            self.on_fatal(f"{reason}: check auth.secret-from against mirrord's secret")
+            self.on_fatal(
+                f"authentication failed ({reason}): check auth.secret-from, it must hold"
+                " the same secret as mirrord's auth.secret-from"
+            )
         return fatal
 
     def save(self, session: str, serial: int) -> None:

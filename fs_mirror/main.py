@@ -29,34 +29,72 @@ def _extra(parser: argparse.ArgumentParser) -> None:
 
 
 def _rotate_once(config: Config) -> int:
-    from fs_mirror.rotate import RotateError, rotate
+    from fs_mirror.gate import BatchLock
+    from fs_mirror.rotate import RotateError, check_backdir, rotate
 
     if not config["rotate.backdir"]:
         raise config.error("rotate.backdir", "--rotate needs rotate.backdir")
-    host = config["rotate.host"] or config["host"]
     try:
+        check_backdir(config["datadir"], config["rotate.backdir"])
+    except RotateError as e:
+        raise config.error("rotate.backdir", str(e)) from None
+    host = config["rotate.host"] or config["host"]
+    datadir = config["datadir"]
+    if not os.path.exists(os.path.join(datadir, "sn")):
+        raise CommandError(
+            f"{datadir} has no sn file: no full sync has finished there yet;"
+            " rotate once fs_mirror has printed 'init finished'"
+        )
+    lock = BatchLock(datadir)  # a running fs_mirror pauses between batches meanwhile
+    try:
+        lock.acquire()
         made = rotate(
-            config["datadir"],
-            config["rotate.backdir"],
-            host,
-            datetime.date.today(),
-            config["rotate.keep"],
+            datadir, config["rotate.backdir"], host, datetime.date.today(), config["rotate.keep"]
         )
     except RotateError as e:
         raise CommandError(str(e)) from None
+    finally:
+        lock.close()
     print(f"rotated into {os.fsdecode(made)}")
     return 0
+
+
+def _check_tls_ca(config: Config) -> None:
+    """A tls.ca that is not a PEM certificate is exit 2 naming the key."""
+    if not (config["tls"] and config["tls.ca"]):
+        return
+    try:
+        with open(config["tls.ca"], "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise config.error("tls.ca", f"cannot read {config['tls.ca']}: {e.strerror}") from None
+    try:
+        from twisted.internet import ssl
+
+        ssl.Certificate.loadPEM(data)
+    except ImportError:
+        return  # the service says what to install
+    except Exception as e:  # OpenSSL's errors share no useful base class
+        raise config.error("tls.ca", f"not a PEM certificate ({e})") from None
+
+
+def _prepare(args: argparse.Namespace, config: Config) -> None:
+    """Checks whose failure is the exit status even with --daemon."""
+    if not args.rotate:
+        _check_tls_ca(config)
 
 
 def command(args: argparse.Namespace, config: Config) -> int:
     """Run fs_mirror with a loaded configuration; returns the exit status."""
     if args.rotate:
+        args.ready()
         return _rotate_once(config)
     from twisted.internet import reactor
 
     from fs_mirror.service import FsMirrorService
 
     service = FsMirrorService(config, reactor=reactor, verbose=args.verbose)
+    args.ready()  # datadir locked, secrets read: --daemon's caller returns 0 now
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()
@@ -77,7 +115,7 @@ PARSER = make_parser(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
-    return run(PARSER, command, argv)
+    return run(PARSER, command, argv, prepare=_prepare, ready_when_serving=True)
 
 
 if __name__ == "__main__":

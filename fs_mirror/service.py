@@ -4,8 +4,9 @@ Wiring only: the sn file is taken first (a second fs_mirror stops here),
 then the sink (an ``Applier`` over the fs_sync fetcher, or the report-mode
 reporter), the endpoint (TCP, or TLS verified against ``tls.ca``) and a
 ``ClientService`` that reconnects with exponential backoff capped at
-``reconnect.max``.  Rotation and batches share one ``DeferredLock``: the
-rotation thread never sees a half-applied batch.
+``reconnect.max``.  Rotation and batches share one gate (``fs_mirror.gate``,
+also a file lock that ``fs_mirror --rotate`` takes): a rotation never sees a
+half-applied batch.
 """
 
 from __future__ import annotations
@@ -20,38 +21,22 @@ from typing import IO, Any
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, DeferredLock, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from cmdconfig import CommandError
-from fs_mirror.apply import Applier, Stats
+from fs_mirror.apply import Applier
 from fs_mirror.client import MirrorClient
+from fs_mirror.gate import BatchLock, FileGate
+from fs_mirror.progress import InitProgress
 from fs_mirror.rotate import RotateError, check_backdir, rotate
+from fs_mirror.sink import ReportSink
 from fs_mirror.state import State, StateCorrupt, StateLocked
 from fs_sync.registry import make_fetcher
 from fs_sync.report import Reporter
-from protocol.records import Record
 
 log = Logger(namespace="fs_mirror")
-
-
-class ReportSink:
-    """Report mode: every record (the INIT baseline too) is printed, nothing applied."""
-
-    mirrors = False
-
-    def __init__(self, reporter: Reporter) -> None:
-        self.reporter = reporter
-        self.stats = Stats()
-
-    def apply_batch(
-        self, records: list[Record], serial: int | None = None, *, init: bool = False
-    ) -> Deferred[Stats]:
-        for record in records:
-            self.stats.records += 1
-            self.reporter.report(record, serial)
-        return succeed(self.stats)
 
 
 def next_run(now: float, at: str) -> float:
@@ -115,13 +100,25 @@ def _endpoint(config: Any, reactor: Any) -> Any:
         trust = None
         if config["tls.ca"]:
             with open(config["tls.ca"], "rb") as f:
-                trust = ssl.Certificate.loadPEM(f.read())
+                trust = ssl.trustRootFromCertificates(
+                    [ssl.Certificate.loadPEM(pem) for pem in pem_blocks(f.read())]
+                )
         options = ssl.optionsForClientTLS(host, trustRoot=trust)
     except ImportError as e:
         raise CommandError(f"tls=yes needs pyOpenSSL and service_identity: {e}") from None
     except OSError as e:
         raise config.error("tls.ca", f"cannot read {e.filename}: {e.strerror}") from None
     return wrapClientTLS(options, endpoint)
+
+
+def pem_blocks(data: bytes) -> list[bytes]:
+    """Each certificate of a PEM bundle (``tls.ca`` may hold several CAs)."""
+    end = b"-----END CERTIFICATE-----"
+    return [
+        block[block.index(b"-----BEGIN CERTIFICATE-----") :] + end
+        for block in data.split(end)
+        if b"-----BEGIN CERTIFICATE-----" in block
+    ]
 
 
 class FsMirrorService(MultiService):
@@ -148,6 +145,14 @@ class FsMirrorService(MultiService):
             self.state.release()
             raise CommandError(
                 f"{e} in {os.fsdecode(self.state.sn_path)}; remove it to force a full resync"
+            ) from None
+        except OSError as e:
+            self.state.release()
+            where = os.fsdecode(e.filename) if e.filename else os.fsdecode(self.state.datadir)
+            raise CommandError(
+                f"cannot use datadir {os.fsdecode(self.state.datadir)}: {where}: {e.strerror};"
+                " make it a directory writable by the user fs_mirror runs as,"
+                " or choose another --datadir"
             ) from None
         self.fetcher: Any = None
         self.reporter: Reporter | None = None
@@ -202,10 +207,17 @@ class FsMirrorService(MultiService):
             sink=sink,
             reactor=self.reactor,
             secret=secret,
-            gate=DeferredLock(),
+            gate=FileGate(BatchLock(config["datadir"]), self.reactor, log),
             on_fatal=self.fatal,
             log=log,
+            progress=self._progress(sink),
         )
+
+    def _progress(self, sink: Any) -> InitProgress | None:
+        """A status line during INIT when a person watches stderr (never in report mode)."""
+        if not sink.mirrors or not sys.stderr.isatty():
+            return None
+        return InitProgress(sys.stderr, self.reactor)
 
     def rotate_now(self, today: datetime.date) -> Deferred:
         """Rotate in a thread while batches wait on the shared gate."""

@@ -70,8 +70,16 @@ class AtomicFile:
             written = os.write(self.fd, view)
             view = view[written:]
 
-    def commit(self) -> None:
-        """fsync, close and rename over `local` (refused if it is a directory)."""
+    def commit(self, like: os.stat_result | None = None) -> None:
+        """fsync, close and rename over `local` (refused if it is a directory).
+
+        With `like` (the source's stat), the file gets its permission bits
+        (never set-id bits: the temporary belongs to us, not to the source's
+        owner) and mtime, as `cp -p` would; record metadata still wins later.
+        """
+        if like is not None:
+            os.fchmod(self.fd, stat.S_IMODE(like.st_mode) & 0o777)
+            os.utime(self.fd, ns=(like.st_atime_ns, like.st_mtime_ns))
         os.fsync(self.fd)
         os.close(self.fd)
         self.fd = -1
@@ -113,15 +121,17 @@ class AtomicFile:
         self.abort()
 
 
-def copy_fd(src_fd: int, local: bytes, tmpdir: bytes | None = None) -> None:
-    """Stream an open file descriptor into `local`, atomically."""
+def copy_fd(
+    src_fd: int, local: bytes, tmpdir: bytes | None = None, like: os.stat_result | None = None
+) -> None:
+    """Stream an open file descriptor into `local`, atomically (see `AtomicFile.commit`)."""
     with AtomicFile(local, tmpdir) as out:
         while True:
             block = os.read(src_fd, BLOCK)
             if not block:
                 break
             out.write(block)
-        out.commit()
+        out.commit(like)
 
 
 def install(staged: bytes, local: bytes) -> None:

@@ -40,10 +40,11 @@ def fetch_one(root: bytes, item: FetchItem, tmpdir: bytes | None = None) -> Resu
             return (item, Outcome.NOT_A_FILE, "is a symlink")
         return (item, Outcome.FAILED, f"open: {e.strerror}")
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             return (item, Outcome.NOT_A_FILE, "not a regular file")
         os.set_blocking(fd, True)
-        copy_fd(fd, item.local, tmpdir)
+        copy_fd(fd, item.local, tmpdir, like=st)  # mode and mtime even if a record lacks them
     except OSError as e:
         return (item, Outcome.FAILED, f"copy: {e.strerror or e}")
     finally:

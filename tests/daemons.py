@@ -265,3 +265,218 @@ def wait_converged(source: Path, datadir: Path, timeout: float = 30.0, modes: bo
         wait_for(same, timeout, 0.05, "mirror to converge")
     except AssertionError:
         raise AssertionError("mirror differs:\n" + "\n".join(last[:30])) from None
+
+
+# -- replaying the protocol into a model (mirrord end-to-end tests) ---------------
+
+Model = dict[bytes, tuple[str, bytes | None, int | None]]  # path -> (kind, link target, size)
+
+
+def _below(path: bytes, top: bytes) -> bool:
+    return path == top or path.startswith(top.rstrip(b"/") + b"/")
+
+
+def disk_model(roots: Sequence[Path | bytes], excludes: Sequence[Path | bytes] = ()) -> Model:
+    """The worker's trees as a replayed client should see them (never following links)."""
+    excl = [os.fsencode(x) for x in excludes]
+    out: Model = {}
+
+    def add(path: bytes) -> bool:
+        if any(_below(path, x) for x in excl):
+            return False
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            out[path] = ("link", os.readlink(path), None)
+        elif stat.S_ISDIR(st.st_mode):
+            out[path] = ("dir", None, None)
+            return True
+        elif stat.S_ISREG(st.st_mode):
+            out[path] = ("file", None, st.st_size)
+        return False
+
+    for root in roots:
+        stack = [os.fsencode(root)]
+        while stack:
+            path = stack.pop()
+            if add(path):
+                stack += [os.path.join(path, n) for n in os.listdir(path)]
+    return out
+
+
+def model_diff(model: Model, disk: Model) -> list[str]:
+    """What a replayed model has wrong, compared with the disk."""
+    problems = []
+    for path in sorted(set(model) | set(disk)):
+        if path not in disk:
+            problems.append(f"extra in model: {path!r} {model[path]}")
+        elif path not in model:
+            problems.append(f"missing in model: {path!r} {disk[path]}")
+        elif model[path] != disk[path]:
+            problems.append(f"differs: {path!r} model {model[path]} disk {disk[path]}")
+    return problems
+
+
+class Replay:
+    """A protocol client applying INIT and every later record to an in-memory tree.
+
+    ``received`` keeps (serial, line) for each record after INIT, so tests can
+    check serials; the model follows the contract's meaning of each record.
+    """
+
+    def __init__(self, client: LineClient) -> None:
+        self.client = client
+        self.model: Model = {}
+        self.session = ""
+        self.serial = 0
+        self.received: list[tuple[int, bytes]] = []
+        self.problems: list[str] = []
+        self._batch: list[bytes] = []
+        self._batch_serial: int | None = None
+        self._next_sent = False
+
+    # protocol ---------------------------------------------------------------
+    def start(self) -> None:
+        self.client.send(b"START")
+        reply = self.client.recv_line()
+        assert reply == b"OK", reply
+
+    def init(self) -> Replay:
+        self.start()
+        self.client.send(b"INIT")
+        lines = self.client.lines_until(b"EOF", timeout=60)
+        assert lines[0].startswith(b"SESSION:"), lines[:3]
+        assert lines[1].startswith(b"SERIAL:"), lines[:3]
+        self.session = lines[0].split(b":", 1)[1].decode()
+        self.serial = int(lines[1].split(b":", 1)[1])
+        for line in lines[2:-1]:
+            self.apply(line)
+        return self
+
+    def resume(self, session: str, serial: int) -> bytes | None:
+        """SN:session,serial; returns the reply line (b"OK" on success)."""
+        self.start()
+        self.client.send(f"SN:{session},{serial}".encode())
+        reply = self.client.recv_line()
+        if reply == b"OK":
+            self.session, self.serial = session, serial
+        return reply
+
+    def pump(self, timeout: float = 0.3) -> bool:
+        """Keep one NEXT outstanding; True once a whole batch has been applied."""
+        if not self._next_sent:
+            self.client.send(b"NEXT")
+            self._next_sent = True
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                line = self.client.recv_line(remaining)
+            except TimeoutError:
+                return False
+            assert line is not None, "server closed the connection"
+            if line.startswith(b"SERIAL:") and self._batch_serial is None:
+                self._batch_serial = int(line.split(b":", 1)[1])
+            elif line == b"EOF":
+                assert self._batch_serial is not None, "EOF without SERIAL"
+                top, n = self._batch_serial, len(self._batch)
+                assert top - n == self.serial, f"batch to {top} of {n} after {self.serial}"
+                for i, rec in enumerate(self._batch):  # applied whole: model matches serial
+                    self.apply(rec)
+                    self.received.append((top - n + 1 + i, rec))
+                self.serial, self._batch, self._batch_serial = top, [], None
+                self._next_sent = False
+                return True
+            else:
+                assert self._batch_serial is not None, f"record outside a batch: {line!r}"
+                self._batch.append(line)
+
+    def drain(self, quiet: float = 0.3, timeout: float = 15.0) -> None:
+        """Apply batches until none comes for ``quiet`` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.pump(quiet):
+            assert time.monotonic() < deadline, "records kept coming"
+
+    def converge(
+        self,
+        roots: Sequence[Path | bytes],
+        excludes: Sequence[Path | bytes] = (),
+        timeout: float = 15.0,
+    ) -> None:
+        """Wait until the model equals the disk; fail listing the differences."""
+        deadline = time.monotonic() + timeout
+        last: list[str] = []
+        while True:
+            got = self.pump(0.2)
+            if not got:
+                try:
+                    tops = [os.fsencode(root) for root in roots]
+                    mine = {p: v for p, v in self.model.items() if any(_below(p, t) for t in tops)}
+                    last = model_diff(mine, disk_model(roots, excludes))
+                except FileNotFoundError as exc:
+                    last = [str(exc)]
+                if not last:
+                    assert not self.problems, "\n".join(self.problems[:20])
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"model differs after {timeout}s (serial {self.serial}):\n"
+                    + "\n".join((self.problems + last)[:40])
+                )
+
+    # the model ----------------------------------------------------------------
+    def _drop(self, path: bytes) -> None:
+        for p in [p for p in self.model if _below(p, path)]:
+            del self.model[p]
+
+    def _parents(self, path: bytes) -> None:
+        parent = os.path.dirname(path)
+        while parent != b"/" and parent not in self.model:
+            self.model[parent] = ("dir", None, None)
+            parent = os.path.dirname(parent)
+
+    def apply(self, line: bytes) -> None:
+        from protocol.records import Action, Record
+
+        rec = Record.decode(line)
+        path, model = rec.path, self.model
+        if rec.action is Action.CREATE:
+            if model.get(path, ("",))[0] != "dir":
+                self._drop(path)
+            self._parents(path)
+            model[path] = ("dir", None, None)
+        elif rec.action is Action.FWRITE:
+            self._drop(path)
+            self._parents(path)
+            model[path] = ("file", None, rec.meta.size)
+        elif rec.action is Action.SYMLINK:
+            self._drop(path)
+            self._parents(path)
+            model[path] = ("link", rec.target, None)
+        elif rec.action is Action.DELETE:
+            self._drop(path)
+        elif rec.action is Action.MOVE:
+            dst = rec.target
+            assert dst is not None
+            if path not in model:
+                self.problems.append(f"MOVE of a path the client lacks: {line!r}")
+                return
+            moving = {p: v for p, v in model.items() if _below(p, path)}
+            self._drop(path)
+            self._drop(dst)
+            self._parents(dst)
+            for p, v in moving.items():
+                model[dst + p[len(path) :]] = v
+        elif rec.action is Action.ATTRIB:
+            if path not in model:
+                self.problems.append(f"ATTRIB of a path the client lacks: {line!r}")
+            elif rec.meta.size is not None and model[path][0] == "file":
+                model[path] = ("file", None, rec.meta.size)
+
+
+def assert_clean_output(proc: Proc) -> None:
+    """No traceback or unhandled error in a daemon's output."""
+    out = proc.output()
+    for bad in ("Traceback", "Unhandled"):
+        assert bad not in out, f"{bad} in output:\n{out[-4000:]}"

@@ -1,0 +1,44 @@
+"""Where a batch of records goes: the mirror (``Applier``) or a report.
+
+The client only needs ``apply_batch`` and the counters; report mode's sink
+prints every record (the INIT baseline too) and changes nothing on disk.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from twisted.internet.defer import Deferred, succeed
+
+from fs_mirror.nodes import Stats
+from fs_sync.report import Reporter
+from protocol.records import Record
+
+
+class Sink(Protocol):
+    """Where records go: an ``Applier`` (mirror) or a reporter (report mode)."""
+
+    mirrors: bool  # True when records change the tree under the datadir
+    stats: Stats  # running counters
+
+    def apply_batch(
+        self, records: list[Record], serial: int | None = None, *, init: bool = False
+    ) -> Deferred: ...
+
+
+class ReportSink:
+    """Report mode: every record (the INIT baseline too) is printed, nothing applied."""
+
+    mirrors = False
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+        self.stats = Stats()
+
+    def apply_batch(
+        self, records: list[Record], serial: int | None = None, *, init: bool = False
+    ) -> Deferred[Stats]:
+        for record in records:
+            self.stats.records += 1
+            self.reporter.report(record, serial)
+        return succeed(self.stats)
