@@ -87,6 +87,22 @@ class DailyRotation(Service):
         return self._running
 
 
+def _say_retries(policy: Callable[[int], float], where: str) -> Callable[[int], float]:
+    """The backoff policy, saying each wait: an unreachable mirrord must not be silent."""
+
+    def retry(attempt: int) -> float:
+        delay = policy(attempt)
+        log.warn(
+            "no connection to mirrord at {where} (attempt {attempt}); retrying in {delay:.1f}s",
+            where=where,
+            attempt=attempt,
+            delay=delay,
+        )
+        return delay
+
+    return retry
+
+
 def _endpoint(config: Any, reactor: Any) -> Any:
     from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 
@@ -162,7 +178,10 @@ class FsMirrorService(MultiService):
         except BaseException:
             self.state.release()
             raise
-        retry = backoffPolicy(initialDelay=0.5, factor=2.0, maxDelay=config["reconnect.max"])
+        retry = _say_retries(
+            backoffPolicy(initialDelay=0.5, factor=2.0, maxDelay=config["reconnect.max"]),
+            f"{config['host']}:{config['port']}",
+        )
         ClientService(endpoint, self.client, retryPolicy=retry, clock=reactor).setServiceParent(
             self
         )

@@ -174,3 +174,29 @@ def test_excluded_subtree_never_mirrored(tmp_path):
     finally:
         client.stop()
         w.stop()
+
+
+def test_unreachable_mirrord_is_not_silent(tmp_path):
+    """With mirrord down, fs_mirror says it cannot connect and keeps retrying."""
+    from tests.helpers import free_port
+
+    port = free_port()
+    client = Proc(
+        [
+            command("fs_mirror"),
+            "-o",
+            "host=127.0.0.1",
+            "-o",
+            f"port={port}",
+            "-o",
+            "fssync.type=local",
+            "-o",
+            "reconnect.max=0.5",
+            f"--datadir={tmp_path / 'backup'}",
+        ]
+    )
+    try:
+        client.wait_line(f"no connection to mirrord at 127.0.0.1:{port}", 20, count=2)
+        assert client.popen.poll() is None
+    finally:
+        assert client.stop() == 0
