@@ -57,15 +57,23 @@ def scan_roots(identity: Any, roots: Iterable[bytes]) -> list[bytes]:
 
 
 class _Job:
-    """A running cooperative walk of one sub-tree."""
+    """A cooperative walk of one sub-tree, from when it is asked for until it ends.
+
+    A walk waits for the cooperator before it starts; a rename in between
+    would move its whole root out from under it, so a job that has not
+    started yet misses every overlapping move.
+    """
 
     def __init__(self, root: bytes, stats: ScanStats) -> None:
         self.root, self.stats = root, stats
+        self.started = False
 
     def missed(self, src: bytes) -> bool:
         """Could moving ``src`` away hide entries this walk has not checked yet?"""
         if not _overlaps(self.root, src):
             return False
+        if not self.started:
+            return True
         pos, skey = path_key(self.stats.position), path_key(src)
         passed = pos > skey and not pos.startswith(skey + b"\0")
         return not passed
@@ -93,7 +101,7 @@ class Journal:
         self._waiters: list[tuple[int, defer.Deferred[int]]] = []
         self._jobs: set[_Job] = set()
         self._overflow: defer.Deferred[None] | None = None
-        self._overflow_again = False
+        self._overflow_again: str | None = None  # label of a recheck asked for meanwhile
         self.commits = 0
         self._coop = task.Cooperator(scheduler=lambda f: reactor.callLater(0, f))
 
@@ -125,7 +133,11 @@ class Journal:
                 else:
                     keep.append(item)
             self._queue = keep
-        self._queue.append(("move", src, dst))
+        # A walk that has not yet passed ``src`` may run before this move is
+        # committed and record, at ``src``, what the disk holds there after the
+        # rename: the destination then needs a walk of its own.
+        stale = any(job.missed(src) for job in self._jobs)
+        self._queue.append(("move", src, dst, stale))
         self._segment = {}
         for path, recursive, written in follow:
             self.dirty(path, recursive, written)
@@ -139,26 +151,37 @@ class Journal:
     def overflow(self) -> defer.Deferred[None]:
         """Events were lost: re-check every root, listing only changed directories."""
         self.log.warn("inotify queue overflow: rescanning changed directories")
+        return self.recheck("overflow")
+
+    def verify(self) -> defer.Deferred[None]:
+        """The periodic verification rescan: catches what inotify cannot see
+        (a write through a hard link outside the tree, or through mmap)."""
+        return self.recheck("verification")
+
+    def recheck(self, label: str) -> defer.Deferred[None]:
+        """Re-check every root against the snapshot, listing only changed directories
+        (stat fields of every entry are still compared). A request while one runs
+        is coalesced into one more run after it."""
         if self._overflow is not None:
-            self._overflow_again = True
+            self._overflow_again = label
             return self._overflow
         started = time.monotonic()
         stats = ScanStats()
         roots = scan_roots(self.identity, self.identity.roots())
-        d = self._walk(roots, stats, "overflow", full=False)
+        d = self._walk(roots, stats, label, full=False)
 
         def done(result: object) -> object:
             self.log.info(
-                "overflow rescan done in {seconds:.1f}s: {dirs} directories listed, "
+                label + " rescan done in {seconds:.1f}s: {dirs} directories listed, "
                 "{entries} entries",
                 seconds=time.monotonic() - started,
                 dirs=stats.dirs_listed,
                 entries=stats.entries_seen,
             )
             self._overflow = None
-            if self._overflow_again:
-                self._overflow_again = False
-                self.overflow()
+            again, self._overflow_again = self._overflow_again, None
+            if again is not None:
+                self.recheck(again)
             return result
 
         self._overflow = d.addBoth(done)
@@ -209,7 +232,7 @@ class Journal:
                     follow += self._reconcile(batch, item[1], item[2], item[3])
                 elif item[0] == "move":
                     follow += self._move(batch, item[1], item[2])
-                    if any(job.missed(item[1]) for job in self._jobs):
+                    if item[3] or any(job.missed(item[1]) for job in self._jobs):
                         rescans.append(item[2])
                 else:
                     self._apply(batch, item[1])
@@ -259,11 +282,14 @@ class Journal:
         listing: bool = False,
         first: bool = False,
     ) -> defer.Deferred[None]:
+        jobs = [_Job(root, stats) for root in roots]  # registered before they start
+        self._jobs.update(jobs)
+
         def steps() -> Iterator[None]:
             last = self.reactor.seconds()
-            for root in roots:
-                job = _Job(root, stats)
-                self._jobs.add(job)
+            for job in jobs:
+                root = job.root
+                job.started = True
                 try:
                     for chunk in scan_tree(
                         root,
@@ -293,8 +319,15 @@ class Journal:
             if first:
                 self.store.load((), sync=True)
 
+        def forget(result: object) -> object:
+            self._jobs.difference_update(jobs)  # also those a failure skipped
+            return result
+
         d = self._coop.coiterate(steps())
-        d.addErrback(lambda f: self.log.failure("walk of {roots} failed", f, roots=roots))
+        d.addBoth(forget)
+        d.addErrback(
+            lambda f: self.log.failure("walk of {roots} failed", f, roots=[j.root for j in jobs])
+        )
         return d.addCallback(lambda _: None)
 
     def _commit(self, changes: Sequence[Change]) -> int:

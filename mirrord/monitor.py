@@ -56,6 +56,11 @@ class Sink(Protocol):
     def watch_limit(self, path: bytes, message: str) -> None: ...
 
 
+def _limbo(wd: int) -> bytes:
+    """Where a directory's watch waits for the other half of its rename: no path."""
+    return b"moving:%d" % wd
+
+
 @dataclass(frozen=True, slots=True)
 class _Half:
     """One side of a rename, with its path resolved when the event arrived."""
@@ -91,7 +96,10 @@ class Monitor:
         self.max_polled = max_polled
         self._polled: set[bytes] = set()
         self._polled_full = False
+        self.max_pending_moves = max_pending_moves
         self._pairer: MovePairer[_Half] = MovePairer(move_wait, max_pending_moves)
+        self._moving: set[int] = set()  # wds of directories with a rename half pending
+        self._rewatched: set[int] = set()  # of those, the ones watch() met again
         self._timer: Any = None
 
     # -- watches, called by the scanner ------------------------------------
@@ -112,8 +120,16 @@ class Monitor:
         except WatchLimitReached as e:
             self._add_polled(dir_path, str(e))
             return False
+        if wd in self._moving:
+            # the directory that a pending "moved away" is about, met again in
+            # the tree (moved out and back in before the move-wait ran out): the
+            # watch it still needs must not be dropped with its old path
+            self._rewatched.add(wd)
         self.tree.add(wd, dir_path)
-        self._polled.discard(dir_path)
+        if dir_path in self._polled:
+            # watched now, but not what is below it: one walk watches (or polls) that
+            self._polled.discard(dir_path)
+            self.sink.dirty(dir_path, recursive=True)
         return True
 
     def unwatch_tree(self, path: bytes) -> None:
@@ -207,10 +223,14 @@ class Monitor:
         tree = self.tree
         if mask & IN_IGNORED:
             tree.remove(event.wd)
+            self._moving.discard(event.wd)
+            self._rewatched.discard(event.wd)
             return
         base = tree.path_of(event.wd)
         if base is None:
             self.log.debug("inotify: event {mask:#x} for unknown wd {wd}", mask=mask, wd=event.wd)
+            return
+        if not base.startswith(b"/"):  # inside a directory in the middle of a rename
             return
         if not event.name:
             self._self_event(event, base)
@@ -218,6 +238,13 @@ class Monitor:
         path = join(base, event.name)
         if mask & (IN_MOVED_FROM | IN_MOVED_TO):
             wd = tree.wd_of(path) if mask & IN_MOVED_FROM and mask & IN_ISDIR else None
+            if wd is not None:
+                # Until its other half comes, the directory is nowhere: a new
+                # directory made at the old path must not be attached below it.
+                tree.move_wd(wd, _limbo(wd))
+                if len(self._moving) < self.max_pending_moves:
+                    self._moving.add(wd)
+                    self._rewatched.discard(wd)
             for outcome in self._pairer.feed(_Half(event.cookie, mask, path, wd), now):
                 self._move(outcome)
             return
@@ -248,6 +275,18 @@ class Monitor:
             self.sink.dirty(base)
 
     def _move(self, outcome: MoveOutcome[_Half]) -> None:
+        try:
+            self._move_outcome(outcome)
+        finally:
+            half = outcome.src if isinstance(outcome, Paired) else outcome.event
+            if half.wd is not None:
+                where = self.tree.path_of(half.wd)
+                if where is not None and where == _limbo(half.wd):  # nobody claimed it
+                    self._drop_watches(self.tree.remove_subtree(half.wd))
+                self._moving.discard(half.wd)
+                self._rewatched.discard(half.wd)
+
+    def _move_outcome(self, outcome: MoveOutcome[_Half]) -> None:
         if isinstance(outcome, Paired):
             src, dst = outcome.src.path, outcome.dst.path
             src_in, dst_in = self.is_included(src), self.is_included(dst)
@@ -274,8 +313,12 @@ class Monitor:
             self.sink.dirty(outcome.event.path, recursive=True)
 
     def _gone(self, half: _Half) -> None:
-        """``half.path`` left the tree: drop the watches that went with it."""
-        if half.wd is not None:
+        """``half.path`` left the tree: drop the watches that went with it.
+
+        Unless its directory has been watched again elsewhere in the meantime
+        (moved out and back in before the move-wait ran out): that watch lives on.
+        """
+        if half.wd is not None and half.wd not in self._rewatched:
             self._drop_watches(self.tree.remove_subtree(half.wd))
         self._drop_polled_below(half.path)
         self.sink.dirty(half.path)

@@ -22,7 +22,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from fs_info import store as identity_store
-from fs_info.identity import Identity, IdentitySet
+from fs_info.identity import Identity, IdentitySet, is_under, normalize
 from mirrord import lines
 from mirrord.control import ControlFactory, listen_control
 from mirrord.journal import Journal
@@ -37,6 +37,16 @@ log = Logger(namespace="mirrord")
 
 class StartupError(Exception):
     """A problem the operator must fix before mirrord can run (exit status 1)."""
+
+
+def _checked_path(path: bytes) -> bytes:
+    """A control-channel path, refused unless absolute and already normalised."""
+    if normalize(path) != path:
+        raise ValueError(
+            f"{os.fsdecode(path)} is not a normalised absolute path "
+            f"(use {os.fsdecode(normalize(path))})"
+        )
+    return path
 
 
 class LiveIdentity:
@@ -163,12 +173,17 @@ class MirrordService(MultiService):
         )
 
     def _start_polling(self) -> None:
-        interval = self.config["poll.interval"]
-        if interval <= 0:
-            return
-        self.poller = task.LoopingCall(self._poll)
-        self.poller.clock = self.reactor
-        self.poller.start(interval, now=False)
+        self.loops: list[task.LoopingCall] = []
+        for key, func in (("poll.interval", self._poll), ("rescan.interval", self._verify)):
+            interval = self.config[key]
+            if interval > 0:
+                loop = task.LoopingCall(func)
+                loop.clock = self.reactor
+                loop.start(interval, now=False)  # not at boot: the boot scan just ran
+                self.loops.append(loop)
+
+    def _verify(self) -> defer.Deferred[None]:
+        return self.journal.verify()
 
     def _poll(self) -> None:
         for root in list(self.monitor.polled_roots()):
@@ -224,22 +239,42 @@ class MirrordService(MultiService):
         }
 
     def include(self, path: bytes) -> str:
+        """Add an include root at run time: stream its tree as records, then watch it."""
+        path = _checked_path(path)
+        if not os.path.isdir(path):
+            raise ValueError(f"cannot include {os.fsdecode(path)}: not an existing directory")
         name = self.names[0]
         ident = identity_store.load(self.datadir, name)
-        ident = Identity([*ident.includes, path], list(ident.excludes))
+        if path in ident.includes and path not in ident.excludes:
+            return f"{os.fsdecode(path)} is already included in identity {name}"
+        # including a path excluded earlier takes that exclusion back
+        ident = Identity({*ident.includes, path}, [x for x in ident.excludes if x != path])
         identity_store.save(self.datadir, name, ident)
         self.identity.replace(name, ident)
         self.journal.rescan(path)
         return f"including {os.fsdecode(path)} in identity {name}"
 
     def exclude(self, path: bytes) -> str:
+        """Exclude a sub-tree of an include at run time: DELETE it and stop watching it."""
+        path = _checked_path(path)
         name = self.names[0]
         ident = identity_store.load(self.datadir, name)
+        if not any(is_under(path, inc) for inc in ident.includes):
+            raise ValueError(
+                f"cannot exclude {os.fsdecode(path)}: it is not inside an include of "
+                f"identity {name}"
+            )
+        if path in ident.excludes:
+            return f"{os.fsdecode(path)} is already excluded from identity {name}"
         ident = Identity(list(ident.includes), [*ident.excludes, path])
         identity_store.save(self.datadir, name, ident)
         self.identity.replace(name, ident)
         self.monitor.unwatch_tree(path)
-        self.journal.add([(Record(Action.DELETE, path), ("deltree", path))])
+        if self.store.get(path) is not None:
+            self.journal.add([(Record(Action.DELETE, path), ("deltree", path))])
+        for inc in ident.includes:  # an include nested below takes its part back
+            if inc != path and is_under(inc, path):
+                self.journal.rescan(inc)
         return f"excluding {os.fsdecode(path)} from identity {name}"
 
     # -- shutdown -----------------------------------------------------------
@@ -249,6 +284,9 @@ class MirrordService(MultiService):
         d = defer.gatherResults(ds, consumeErrors=True)
 
         def close(_: object) -> None:
+            for loop in getattr(self, "loops", []):
+                if loop.running:
+                    loop.stop()
             if self.inotify is not None:
                 self.reader.stopReading()
                 self.monitor.stop()

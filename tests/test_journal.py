@@ -244,6 +244,37 @@ def test_overflow_rescans_changed_directories(s):
     assert len(done) == 1 and done[0]["dirs"] == 1
 
 
+def test_verify_finds_a_write_through_another_hard_link(s, tmp_path):
+    """verify() lstats every entry, so a write inotify never saw (another link) is found."""
+    os.mkdir(s.root + b"/sub")
+    s.write(b"sub/shared")
+    s.booted()
+    alias = os.fsencode(tmp_path / "alias")
+    os.link(s.root + b"/sub/shared", alias)
+    with open(alias, "ab") as f:
+        f.write(b"more")
+    d = s.journal.verify()
+    s.pump()
+    s.successful(d)
+    assert s.records() == [(Action.FWRITE, s.root + b"/sub/shared")]
+    done = [e for e in s.events if "verification rescan done" in e["log_format"]]
+    assert len(done) == 1 and done[0]["dirs"] == 0  # no directory changed: none re-listed
+
+
+def test_recheck_asked_while_one_runs_runs_once_more(s):
+    """A recheck asked for while one runs is coalesced into one more run, with its label."""
+    s.booted()
+    first = s.journal.verify()
+    second = s.journal.overflow()
+    third = s.journal.overflow()
+    assert second is first and third is first
+    s.pump()
+    s.successful(first)
+    s.pump()
+    labels = [e["log_format"].split()[0] for e in s.events if "rescan done" in e["log_format"]]
+    assert labels == ["verification", "overflow"]
+
+
 def test_rescan_finds_new_tree(s):
     """rescan(root) compares a whole sub-tree and logs the differences."""
     s.booted()
@@ -267,9 +298,33 @@ def test_move_under_running_walk_needs_rescan():
     from mirrord.scan import ScanStats
 
     job = _Job(b"/r", ScanStats(position=b"/r/b/c"))
+    assert job.missed(b"/r/a")  # not started yet: its whole root may move away
+    job.started = True
     assert job.missed(b"/r/b")  # inside it now
     assert job.missed(b"/r/c")  # not reached yet
     assert not job.missed(b"/r/a")  # already passed
     assert job.missed(b"/r/b-x")  # sorts after /r/b/c: not reached yet
     assert not job.missed(b"/other")
     assert job.missed(b"/")  # the walk's root itself moved away
+
+
+def test_move_queued_before_a_pending_walk_runs_rewalks_the_destination(s):
+    """A walk asked for before a rename but run after it: the destination is walked again."""
+    s.booted()
+    os.mkdir(s.root + b"/a")
+    s.write(b"a/f")
+    s.journal.dirty(s.root + b"/a", recursive=True)
+    s.journal._call.cancel()  # this turn's commit by hand: CREATE a, a walk of a asked for
+    s.journal._flush()
+    os.rename(s.root + b"/a", s.root + b"/d")
+    os.mkdir(s.root + b"/a")  # what the walk of a will find now, with d's very stat times
+    old = os.lstat(s.root + b"/d")
+    os.utime(s.root + b"/a", ns=(old.st_atime_ns, old.st_mtime_ns))
+    s.journal.moved(s.root + b"/a", s.root + b"/d")
+    s.journal._call.cancel()
+    s.pump()  # the walk of a runs to its end before the move is committed
+    s.journal._flush()
+    s.pump()
+    assert s.store.get(s.root + b"/d/f") is not None
+    assert s.store.get(s.root + b"/a/f") is None
+    assert (Action.FWRITE, s.root + b"/d/f") in s.records()

@@ -231,7 +231,9 @@ def test_watch_limit_records_polled_root(tmp_path: Path) -> None:
         os.rmdir(rig.p("a"))  # frees a watch once IN_IGNORED is read
         rig.pump(lambda: rig.monitor.status()["watched"] == 1)
         assert rig.monitor.watch(rig.p("b2"))
-        assert rig.monitor.polled_roots() == []
+        # watched now, but b2/c is not: b2 is walked again, and c is past the cap
+        assert ("dirty", rig.p("b2"), True) in rig.sink.calls
+        assert rig.monitor.polled_roots() == [rig.p("b2/c")]
     finally:
         inotify.close()
 
@@ -407,3 +409,33 @@ def test_sink_without_watch_limit_method(tmp_path: Path) -> None:
         assert "max_watches" in logged[0]["message"]
     finally:
         inotify.close()
+
+
+def test_new_directory_at_a_moved_away_path_keeps_its_watches(rig: Rig) -> None:
+    """A tree made where a directory was moved out is watched apart from the old one."""
+    os.makedirs(rig.p("b/c"))
+    rig.sink.watch_tree(rig.p("b"))
+    os.rename(rig.p("b"), rig.outside + b"/gone")
+    rig.pump(lambda: rig.monitor.status()["pending_moves"] == 1)
+    os.makedirs(rig.p("b/c"))  # before the moved-out half expires
+    assert rig.monitor.watch(rig.p("b/c"))  # a walk may reach c before b
+    rig.pump(rig.called("dirty", rig.p("b"), True))
+    rig.clock.advance(MOVE_WAIT)  # the old b leaves for good: its watches go
+    rig.pump(rig.called("dirty", rig.p("b"), False))
+    with open(rig.p("b/c/f"), "wb"):
+        pass
+    rig.pump(rig.called("dirty", rig.p("b/c/f"), False))
+
+
+def test_directory_moved_out_and_back_keeps_its_watches(rig: Rig) -> None:
+    """Moved out and back in before the move-wait ends: the watch met again is kept."""
+    os.makedirs(rig.p("d/sub"))
+    rig.sink.watch_tree(rig.p("d"))
+    os.rename(rig.p("d"), rig.outside + b"/d")
+    os.rename(rig.outside + b"/d", rig.p("back"))
+    rig.pump(rig.called("dirty", rig.p("back"), True))
+    rig.clock.advance(MOVE_WAIT)
+    rig.pump(rig.called("dirty", rig.p("d"), False))
+    with open(rig.p("back/sub/f"), "wb"):
+        pass
+    rig.pump(rig.called("dirty", rig.p("back/sub/f"), False))
