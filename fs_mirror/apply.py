@@ -21,6 +21,7 @@ are made on a copy for the same reason.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import stat
@@ -52,6 +53,40 @@ class ReservedPath(ValueError):
 
 class FetchFailed(Exception):
     """The fetcher could not get some files; the batch must be retried."""
+
+
+#: Up to this many files a batch are fsynced one by one; past it one syncfs(2)
+#: of the mirror's file system is cheaper (100k 1 KiB files: 75 s -> see bench/).
+FSYNC_EACH_MAX = 8
+
+_syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+
+
+def make_durable(paths: list[bytes], datadir: bytes) -> None:
+    """Flush fetched files to disk before the batch's serial is saved.
+
+    The fetchers are built with fsync=False: a small batch is fsynced file by
+    file, a large one (an INIT chunk) with one syncfs.  Until the serial is
+    saved a crash only means the batch is replayed, so this is the one point
+    where the data must be on disk.
+    """
+    if len(paths) <= FSYNC_EACH_MAX:
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue  # replaced or removed since: a later record will say
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return
+    fd = os.open(datadir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _syncfs is None or _syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
 
 
 class Applier:
@@ -353,6 +388,9 @@ class Applier:
 
     def _fetched(self, results: list[Result], metas: dict[FetchItem, Meta]) -> Stats:
         failed = []
+        make_durable(
+            [item.local for item, outcome, _ in results if outcome is Outcome.DONE], self.datadir
+        )
         for item, outcome, reason in results:
             path = show(item.remote)
             if outcome is Outcome.DONE:

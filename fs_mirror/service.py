@@ -209,7 +209,12 @@ class FsMirrorService(MultiService):
             os.makedirs(tmpdir, mode=0o700)
             try:
                 self.fetcher = make_fetcher(
-                    config, self.reactor, password, staging_dir=staging, tmpdir=tmpdir
+                    config,
+                    self.reactor,
+                    password,
+                    staging_dir=staging,
+                    tmpdir=tmpdir,
+                    fsync=False,  # the Applier makes each batch durable at once
                 )
             except ValueError as e:
                 raise CommandError(str(e)) from None

@@ -4,6 +4,11 @@ A fetched file never becomes visible half written, and an existing `local`
 is replaced by rename, never written through: a hard link to the old file
 (a rotated backup) keeps its old content.
 
+Durability: each file is fsynced before its rename unless the caller passes
+`fsync=False` and promises to sync the file system itself before it
+records the batch as applied (fs_mirror does, once per batch: one syncfs
+instead of one fsync per small file, about ten times faster on INIT).
+
 Where the temporary file lives: in `tmpdir` when the caller gives one (a
 directory of its own on the mirror's filesystem, which it empties at start,
 so a `kill -9` mid-write leaves nothing inside the mirrored tree), else in
@@ -55,8 +60,9 @@ class AtomicFile:
     exception, an early return) removes the temporary file.
     """
 
-    def __init__(self, local: bytes, tmpdir: bytes | None = None) -> None:
+    def __init__(self, local: bytes, tmpdir: bytes | None = None, fsync: bool = True) -> None:
         self.local = local
+        self.fsync = fsync
         if tmpdir is not None:
             directory, prefix = tmpdir, b"fetch-"
         else:
@@ -80,7 +86,8 @@ class AtomicFile:
         if like is not None:
             os.fchmod(self.fd, stat.S_IMODE(like.st_mode) & 0o777)
             os.utime(self.fd, ns=(like.st_atime_ns, like.st_mtime_ns))
-        os.fsync(self.fd)
+        if self.fsync:
+            os.fsync(self.fd)
         os.close(self.fd)
         self.fd = -1
         if is_directory(self.local):
@@ -92,7 +99,7 @@ class AtomicFile:
                 raise
             fd = os.open(self.temp, os.O_RDONLY)
             try:
-                copy_fd(fd, self.local)
+                copy_fd(fd, self.local, fsync=self.fsync)
             finally:
                 os.close(fd)
             os.unlink(self.temp)
@@ -122,10 +129,14 @@ class AtomicFile:
 
 
 def copy_fd(
-    src_fd: int, local: bytes, tmpdir: bytes | None = None, like: os.stat_result | None = None
+    src_fd: int,
+    local: bytes,
+    tmpdir: bytes | None = None,
+    like: os.stat_result | None = None,
+    fsync: bool = True,
 ) -> None:
     """Stream an open file descriptor into `local`, atomically (see `AtomicFile.commit`)."""
-    with AtomicFile(local, tmpdir) as out:
+    with AtomicFile(local, tmpdir, fsync) as out:
         while True:
             block = os.read(src_fd, BLOCK)
             if not block:
@@ -134,7 +145,7 @@ def copy_fd(
         out.commit(like)
 
 
-def install(staged: bytes, local: bytes) -> None:
+def install(staged: bytes, local: bytes, fsync: bool = True) -> None:
     """Move a complete file from a staging area over `local`, atomically.
 
     Same filesystem: fsync and rename. Across filesystems (EXDEV): stream it
@@ -144,13 +155,14 @@ def install(staged: bytes, local: bytes) -> None:
         raise IsADirectoryError(local)
     fd = os.open(staged, os.O_RDONLY | os.O_NOFOLLOW)
     try:
-        os.fsync(fd)
+        if fsync:
+            os.fsync(fd)
         try:
             os.rename(staged, local)
             return
         except OSError as e:
             if e.errno != errno.EXDEV:
                 raise
-        copy_fd(fd, local)
+        copy_fd(fd, local, fsync=fsync)
     finally:
         os.close(fd)

@@ -49,8 +49,10 @@ class FtpFetcher:
         *,
         timeout: float = 60.0,
         tmpdir: bytes | None = None,
+        fsync: bool = True,
     ) -> None:
         self.tmpdir = tmpdir
+        self.fsync = fsync
         self.host, self.port, self.user = host, port, user
         self._password = (password or b"").decode("latin-1")
         self.root = root.rstrip(b"/")
@@ -133,7 +135,7 @@ class FtpFetcher:
                 message = f"cannot connect to {self.host}:{self.port}: {e}"
                 return (item, Outcome.FAILED, message), message
             try:
-                return _retrieve(ftp, item, path, self.tmpdir), None
+                return _retrieve(ftp, item, path, self.tmpdir, self.fsync), None
             except _LINK_ERRORS as e:
                 self._disconnect()
                 if attempt == 2:
@@ -141,10 +143,12 @@ class FtpFetcher:
         raise AssertionError("unreachable")
 
 
-def _retrieve(ftp: ftplib.FTP, item: FetchItem, path: str, tmpdir: bytes | None = None) -> Result:
+def _retrieve(
+    ftp: ftplib.FTP, item: FetchItem, path: str, tmpdir: bytes | None = None, fsync: bool = True
+) -> Result:
     """RETR one file into a temporary sibling of `local` and rename it."""
     try:
-        out = AtomicFile(item.local, tmpdir)
+        out = AtomicFile(item.local, tmpdir, fsync)
     except OSError as e:
         return (item, Outcome.FAILED, f"temporary file: {e.strerror or e}")
     try:

@@ -23,7 +23,9 @@ from fs_sync.interface import FetchItem, Outcome, Result
 _GONE = (errno.ENOENT, errno.ENOTDIR)
 
 
-def fetch_one(root: bytes, item: FetchItem, tmpdir: bytes | None = None) -> Result:
+def fetch_one(
+    root: bytes, item: FetchItem, tmpdir: bytes | None = None, fsync: bool = True
+) -> Result:
     """Copy `root + item.remote` to `item.local` (blocking; runs in a thread)."""
     refused = refuse_directory(item)
     if refused:
@@ -44,7 +46,9 @@ def fetch_one(root: bytes, item: FetchItem, tmpdir: bytes | None = None) -> Resu
         if not stat.S_ISREG(st.st_mode):
             return (item, Outcome.NOT_A_FILE, "not a regular file")
         os.set_blocking(fd, True)
-        copy_fd(fd, item.local, tmpdir, like=st)  # mode and mtime even if a record lacks them
+        copy_fd(
+            fd, item.local, tmpdir, like=st, fsync=fsync
+        )  # mode and mtime even if a record lacks them
     except OSError as e:
         return (item, Outcome.FAILED, f"copy: {e.strerror or e}")
     finally:
@@ -61,7 +65,9 @@ class LocalFetcher:
         reactor: IReactorFromThreads,
         threads: int = 2,
         tmpdir: bytes | None = None,
+        fsync: bool = True,
     ) -> None:
+        self.fsync = fsync
         self.root = root.rstrip(b"/")
         self.tmpdir = tmpdir
         self._reactor = reactor
@@ -71,7 +77,9 @@ class LocalFetcher:
     def fetch(self, items: Sequence[FetchItem]) -> Deferred[list[Result]]:
         batch = list(items)
         return deferToThreadPool(
-            self._reactor, self._pool, lambda: [fetch_one(self.root, i, self.tmpdir) for i in batch]
+            self._reactor,
+            self._pool,
+            lambda: [fetch_one(self.root, i, self.tmpdir, self.fsync) for i in batch],
         )
 
     def close(self) -> Deferred[None]:

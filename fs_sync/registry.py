@@ -30,6 +30,7 @@ def make_fetcher(
     *,
     staging_dir: bytes | None = None,
     tmpdir: bytes | None = None,
+    fsync: bool = True,
 ) -> Fetcher | None:
     """The backend named by `fssync.type`; None for `report` (not a fetcher).
 
@@ -49,12 +50,19 @@ def make_fetcher(
     if kind == "local":
         from fs_sync.local import LocalFetcher
 
-        return LocalFetcher(root, reactor, tmpdir=tmpdir)
+        return LocalFetcher(root, reactor, tmpdir=tmpdir, fsync=fsync)
     if kind == "ftp":
         from fs_sync.ftp import FtpFetcher
 
         return FtpFetcher(
-            host, int(port), user or "anonymous", password, root, reactor, tmpdir=tmpdir
+            host,
+            int(port),
+            user or "anonymous",
+            password,
+            root,
+            reactor,
+            tmpdir=tmpdir,
+            fsync=fsync,
         )
     if kind == "rsync":
         from fs_sync.rsync import RsyncFetcher
@@ -64,5 +72,7 @@ def make_fetcher(
             if not datadir:
                 raise ValueError("fssync.type=rsync needs datadir for its staging directory")
             staging_dir = os.path.join(_bytes(datadir), STAGING_NAME)
-        return RsyncFetcher(host, int(port), user, password, root, staging_dir, reactor)
+        return RsyncFetcher(
+            host, int(port), user, password, root, staging_dir, reactor, fsync=fsync
+        )
     raise ValueError(f"fssync.type: unknown backend {kind!r} (one of {', '.join(TYPES)})")

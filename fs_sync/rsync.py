@@ -95,7 +95,9 @@ class RsyncFetcher:
         *,
         rsync: str = "rsync",
         timeout: int = 60,
+        fsync: bool = True,
     ) -> None:
+        self.fsync = fsync
         self.host, self.port, self.user = host, port, user
         self.root = root.rstrip(b"/")
         self.staging_dir = staging_dir
@@ -172,12 +174,14 @@ class RsyncFetcher:
             staged = staging + b"/" + rel
             if rel in installed:
                 staged = installed[rel]
-            results[index] = _collect(item, staged, detail, copy=rel in installed)
+            results[index] = _collect(item, staged, detail, copy=rel in installed, fsync=self.fsync)
             if results[index][1] is Outcome.DONE:
                 installed[rel] = item.local
 
 
-def _collect(item: FetchItem, staged: bytes, detail: str, copy: bool = False) -> Result:
+def _collect(
+    item: FetchItem, staged: bytes, detail: str, copy: bool = False, fsync: bool = True
+) -> Result:
     """Install one staged file (or copy one already installed) and say what happened."""
     try:
         mode = os.lstat(staged).st_mode
@@ -189,11 +193,11 @@ def _collect(item: FetchItem, staged: bytes, detail: str, copy: bool = False) ->
         if copy:
             fd = os.open(staged, os.O_RDONLY | os.O_NOFOLLOW)
             try:
-                copy_fd(fd, item.local)
+                copy_fd(fd, item.local, fsync=fsync)
             finally:
                 os.close(fd)
         else:
-            install(staged, item.local)
+            install(staged, item.local, fsync)
     except OSError as e:
         return (item, Outcome.FAILED, f"install: {e.strerror or e}")
     return (item, Outcome.DONE, "")
