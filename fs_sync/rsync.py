@@ -45,21 +45,55 @@ def split_module(path: bytes) -> tuple[bytes, bytes] | None:
     return module, rel
 
 
-def build_argv(rsync: str, url: bytes, staging: bytes, timeout: int) -> list[bytes | str]:
-    """The rsync command for one batch (the file list comes on stdin)."""
-    return [
+def build_argv(
+    rsync: str, url: bytes, staging: bytes, timeout: int, basis: bytes | None = None
+) -> list[bytes | str]:
+    """The rsync command for one batch (the file list comes on stdin).
+
+    `basis` is the mirror directory that corresponds to the module: rsync
+    finds each file's current copy there (`--copy-dest`) and transfers only
+    the changed blocks of a big file, while still writing into staging.
+    """
+    argv: list[bytes | str] = [
         rsync,
         "--from0",
         "--files-from=-",
         "--times",
+        # An FWRITE says the content changed: never trust size+mtime (a write
+        # within one timestamp tick, or mtime restored by cp -p, looks equal).
+        "--ignore-times",
         "--chmod=Du+rwx",  # staged directories stay removable
         "--no-motd",
+        "--stats",  # literal vs matched bytes: what delta transfer saved
         f"--timeout={timeout}",
         f"--contimeout={timeout}",
-        "--",
-        url,
-        staging + b"/",
     ]
+    if basis is not None:
+        argv.append(b"--copy-dest=" + basis)
+    return [*argv, "--", url, staging + b"/"]
+
+
+def parse_stats(stdout: bytes) -> tuple[int, int]:
+    """(literal, matched) bytes from `rsync --stats` output; 0 for what is missing."""
+    found = {b"Literal data": 0, b"Matched data": 0}
+    for line in stdout.splitlines():
+        key, sep, rest = line.partition(b":")
+        if sep and key.strip() in found:
+            digits = rest.strip().split(b" ")[0].replace(b",", b"")
+            if digits.isdigit():
+                found[key.strip()] = int(digits)
+    return found[b"Literal data"], found[b"Matched data"]
+
+
+def basis_of(members: Sequence[tuple[FetchItem, bytes]]) -> bytes | None:
+    """The mirror directory where a module's relative paths already live, if one."""
+    bases = set()
+    for item, rel in members:
+        suffix = b"/" + rel
+        if not item.local.endswith(suffix):
+            return None
+        bases.add(item.local[: -len(suffix)] or b"/")
+    return bases.pop() if len(bases) == 1 else None
 
 
 def daemon_url(host: str, port: int, user: str | None, module: bytes) -> bytes:
@@ -98,6 +132,8 @@ class RsyncFetcher:
         fsync: bool = True,
     ) -> None:
         self.fsync = fsync
+        self.literal_bytes = 0  # sent as data, over all runs
+        self.matched_bytes = 0  # rebuilt from the mirror's old copy (delta transfer)
         self.host, self.port, self.user = host, port, user
         self.root = root.rstrip(b"/")
         self.staging_dir = staging_dir
@@ -150,18 +186,21 @@ class RsyncFetcher:
         results: dict[int, Result],
     ) -> None:
         url = daemon_url(self.host, self.port, self.user, module)
-        argv = build_argv(self.rsync, url, staging, self.timeout)
+        basis = basis_of([(batch[index], rel) for index, rel in members])
+        argv = build_argv(self.rsync, url, staging, self.timeout, basis)
         listing = b"".join(rel + b"\0" for _, rel in members)
         try:
             proc = subprocess.run(
                 argv,
                 input=listing,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
+                capture_output=True,
                 env=self._env,
                 check=False,
             )
             code, stderr = proc.returncode, proc.stderr[-_STDERR_KEEP:]
+            literal, matched = parse_stats(proc.stdout)
+            self.literal_bytes += literal
+            self.matched_bytes += matched
         except OSError as e:
             code, stderr = -1, f"cannot run {self.rsync}: {e.strerror}".encode()
         detail = _first_line(stderr)

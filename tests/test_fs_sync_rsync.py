@@ -109,6 +109,25 @@ class TestRsyncContract(FetcherContract):
         assert [r[1] for r in results] == [Outcome.DONE, Outcome.DONE]
         assert self.read(b"s") == self.read(b"s2") == b"shared"
 
+    def test_changed_big_file_is_sent_as_a_delta(self) -> None:
+        """A big file changed in a few bytes is rebuilt from the mirror's old copy."""
+        data = bytearray(os.urandom(4 << 20))
+        self.source(b"big", bytes(data))
+        remote = self.item(b"big").remote
+        # the mirror's layout: the module's relative path under the mirror root
+        item = FetchItem(remote, self.dst + remote)
+        os.makedirs(os.path.dirname(item.local), exist_ok=True)
+        assert [r[1] for r in self.fetch(item)] == [Outcome.DONE]
+        first_literal = self.fetcher.literal_bytes
+        data[1000:1010] = b"0123456789"
+        self.source(b"big", bytes(data))
+        assert [r[1] for r in self.fetch(item)] == [Outcome.DONE]
+        with open(item.local, "rb") as f:
+            assert f.read() == bytes(data)
+        assert first_literal >= 4 << 20
+        assert self.fetcher.literal_bytes - first_literal < 256 << 10
+        assert self.fetcher.matched_bytes > 3 << 20
+
     def test_unknown_module_fails(self, daemon: Daemon) -> None:
         """Asking a module the daemon does not have is FAILED."""
         self.source(b"a", b"A")
