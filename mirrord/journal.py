@@ -19,7 +19,7 @@ from typing import Any
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from mirrord.scan import DIRLIST, Change, ScanStats, reconcile, scan_tree
+from mirrord.scan import DIRLIST, Change, ScanStats, move_meta, reconcile, scan_tree
 from mirrord.store import Store, path_key
 from protocol.records import Action, Record
 
@@ -266,9 +266,11 @@ class Journal:
     def _move(self, batch: Any, src: bytes, dst: bytes) -> list[tuple[bytes, str]]:
         if dst not in self.identity:  # moved out of the mirrored trees
             return self._reconcile(batch, src, False)
-        if batch.get(src) is None or src not in self.identity:
+        entry = batch.get(src)
+        if entry is None or src not in self.identity:
             return self._reconcile(batch, dst, True)
-        self._apply(batch, [(Record(Action.MOVE, src, target=dst), ("move", src, dst))])
+        record = Record(Action.MOVE, src, target=dst, meta=move_meta(entry))
+        self._apply(batch, [(record, ("move", src, dst))])
         return self._reconcile(batch, dst, False)
 
     # -- cooperative walks ---------------------------------------------------------

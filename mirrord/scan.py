@@ -87,6 +87,14 @@ def diff(path: bytes, old: Entry | None, new: Entry | None) -> list[Record]:
     return out
 
 
+def move_meta(e: Entry) -> Meta:
+    """The fields a MOVE carries: the moved entry's metadata, so a client that
+    must fetch instead (its source is missing) still ends with the right mode."""
+    if e.kind == LINK:
+        return Meta()
+    return _meta(e, size=e.kind == FILE)
+
+
 def _meta(e: Entry, size: bool = True, mtime: bool = True) -> Meta:
     return Meta(
         mode=e.mode,

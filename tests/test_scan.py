@@ -335,3 +335,13 @@ def test_disk_entry_skips_unmirrored(tree):
     assert disk_entry(tree + b"/fifo") is None
     assert disk_entry(tree + b"/nope") is None
     assert disk_entry(tree + b"/link").target == b"file"
+
+
+def test_move_meta_carries_the_moved_entrys_fields():
+    """A MOVE names the moved file's mode, owner, size and mtime; a link's carries none."""
+    from mirrord.scan import move_meta
+
+    meta = move_meta(E(kind=FILE, mode=0o640, uid=7, gid=8, size=42, mtime=99))
+    assert (meta.mode, meta.uid, meta.gid, meta.size, meta.mtime_ns) == (0o640, 7, 8, 42, 99)
+    assert move_meta(E(kind=DIR, mode=0o750)).size is None
+    assert move_meta(E(kind=LINK, target=b"x")) == Meta()
