@@ -121,6 +121,7 @@ def main(files: int, size: int, samples: int) -> None:
         )
         shutil.rmtree(top / "plain-rsync")
         for name, opts in backends.items():
+            os.sync()  # start each run with no dirty pages of the previous one
             client = fs_mirror(port, top / f"m-{name}", *opts)
             took = client.wait_for("init finished")
             client.stop()

@@ -1,10 +1,10 @@
-"""The `ftp` backend: RETR over one long-lived passive, binary connection.
+"""The `ftp` backend: RETR over a few long-lived passive, binary connections.
 
-Why ftplib in one dedicated thread rather than Twisted's FTPClient: ftplib
+Why ftplib on dedicated threads rather than Twisted's FTPClient: ftplib
 streams a RETR straight into our temporary file with blocking writes (no
 producer/consumer plumbing), it is small and well trodden, and a pool of
-exactly one thread serialises every use of the one connection by
-construction. The thread owns the connection; the reactor only sees
+exactly one thread per connection serialises every use of that connection
+by construction. The threads own the connections; the reactor only sees
 Deferreds.
 
 Paths are the worker's bytes, sent unchanged: ftplib runs with the latin-1
@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import ftplib
 import socket
+import zlib
 from collections.abc import Sequence
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
@@ -36,7 +37,14 @@ class _LoginFailed(Exception):
 
 
 class FtpFetcher:
-    """Fetcher pulling `root + path` from an FTP server."""
+    """Fetcher pulling `root + path` from an FTP server over a few connections.
+
+    FTP costs a round trip or three per file (PASV, RETR, the final reply),
+    so one connection leaves the link idle most of the time with small
+    files. A batch is spread over `connections` lanes, each one connection
+    on its own thread; a given local path always goes to the same lane, so
+    two fetches of one file never race.
+    """
 
     def __init__(
         self,
@@ -50,6 +58,58 @@ class FtpFetcher:
         timeout: float = 60.0,
         tmpdir: bytes | None = None,
         fsync: bool = True,
+        connections: int = 4,
+    ) -> None:
+        self._reactor = reactor
+        self._lanes = [
+            _Lane(host, port, user, password, root, timeout, tmpdir, fsync, n)
+            for n in range(max(1, connections))
+        ]
+
+    def fetch(self, items: Sequence[FetchItem]) -> Deferred[list[Result]]:
+        batch = list(items)
+        shares: list[list[FetchItem]] = [[] for _ in self._lanes]
+        for item in batch:
+            shares[zlib.crc32(item.local) % len(shares)].append(item)
+        ds = [
+            deferToThreadPool(self._reactor, lane.pool, lane.fetch_batch, share)
+            for lane, share in zip(self._lanes, shares, strict=True)
+            if share
+        ]
+
+        def in_order(per_lane: list[list[Result]]) -> list[Result]:
+            by_item = {id(r[0]): r for results in per_lane for r in results}
+            return [by_item[id(item)] for item in batch]
+
+        return gatherResults(ds, consumeErrors=True).addCallback(in_order)
+
+    def close(self) -> Deferred[None]:
+        ds = [
+            deferToThreadPool(self._reactor, lane.pool, lane.disconnect, True)
+            for lane in self._lanes
+        ]
+
+        def stop(_: object) -> None:
+            for lane in self._lanes:
+                lane.pool.stop()
+
+        return gatherResults(ds, consumeErrors=True).addBoth(stop)
+
+
+class _Lane:
+    """One FTP connection and the single thread that owns it."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        user: str,
+        password: bytes | None,
+        root: bytes,
+        timeout: float,
+        tmpdir: bytes | None,
+        fsync: bool,
+        number: int,
     ) -> None:
         self.tmpdir = tmpdir
         self.fsync = fsync
@@ -57,24 +117,9 @@ class FtpFetcher:
         self._password = (password or b"").decode("latin-1")
         self.root = root.rstrip(b"/")
         self.timeout = timeout
-        self._ftp: ftplib.FTP | None = None  # touched only in the worker thread
-        self._reactor = reactor
-        self._pool = ThreadPool(minthreads=0, maxthreads=1, name="fs_sync-ftp")
-        self._pool.start()
-
-    def fetch(self, items: Sequence[FetchItem]) -> Deferred[list[Result]]:
-        batch = list(items)
-        return deferToThreadPool(self._reactor, self._pool, self._fetch_batch, batch)
-
-    def close(self) -> Deferred[None]:
-        d = deferToThreadPool(self._reactor, self._pool, self._disconnect, True)
-
-        def stop(_: object) -> None:
-            self._pool.stop()
-
-        return d.addBoth(stop)
-
-    # -- worker thread --
+        self._ftp: ftplib.FTP | None = None  # touched only in this lane's thread
+        self.pool = ThreadPool(minthreads=0, maxthreads=1, name=f"fs_sync-ftp-{number}")
+        self.pool.start()
 
     def _connect(self) -> ftplib.FTP:
         if self._ftp is None:
@@ -96,7 +141,7 @@ class FtpFetcher:
             self._ftp = ftp
         return self._ftp
 
-    def _disconnect(self, polite: bool = False) -> None:
+    def disconnect(self, polite: bool = False) -> None:
         ftp, self._ftp = self._ftp, None
         if ftp is None:
             return
@@ -108,7 +153,7 @@ class FtpFetcher:
                 pass
         ftp.close()
 
-    def _fetch_batch(self, batch: list[FetchItem]) -> list[Result]:
+    def fetch_batch(self, batch: list[FetchItem]) -> list[Result]:
         results: list[Result] = []
         down: str | None = None  # once connecting fails, fail the rest quickly
         for item in batch:
@@ -137,7 +182,7 @@ class FtpFetcher:
             try:
                 return _retrieve(ftp, item, path, self.tmpdir, self.fsync), None
             except _LINK_ERRORS as e:
-                self._disconnect()
+                self.disconnect()
                 if attempt == 2:
                     return (item, Outcome.FAILED, f"transfer failed: {e}"), None
         raise AssertionError("unreachable")
