@@ -61,6 +61,7 @@ class FtpFetcher:
         connections: int = 4,
     ) -> None:
         self._reactor = reactor
+        self.host, self.port, self.user = host, port, user
         self._lanes = [
             _Lane(host, port, user, password, root, timeout, tmpdir, fsync, n)
             for n in range(max(1, connections))
