@@ -480,3 +480,12 @@ def assert_clean_output(proc: Proc) -> None:
     out = proc.output()
     for bad in ("Traceback", "Unhandled"):
         assert bad not in out, f"{bad} in output:\n{out[-4000:]}"
+
+
+def start_fs_mirror(worker: Worker, datadir: Path, *extra: str, kind: str = "local",
+                    verbose: bool = False) -> Proc:
+    """fs_mirror pulling from ``worker`` through the ``kind`` backend, retrying within 1 s."""
+    return Proc([command("fs_mirror"), *(["-v"] if verbose else []),
+                 "-o", f"host={worker.bind}", "-o", f"port={worker.port}",
+                 "-o", f"fssync.type={kind}", "-o", "reconnect.max=1",
+                 f"--datadir={datadir}", *extra])  # fmt: skip

@@ -10,26 +10,20 @@ import subprocess
 import threading
 from pathlib import Path
 
-from tests.daemons import Proc, Worker, assert_clean_output, command, mirror_of, wait_converged
+from tests.daemons import (
+    Proc,
+    Worker,
+    assert_clean_output,
+    command,
+    mirror_of,
+    start_fs_mirror,
+    wait_converged,
+)
 from tests.helpers import wait_for
 
 
 def fs_mirror(worker: Worker, datadir: Path, *extra: str) -> Proc:
-    return Proc(
-        [
-            command("fs_mirror"),
-            "-o",
-            f"host={worker.bind}",
-            "-o",
-            f"port={worker.port}",
-            "-o",
-            "fssync.type=local",
-            "-o",
-            "reconnect.max=1",
-            f"--datadir={datadir}",
-            *extra,
-        ]
-    )
+    return start_fs_mirror(worker, datadir, *extra)
 
 
 def test_two_workers_into_one_backup_host(tmp_path: Path):

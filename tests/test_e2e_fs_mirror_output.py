@@ -13,24 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemons import Proc, Worker, assert_clean_output, command, mirror_of, wait_converged
+from tests.daemons import (
+    Proc,
+    Worker,
+    assert_clean_output,
+    command,
+    mirror_of,
+    start_fs_mirror,
+    wait_converged,
+)
 from tests.helpers import wait_for
 
 
 def fs_mirror(worker: Worker, datadir: Path, *extra: str, kind: str = "local") -> Proc:
-    return Proc(
-        [
-            command("fs_mirror"),
-            "-o",
-            f"host={worker.bind}",
-            "-o",
-            f"port={worker.port}",
-            "-o",
-            f"fssync.type={kind}",
-            f"--datadir={datadir}",
-            *extra,
-        ]
-    )
+    return start_fs_mirror(worker, datadir, *extra, kind=kind)
 
 
 def test_verbose_lines_name_each_applied_change(tmp_path: Path):

@@ -14,30 +14,15 @@ from tests.daemons import (
     Replay,
     Worker,
     assert_clean_output,
-    command,
     mirror_of,
+    start_fs_mirror,
     wait_converged,
 )
 from tests.helpers import wait_for
 
 
 def fs_mirror(worker: Worker, datadir: Path, *extra: str) -> Proc:
-    return Proc(
-        [
-            command("fs_mirror"),
-            "-v",
-            "-o",
-            f"host={worker.bind}",
-            "-o",
-            f"port={worker.port}",
-            "-o",
-            "fssync.type=local",
-            "-o",
-            "reconnect.max=1",
-            f"--datadir={datadir}",
-            *extra,
-        ]
-    )
+    return start_fs_mirror(worker, datadir, *extra, verbose=True)
 
 
 def test_vanished_exploded_and_moved_away_files_end_right(tmp_path: Path):

@@ -5,25 +5,18 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.daemons import Proc, Worker, assert_clean_output, command, mirror_of, wait_converged
+from tests.daemons import (
+    Proc,
+    Worker,
+    assert_clean_output,
+    mirror_of,
+    start_fs_mirror,
+    wait_converged,
+)
 
 
 def fs_mirror(worker: Worker, datadir: Path, *extra: str) -> Proc:
-    return Proc(
-        [
-            command("fs_mirror"),
-            "-o",
-            f"host={worker.bind}",
-            "-o",
-            f"port={worker.port}",
-            "-o",
-            "fssync.type=local",
-            "-o",
-            "reconnect.max=1",
-            f"--datadir={datadir}",
-            *extra,
-        ]
-    )
+    return start_fs_mirror(worker, datadir, *extra)
 
 
 def small_tree(src: Path) -> None:
