@@ -74,6 +74,14 @@ class _Daemon:
                     raise SystemExit(f"quickstart: {self.name} did not print {needle!r}")
                 self.cond.wait(min(left, 0.5))
 
+    def serving(self, timeout: float) -> bool:
+        """True once mirrord says it serves; False if it exited first."""
+        try:
+            self.wait_for("boot init finished", timeout)
+        except SystemExit:
+            return False
+        return True
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -121,27 +129,34 @@ def main(argv: list[str] | None = None) -> int:
     ]
     _show(fs_info)
     subprocess.run(fs_info, check=True)
-    worker = _Daemon(
-        "mirrord",
-        [
-            str(BIN / "mirrord"),
-            "-o",
-            f"datadir={data}",
-            "-o",
-            "bind=127.0.0.1",
-            "-o",
-            f"port={port}",
-            "-o",
-            f"ftp.port={ftp_port}",
-            "-o",
-            "ftp.user=mirror",
-            "-o",
-            f"ftp.password-from={secrets}:ftp",
-        ],
-    )
+    worker = None
+    for _attempt in range(3):  # a port picked free can be taken before mirrord binds it
+        worker = _Daemon(
+            "mirrord",
+            [
+                str(BIN / "mirrord"),
+                "-o",
+                f"datadir={data}",
+                "-o",
+                "bind=127.0.0.1",
+                "-o",
+                f"port={port}",
+                "-o",
+                f"ftp.port={ftp_port}",
+                "-o",
+                "ftp.user=mirror",
+                "-o",
+                f"ftp.password-from={secrets}:ftp",
+            ],
+        )
+        if worker.serving(60):
+            break
+        worker.stop()
+        port, ftp_port = _free_port(), _free_port()
+    else:
+        raise SystemExit("quickstart: mirrord did not start (see its output above)")
     backup = None
     try:
-        worker.wait_for("boot init finished", 60)
         backup = _Daemon(
             "fs_mirror",
             [
