@@ -18,8 +18,19 @@ from typing import Any
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from mirrord.scan import DIRLIST, Change, ScanStats, move_meta, reconcile, scan_tree
+from mirrord.scan import (
+    DIRLIST,
+    Change,
+    ScanStats,
+    move_meta,
+    overlaps,
+    parent_path,
+    reconcile,
+    scan_roots,
+    scan_tree,
+)
 from mirrord.store import Store, path_key
 from protocol.records import Action, Record
 
@@ -27,33 +38,6 @@ __all__ = ["Journal", "scan_roots"]
 
 Watch = Callable[[bytes], bool]
 _REMAP_LIMIT = 10_000  # longer queues skip re-queueing (still correct, only noisier)
-
-
-def _overlaps(a: bytes, b: bytes) -> bool:
-    """True when one path is the other or inside it (whole components)."""
-    ka, kb = path_key(a), path_key(b)
-    return ka == kb or ka.startswith(kb + b"\0") or kb.startswith(ka + b"\0")
-
-
-def _parent(path: bytes) -> bytes:
-    return path.rpartition(b"/")[0] or b"/"
-
-
-def scan_roots(identity: Any, roots: Iterable[bytes]) -> list[bytes]:
-    """``roots`` plus the includes inside them that an exclude cuts off from above."""
-    roots = list(roots)
-    nested = getattr(identity, "identities", None)
-    groups = [identity] if nested is None else list(nested)
-    includes = {p for ident in groups for p in getattr(ident, "includes", ())}
-    extra = [
-        p
-        for p in includes
-        if p not in roots
-        and p != b"/"
-        and _parent(p) not in identity
-        and any(_overlaps(p, root) for root in roots)
-    ]
-    return roots + sorted(extra)
 
 
 class _Job:
@@ -70,13 +54,12 @@ class _Job:
 
     def missed(self, src: bytes) -> bool:
         """Could moving ``src`` away hide entries this walk has not checked yet?"""
-        if not _overlaps(self.root, src):
+        if not overlaps(self.root, src):
             return False
         if not self.started:
             return True
         pos, skey = path_key(self.stats.position), path_key(src)
-        passed = pos > skey and not pos.startswith(skey + b"\0")
-        return not passed
+        return not (pos > skey and not pos.startswith(skey + b"\0"))  # not passed yet
 
 
 class Journal:
@@ -95,27 +78,41 @@ class Journal:
         self.store, self.identity, self.watch, self.reactor = store, identity, watch, reactor
         self.log = log if log is not None else Logger()
         self.progress_every = progress_every
-        self._queue: list[tuple[Any, ...]] = []
-        self._segment: dict[bytes, int] = {}  # dirty path -> queue index since the last move
+        self._queue: list[tuple[Any, ...] | None] = []  # None: re-queued by a move
+        self._mark = -1  # index of the last move queued: dirty paths merge only after it
+        # so a rename finds what it re-queues without reading the whole queue:
+        self._at: dict[bytes, list[int]] = {}  # dirty path -> its queue indices
+        self._above: set[bytes] = set()  # ancestors of those paths (a superset: may be stale)
         self._call: Any = None
         self._waiters: list[tuple[int, defer.Deferred[int]]] = []
         self._jobs: set[_Job] = set()
         self._overflow: defer.Deferred[None] | None = None
         self._overflow_again: str | None = None  # label of a recheck asked for meanwhile
         self.commits = 0
+        self._stopped = False
         self._coop = task.Cooperator(scheduler=lambda f: reactor.callLater(0, f))
 
     # -- the sink the monitor calls ------------------------------------------------
     def dirty(self, path: bytes, recursive: bool = False, written: bool = False) -> None:
         """``path`` may have changed; ``recursive``: so may everything below it;
         ``written``: its content was written (FWRITE even if its stat looks unchanged)."""
-        index = self._segment.get(path)
-        if index is None:
-            self._segment[path] = len(self._queue)
-            self._queue.append(("dirty", path, recursive, written))
+        at = self._at.get(path)
+        if at and at[-1] > self._mark:  # queued since the last move: merge
+            _, _, was_recursive, was_written = self._queue[at[-1]]  # type: ignore[misc]
+            self._queue[at[-1]] = (
+                "dirty",
+                path,
+                recursive or was_recursive,
+                written or was_written,
+            )
         else:
-            _, _, was_recursive, was_written = self._queue[index]
-            self._queue[index] = ("dirty", path, recursive or was_recursive, written or was_written)
+            if at is None:
+                at = self._at[path] = []
+                up, above = path, self._above
+                while up != b"/" and (up := parent_path(up)) not in above:
+                    above.add(up)  # ancestors of a known one are known
+            at.append(len(self._queue))
+            self._queue.append(("dirty", path, recursive, written))
         self._schedule()
 
     def moved(self, src: bytes, dst: bytes) -> None:
@@ -125,20 +122,27 @@ class Journal:
         move: by the end of the turn they only exist there.
         """
         follow: list[tuple[bytes, bool, bool]] = []
-        if len(self._queue) <= _REMAP_LIMIT:
-            keep = []
-            for item in self._queue:
-                if item[0] == "dirty" and _overlaps(item[1], src) and len(item[1]) >= len(src):
+        if src not in self._above:  # nothing queued below ``src``: O(1) per queued ``src``
+            for index in self._at.pop(src, ()):
+                follow.append((dst, *self._queue[index][2:]))  # type: ignore[index]
+                self._queue[index] = None
+        elif len(self._queue) <= _REMAP_LIMIT:
+            for index, item in enumerate(self._queue):
+                if (
+                    item
+                    and item[0] == "dirty"
+                    and overlaps(item[1], src)
+                    and len(item[1]) >= len(src)
+                ):
                     follow.append((dst + item[1][len(src) :], item[2], item[3]))
-                else:
-                    keep.append(item)
-            self._queue = keep
+                    self._queue[index] = None
+                    self._at.pop(item[1], None)
         # A walk that has not yet passed ``src`` may run before this move is
         # committed and record, at ``src``, what the disk holds there after the
         # rename: the destination then needs a walk of its own.
         stale = any(job.missed(src) for job in self._jobs)
         self._queue.append(("move", src, dst, stale))
-        self._segment = {}
+        self._mark = len(self._queue) - 1
         for path, recursive, written in follow:
             self.dirty(path, recursive, written)
         self._schedule()
@@ -180,7 +184,7 @@ class Journal:
             )
             self._overflow = None
             again, self._overflow_again = self._overflow_again, None
-            if again is not None:
+            if again is not None and not self._stopped:
                 self.recheck(again)
             return result
 
@@ -215,19 +219,33 @@ class Journal:
             for _, d in ready:
                 d.callback(head)
 
+    def stop(self) -> None:
+        """Before the store closes: commit the queue, end the walks (the next boot rescans)."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+            self._flush()
+        self._stopped = True
+        if self._call is not None and self._call.active():
+            self._call.cancel()  # the rescans that flush queued: the next boot does them
+        self._call = None
+        self._coop.stop()
+
     # -- the per-turn commit -------------------------------------------------------
     def _schedule(self) -> None:
-        if self._call is None:
+        if self._call is None and not self._stopped:
             self._call = self.reactor.callLater(0, self._flush)
 
     def _flush(self) -> None:
         self._call = None
-        queue, self._queue, self._segment = self._queue, [], {}
+        queue, self._queue, self._mark = self._queue, [], -1
+        self._at, self._above = {}, set()
         follow: list[tuple[bytes, str]] = []
         rescans: list[bytes] = []
         batch = self.store.transaction()
         try:
             for item in queue:
+                if item is None:
+                    continue
                 if item[0] == "dirty":
                     follow += self._reconcile(batch, item[1], item[2], item[3])
                 elif item[0] == "move":
@@ -325,11 +343,11 @@ class Journal:
             self._jobs.difference_update(jobs)  # also those a failure skipped
             return result
 
-        d = self._coop.coiterate(steps())
-        d.addBoth(forget)
-        d.addErrback(
-            lambda f: self.log.failure("walk of {roots} failed", f, roots=[j.root for j in jobs])
-        )
+        def failed(f: Failure) -> None:
+            if not f.check(task.SchedulerStopped):  # ended by ``stop``: not a failure
+                self.log.failure("walk of {roots} failed", f, roots=[j.root for j in jobs])
+
+        d = self._coop.coiterate(steps()).addBoth(forget).addErrback(failed)
         return d.addCallback(lambda _: None)
 
     def _commit(self, changes: Sequence[Change]) -> int:
@@ -351,6 +369,8 @@ class Journal:
         d = self._walk(scan_roots(self.identity, roots), stats, "boot", first=first)
 
         def done(_: object) -> None:
+            if self._stopped:
+                return
             seconds = time.monotonic() - started
             self.log.info(
                 "boot scan of {entries} entries in {seconds:.1f}s ({rate:.0f}/s), head {head}",
@@ -370,7 +390,7 @@ class Journal:
             after = path
             if path in roots:
                 skip = True
-            elif any(_overlaps(path, root) for root in roots):  # an ancestor of a root
+            elif any(overlaps(path, root) for root in roots):  # an ancestor of a root
                 skip = False
                 yield None, ("del", path)
             else:

@@ -22,14 +22,25 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mirrord.store import DIR, FILE, LINK, Entry, Op, kind_of
+from mirrord.store import DIR, FILE, LINK, Entry, Op, kind_of, path_key
 from protocol.records import Action, Meta, Record
 
-__all__ = ["Change", "ScanStats", "changes", "diff", "disk_entry", "reconcile", "scan_tree"]
+__all__ = [
+    "Change",
+    "ScanStats",
+    "changes",
+    "diff",
+    "disk_entry",
+    "overlaps",
+    "parent_path",
+    "reconcile",
+    "scan_roots",
+    "scan_tree",
+]
 
 Change = tuple[Record | None, Op]
 Watch = Callable[[bytes], bool]
@@ -276,8 +287,31 @@ def scan_tree(
     )
 
 
-def _parent(path: bytes) -> bytes:
+def parent_path(path: bytes) -> bytes:
     return path.rpartition(b"/")[0] or b"/"
+
+
+def overlaps(a: bytes, b: bytes) -> bool:
+    """True when one path is the other or inside it (whole components)."""
+    ka, kb = path_key(a), path_key(b)
+    return ka == kb or ka.startswith(kb + b"\0") or kb.startswith(ka + b"\0")
+
+
+def scan_roots(identity: Any, roots: Iterable[bytes]) -> list[bytes]:
+    """``roots`` plus the includes inside them that an exclude cuts off from above."""
+    roots = list(roots)
+    nested = getattr(identity, "identities", None)
+    groups = [identity] if nested is None else list(nested)
+    includes = {p for ident in groups for p in getattr(ident, "includes", ())}
+    extra = [
+        p
+        for p in includes
+        if p not in roots
+        and p != b"/"
+        and parent_path(p) not in identity
+        and any(overlaps(p, root) for root in roots)
+    ]
+    return roots + sorted(extra)
 
 
 def reconcile(
@@ -298,13 +332,17 @@ def reconcile(
     ``written`` (IN_CLOSE_WRITE) forces an FWRITE for an unchanged-looking file:
     two writes within one timestamp tick leave size and mtime equal.
     """
-    roots = set(identity.roots())
-    while path not in roots and path != b"/":
-        parent = _parent(path)
+    roots: set[bytes] | None = None  # computed only to climb: not once per event
+    while path != b"/":
+        parent = parent_path(path)
         known = store.get(parent)
         if known is not None and known.kind == DIR:
             break
         if parent not in identity:
+            break
+        if roots is None:
+            roots = set(identity.roots())
+        if path in roots:
             break
         path, recursive = parent, True
     old = store.get(path)

@@ -336,7 +336,6 @@ class MirrorServerFactory(protocol.Factory):
     """Serves one store and its journal to any number of clients."""
 
     noisy = False  # our own log lines say when we listen and stop
-
     protocol = MirrorProtocol
 
     def __init__(
@@ -351,14 +350,9 @@ class MirrorServerFactory(protocol.Factory):
         log: Logger | None = None,
         chunk: int = INIT_CHUNK,
     ) -> None:
-        self.store = store
-        self.journal = journal
-        self.batch = batch
-        self.timeout = timeout
-        self.secret = secret
-        self.reactor = reactor
+        self.store, self.journal, self.reactor = store, journal, reactor
+        self.batch, self.timeout, self.secret, self.chunk = batch, timeout, secret, chunk
         self.log = log if log is not None else Logger()
-        self.chunk = chunk
         self._clients: dict[int, MirrorProtocol] = {}
 
     def connected(self, proto: MirrorProtocol) -> None:
@@ -366,6 +360,11 @@ class MirrorServerFactory(protocol.Factory):
 
     def disconnected(self, proto: MirrorProtocol) -> None:
         self._clients.pop(id(proto), None)
+
+    def stop(self) -> None:
+        """Close every client before the store closes: nothing may read it after."""
+        for proto in list(self._clients.values()):
+            proto._close()
 
     def clients(self) -> list[dict[str, Any]]:
         """One status dict per connected client (peer, state, serial, lag, bytes_sent)."""

@@ -105,6 +105,7 @@ class MirrordService(MultiService):
         self.inotify: Inotify | None = None
         self.identity: LiveIdentity | None = None
         self.ready = defer.Deferred()
+        self._stopping = False
 
     # -- start-up -----------------------------------------------------------
 
@@ -156,6 +157,8 @@ class MirrordService(MultiService):
         self.reader = InotifyReader(self.inotify, self.monitor.handle, self.reactor, log=log)
         self.reader.startReading()
         await self.journal.boot(self.identity.roots(), first=self.store.created)
+        if self._stopping:  # stopped during the boot scan: never listen
+            return
         status = self.monitor.status()
         if status.get("polled"):
             log.warn(
@@ -185,9 +188,11 @@ class MirrordService(MultiService):
     def _verify(self) -> defer.Deferred[None]:
         return self.journal.verify()
 
-    def _poll(self) -> None:
-        for root in list(self.monitor.polled_roots()):
-            self.journal.rescan(root)
+    def _poll(self) -> defer.Deferred[Any]:
+        """Rescan the polled sub-trees; the LoopingCall waits for the walks to end, so
+        a poll slower than ``poll.interval`` never piles walks up on the same trees."""
+        roots = self.monitor.polled_roots()
+        return defer.gatherResults([self.journal.rescan(root) for root in roots])
 
     async def _listen(self) -> None:
         cfg = self.config
@@ -280,6 +285,7 @@ class MirrordService(MultiService):
     # -- shutdown -----------------------------------------------------------
 
     def stopService(self) -> defer.Deferred:  # noqa: N802
+        self._stopping = True
         ds = [defer.maybeDeferred(p.stopListening) for p in self.ports]
         d = defer.gatherResults(ds, consumeErrors=True)
 
@@ -287,9 +293,19 @@ class MirrordService(MultiService):
             for loop in getattr(self, "loops", []):
                 if loop.running:
                     loop.stop()
+            # in this order: no more clients nor events, then the journal commits its
+            # queue and ends its walks, then what they use closes (a boot may have
+            # stopped early, before some of these exist)
+            for name, method in (
+                ("factory", "stop"),
+                ("reader", "stopReading"),
+                ("monitor", "stop"),
+                ("journal", "stop"),
+            ):
+                part = getattr(self, name, None)
+                if part is not None:
+                    getattr(part, method)()
             if self.inotify is not None:
-                self.reader.stopReading()
-                self.monitor.stop()
                 self.inotify.close()
             if self.store is not None:
                 self.store.close()

@@ -1,22 +1,22 @@
 """The snapshot, the change log (wmLog) and the session, in Berkeley DB B-trees.
 
 This is the only module that imports Berkeley DB. Every call runs on the
-reactor thread, in short transactions that begin and end inside one call
-or one reactor callback: a turn's changes (``transaction()``), one chunk of
-a bulk load, one chunk of a read. Nothing holds a cursor or a transaction across reactor turns,
-because the same thread is the only writer: a cursor left open by an INIT
-stream would hold page locks that the next commit on this thread waits for
-forever. One thread also means no BDB thread handles (no DB_THREAD) and no
-lock contention; the price is that a commit (one fsync) runs on the reactor,
-which is why the journal batches a whole turn into one commit.
+reactor thread, in short transactions that begin and end inside one call or
+one reactor callback: a turn's changes (``transaction()``), one chunk of a
+bulk load, one chunk of a read. Nothing holds a cursor or a transaction
+across reactor turns, because the same thread is the only writer: a cursor
+left open by an INIT stream would hold page locks that the next commit on
+this thread waits for forever. One thread also means no BDB thread handles
+(no DB_THREAD) and no lock contention; the price is that a commit (one
+fsync) runs on the reactor, which is why the journal batches a turn.
 
-Layout: ``meta`` (schema version, session id, head serial), ``snapshot``
-(key = path with ``/`` replaced by NUL, so key order is a depth-first walk
-with children sorted by name and a sub-tree is the key range that starts with
-``key + NUL``) and ``wmlog`` (8-byte big-endian serial -> encoded record).
-The environment is opened with DB_RECOVER, so reopening after ``kill -9``
-replays the log; an ``fcntl`` lock on ``home/lock`` keeps a second process
-from running recovery under a live one.
+Layout: ``meta`` (schema version, session id, head serial, ``loading`` while
+a first load runs), ``snapshot`` (key = path with ``/`` replaced by NUL, so
+key order is a depth-first walk with children sorted by name and a sub-tree
+is the key range that starts with ``key + NUL``) and ``wmlog`` (8-byte
+big-endian serial -> encoded record). The environment is opened with
+DB_RECOVER, so reopening after ``kill -9`` replays the log; an ``fcntl``
+lock on ``home/lock`` keeps a second process from running it under a live one.
 """
 
 from __future__ import annotations
@@ -43,14 +43,8 @@ _KINDS = {0o040000: DIR, 0o100000: FILE, 0o120000: LINK}
 _ENTRY = struct.Struct(">cHIIQqq")
 _SERIAL = struct.Struct(">Q")
 _CHUNK = 1000
-_ENV_FLAGS = (
-    db.DB_CREATE
-    | db.DB_INIT_TXN
-    | db.DB_INIT_LOCK
-    | db.DB_INIT_LOG
-    | db.DB_INIT_MPOOL
-    | db.DB_RECOVER
-)
+_ENV_FLAGS = db.DB_CREATE | db.DB_INIT_TXN | db.DB_INIT_LOCK | db.DB_INIT_LOG | db.DB_INIT_MPOOL
+_ENV_FLAGS |= db.DB_RECOVER
 
 
 class StoreError(Exception):
@@ -96,10 +90,6 @@ class Entry:
 def path_key(path: bytes) -> bytes:
     """The snapshot key of an absolute path (``/`` itself is the empty key)."""
     return b"" if path == b"/" else path.replace(b"/", b"\0")
-
-
-def key_path(key: bytes) -> bytes:
-    return key.replace(b"\0", b"/") or b"/"
 
 
 Op = tuple[Any, ...]
@@ -166,7 +156,7 @@ class _Reader:
             akey = path_key(after)
             start, inclusive = (akey + b"\x01", True) if skip_subtree else (akey, False)
         rows = self._range(start, inclusive, within, limit)
-        return [(key_path(k), Entry.unpack(v)) for k, v in rows]
+        return [(k.replace(b"\0", b"/") or b"/", Entry.unpack(v)) for k, v in rows]  # key -> path
 
     def walk(self, root: bytes | None = None, chunk: int = _CHUNK) -> Iterator[tuple[bytes, Entry]]:
         """Every entry under ``root`` in key order, read chunk by chunk."""
@@ -245,8 +235,10 @@ class Store(_Reader):
                 f"database in {self.home} has schema version {int(version)}, newer "
                 f"than this mirrord ({SCHEMA_VERSION}): upgrade mirrord"
             )
-        self.created = self._meta.get(b"session") is None
-        if self.created:
+        fresh = self._meta.get(b"session") is None
+        self._loading = self._meta.get(b"loading") is not None  # a first load cut short
+        self.created = fresh or self._loading  # (loaded again, not logged as changes)
+        if fresh:
             txn = self._env.txn_begin()
             self._meta.put(b"schema", b"%d" % SCHEMA_VERSION, txn=txn)
             self._meta.put(b"session", os.urandom(16).hex().encode("ascii"), txn=txn)
@@ -280,18 +272,24 @@ class Store(_Reader):
         """Bulk snapshot load (first boot): chunked transactions, one sync at the end.
 
         ``sync=False`` leaves the sync to a later call (a caller loading piecemeal).
+        Until a ``sync=True`` call ends the load, a reopened store is ``created``.
         """
         batch = Batch(self)
         try:
+            if not self._loading:
+                self._meta.put(b"loading", b"1", txn=batch._txn)
             for n, op in enumerate(ops, 1):
                 batch.apply((op,))
                 if n % chunk == 0:
                     batch.commit(sync=False)
                     batch = Batch(self)
+            if sync:
+                self._meta.delete(b"loading", txn=batch._txn)
         except BaseException:
             batch.abort()
             raise
         batch.commit(sync=False)
+        self._loading = not sync
         if sync:
             self._env.log_flush()
             self._env.txn_checkpoint(0, 0)

@@ -328,3 +328,46 @@ def test_move_queued_before_a_pending_walk_runs_rewalks_the_destination(s):
     assert s.store.get(s.root + b"/d/f") is not None
     assert s.store.get(s.root + b"/a/f") is None
     assert (Action.FWRITE, s.root + b"/d/f") in s.records()
+
+
+def test_stop_commits_the_queue_and_ends_walks_quietly(s):
+    """stop() commits what is queued, ends running walks without a logged failure."""
+    s.booted()
+    os.mkdir(s.root + b"/d")
+    s.write(b"d/f")
+    a = s.write(b"a")
+    s.journal.dirty(a)
+    walk = s.journal.rescan(s.root + b"/d")  # scheduled, not yet run
+    s.journal.stop()
+    assert s.records() == [(Action.FWRITE, a)]
+    assert not s.clock.getDelayedCalls()
+    assert s.successful(walk) is None
+    s.journal.dirty(s.root + b"/d")  # after stop: nothing is scheduled
+    assert not s.clock.getDelayedCalls()
+    assert not [e for e in s.events if "log_failure" in e]
+
+
+def test_queued_changes_follow_file_and_directory_moves_in_one_turn(s):
+    """Changes queued before a file rename and a directory rename follow both, in one turn."""
+    os.mkdir(s.root + b"/d")
+    a, b = s.write(b"d/a", b"1"), s.write(b"b", b"1")
+    s.booted()
+    for path in (a, b):
+        with open(path, "ab") as fh:
+            fh.write(b"22")
+    s.journal.dirty(a)
+    s.journal.dirty(b, written=True)
+    c, e = s.root + b"/c", s.root + b"/e"
+    os.rename(b, c)
+    s.journal.moved(b, c)
+    os.rename(s.root + b"/d", e)
+    s.journal.moved(s.root + b"/d", e)
+    s.pump()
+    assert s.records() == [
+        (Action.MOVE, b, c),
+        (Action.FWRITE, c),  # the move's own look at ``c``
+        (Action.FWRITE, c),  # the queued write, forced (written=True)
+        (Action.MOVE, s.root + b"/d", e),
+        (Action.FWRITE, e + b"/a"),
+    ]
+    assert s.store.get(c).size == 3 and s.store.get(e + b"/a").size == 3

@@ -624,3 +624,22 @@ def test_real_store_next_batch_and_trimmed_log(store):
     fresh = h.connect(port=3)
     fresh.send(b"START", b"SN:%s,2" % store.session.encode(), b"NEXT")
     assert fresh.take() == [b"OK", b"OK", b"SERIAL:4", b"CREATE:/r/3", b"CREATE:/r/4", b"EOF"]
+
+
+def test_stop_closes_every_client_and_drops_their_pending_work():
+    """factory.stop() closes parked and INIT-streaming clients; later input reads nothing."""
+    h = Harness(chunk=1)
+    parked = h.connect(port=40001)
+    parked.init()
+    parked.send(b"NEXT")
+    streaming = h.connect(port=40002)
+    streaming.send(b"START", b"INIT")  # its first chunk is scheduled, not yet sent
+    assert len(h.journal.waiters) == 1 and h.clock.getDelayedCalls()
+    h.factory.stop()
+    assert parked.closed and streaming.closed
+    assert h.journal.waiters == []
+    assert not [c for c in h.clock.getDelayedCalls() if c.active()]
+    parked.transport.clear()
+    parked.send(b"NEXT")
+    h.journal.commit(rec(b"/srv/new"))
+    assert parked.take() == []

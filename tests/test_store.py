@@ -72,6 +72,27 @@ def test_new_store_then_reopen_keeps_session_and_head(tmp_path):
         s.close()
 
 
+def test_first_load_cut_short_is_still_created_when_reopened(tmp_path):
+    """A bulk load not finished with sync=True leaves the store created on reopen."""
+    home = str(tmp_path / "db")
+    s = Store(home)
+    session = s.session
+    s.load([("put", b"/a", entry(DIR))], sync=False)
+    s.close()
+    s = Store(home)
+    try:
+        assert s.created and s.session == session and s.get(b"/a") == entry(DIR)
+        s.load([("put", b"/a/b", entry())], chunk=1, sync=False)
+        s.load((), sync=True)
+    finally:
+        s.close()
+    s = Store(home)
+    try:
+        assert not s.created and s.session == session and s.get(b"/a/b") == entry()
+    finally:
+        s.close()
+
+
 def test_serials_start_at_one_and_grow_by_one(store):
     """Serials are 1, 2, 3... across commits, and log_after returns the encoded lines."""
     assert store.commit([rec(b"/x")], []) == 1
