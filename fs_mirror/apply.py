@@ -41,6 +41,10 @@ from protocol.records import Action, Meta, Record
 
 _NO_META = Meta()
 VANISHED_KEPT = 4096  # bounded: only the latest vanished files matter
+DIRS_KEPT = 4096  # bounded: directories known real, within one batch
+#: Records that can turn a directory into a symlink or remove it: after one,
+#: nothing ``confine`` learnt earlier in the batch is trusted any more.
+_RESHAPING = (Action.DELETE, Action.MOVE, Action.SYMLINK)
 
 
 class HostilePath(ValueError):
@@ -119,6 +123,12 @@ class Applier:
         # one (a missing source, so a fetch of its target) carries no fields.
         self._vanished: OrderedDict[bytes, Meta] = OrderedDict()
         self._parents: set[bytes] = set()
+        # Local directories lstat-ed (or made) in this batch and found real,
+        # so each record need not lstat every parent again.  Only CREATE,
+        # FWRITE and ATTRIB records run while it is filled, and none of them
+        # makes a symlink or removes a directory; it is emptied after every
+        # _RESHAPING record, before the fetch and at each batch's end.
+        self._dirs: set[bytes] = set()
 
     # -- confinement -------------------------------------------------------
     def confine(self, path: bytes) -> bytes:
@@ -138,6 +148,8 @@ class Applier:
         current = self.datadir
         for part in parts[:-1]:
             current += b"/" + part
+            if current in self._dirs:
+                continue
             st = _lstat(current)
             if st is None:
                 break
@@ -145,11 +157,19 @@ class Applier:
                 raise HostilePath(f"parent {show(current)!r} is a symlink in the mirror")
             if not stat.S_ISDIR(st.st_mode):
                 break  # a file in the way: the record replaces it, nothing to traverse
+            self._known_dir(current)
         return self.datadir + path
+
+    def _known_dir(self, local: bytes) -> None:
+        if len(self._dirs) >= DIRS_KEPT:
+            self._dirs.clear()
+        self._dirs.add(local)
 
     def _make_parents(self, local: bytes) -> None:
         """Create missing parents of ``local``; a file in the way becomes a directory."""
         parent = os.path.dirname(local)
+        if parent in self._dirs:
+            return
         st = _lstat(parent)
         if st is not None and stat.S_ISDIR(st.st_mode):
             return  # confine() saw no symlink above, so the whole chain is real
@@ -165,6 +185,7 @@ class Applier:
                 os.unlink(current)  # the worker has a directory here now
                 self._pending.pop(current[len(self.datadir) :], None)
             os.mkdir(current, 0o755)
+            self._known_dir(current)
 
     # -- pending fetches ---------------------------------------------------
     # ``_parents`` holds every ancestor of a path added this batch (a superset
@@ -214,6 +235,7 @@ class Applier:
         of the batch is applied), FetchFailed or an OSError from the local
         disk, and then the batch must not count as applied.
         """
+        self._dirs.clear()
         try:
             for record in records:
                 self.stats.records += 1
@@ -221,11 +243,16 @@ class Applier:
                     self._apply(record)
                 except (HostilePath, ReservedPath) as e:
                     self._refused(record.action.value, record.path, e)
+                finally:
+                    if record.action in _RESHAPING:
+                        self._dirs.clear()
             return self._fetch_pending()
         except Exception:
             self._pending.clear()
             self._parents.clear()
             return fail()  # HostilePath and disk errors alike: the batch did not happen
+        finally:
+            self._dirs.clear()
 
     def _refused(self, action: str, path: bytes, e: Exception) -> None:
         self.stats.refused += 1
@@ -378,6 +405,7 @@ class Applier:
             st = _lstat(local)
             if st is not None and stat.S_ISDIR(st.st_mode):
                 shutil.rmtree(local)  # the worker's directory became a file
+                self._dirs.clear()
             items.append(FetchItem(remote=path, local=local))
             metas.append(meta)
         if not items:
@@ -388,9 +416,6 @@ class Applier:
 
     def _fetched(self, results: list[Result], metas: dict[FetchItem, Meta]) -> Stats:
         failed = []
-        make_durable(
-            [item.local for item, outcome, _ in results if outcome is Outcome.DONE], self.datadir
-        )
         for item, outcome, reason in results:
             path = show(item.remote)
             if outcome is Outcome.DONE:
@@ -407,6 +432,10 @@ class Applier:
                 )
             else:
                 failed.append(f"{path}: {reason}")
+        # After the metadata, so the mode and mtime set above are on disk too.
+        make_durable(
+            [item.local for item, outcome, _ in results if outcome is Outcome.DONE], self.datadir
+        )
         if failed:
             more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
             raise FetchFailed(f"could not fetch {'; '.join(failed[:3])}{more}")

@@ -4,8 +4,9 @@
 feeds it lines, applies what it reports and decides *when* to ask for more:
 NEXT goes out only after a batch is applied and its serial saved, so the
 sn file never runs ahead of the mirror.  Records are applied in chunks of at
-most ``chunk`` records while the transport is paused, so a multi-million
-record INIT costs bounded memory.  After a full INIT, mirror entries the
+most ``chunk`` records (``init_chunk`` in an INIT: fewer fetcher runs and
+syncfs) while the transport is paused, so a multi-million record INIT costs
+bounded memory.  After a full INIT, mirror entries the
 stream did not name are swept (``fs_mirror.state.SeenSet``, on disk).
 
 ``MirrorClient`` is the factory and holds what outlives a connection (the
@@ -51,6 +52,7 @@ from protocol.messages import encode_line
 from protocol.records import Action, Record
 
 RunBlocking = Callable[..., Deferred]
+INIT_CHUNK = 8192  # records per applied chunk in an INIT (the service's choice)
 CLOSE_TIMEOUT = 5.0  # seconds a stopping fs_mirror waits for the server to let go
 
 
@@ -189,7 +191,8 @@ class MirrorProtocol(protocol.Protocol):
             self._send(event.line)
         elif isinstance(event, RecordReceived):
             self.records.append(event.record)
-            if len(self.records) >= self.client.chunk:
+            limit = self.client.init_chunk if self.initializing else self.client.chunk
+            if len(self.records) >= limit:
                 self._run(self._flush, "applying records")
         elif isinstance(event, InitStarted):
             self.session, self.serial, self.initializing = event.session, event.serial, True
@@ -276,6 +279,7 @@ class MirrorClient(protocol.Factory):
         reactor: Any,
         secret: bytes | None = None,
         chunk: int = 1024,
+        init_chunk: int | None = None,
         gate: DeferredLock | None = None,
         run_blocking: RunBlocking | None = None,
         on_fatal: Callable[[str], None] | None = None,
@@ -288,6 +292,7 @@ class MirrorClient(protocol.Factory):
         self.reactor = reactor
         self.secret = secret
         self.chunk = chunk
+        self.init_chunk = init_chunk or chunk
         self.gate = gate or DeferredLock()
         self.run_blocking = run_blocking or self._in_thread
         self.on_fatal = on_fatal

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 
 from cmdconfig import CommandError
 from fs_mirror.apply import Applier
-from fs_mirror.client import MirrorClient
+from fs_mirror.client import INIT_CHUNK, MirrorClient
 from fs_mirror.gate import BatchLock, FileGate
 from fs_mirror.progress import InitProgress
 from fs_mirror.rotate import RotateError, check_backdir, rotate
@@ -231,6 +231,7 @@ class FsMirrorService(MultiService):
             sink=sink,
             reactor=self.reactor,
             secret=secret,
+            init_chunk=INIT_CHUNK,
             gate=FileGate(BatchLock(config["datadir"]), self.reactor, log),
             on_fatal=self.fatal,
             log=log,

@@ -34,6 +34,10 @@ from fs_sync.interface import FetchItem, Outcome, Result
 # 23 partial transfer (e.g. a file not found), 24 source files vanished.
 _PARTIAL_OK = (0, 23, 24)
 _STDERR_KEEP = 64 << 10
+#: Files per rsync run: the rsync client's --files-from handling costs CPU
+#: superlinear in the list (user time for 1024 names ~0.05 s, 4096 ~0.6 s,
+#: 8192 ~2.2 s), so a big batch (an INIT chunk) is split into runs this size.
+RUN_MAX = 1024
 
 
 def split_module(path: bytes) -> tuple[bytes, bytes] | None:
@@ -130,8 +134,10 @@ class RsyncFetcher:
         rsync: str = "rsync",
         timeout: int = 60,
         fsync: bool = True,
+        run_max: int = RUN_MAX,
     ) -> None:
         self.fsync = fsync
+        self.run_max = max(1, run_max)
         self.literal_bytes = 0  # sent as data, over all runs
         self.matched_bytes = 0  # rebuilt from the mirror's old copy (delta transfer)
         self.host, self.port, self.user = host, port, user
@@ -170,11 +176,13 @@ class RsyncFetcher:
                 groups.setdefault(split[0], []).append((index, split[1]))
         os.makedirs(self.staging_dir, mode=0o700, exist_ok=True)
         for module, members in groups.items():
-            staging = tempfile.mkdtemp(prefix=b".batch-", dir=self.staging_dir)
-            try:
-                self._run_module(module, members, batch, staging, results)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+            for start in range(0, len(members), self.run_max):
+                run = members[start : start + self.run_max]
+                staging = tempfile.mkdtemp(prefix=b".batch-", dir=self.staging_dir)
+                try:
+                    self._run_module(module, run, batch, staging, results)
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
         return [results[i] for i in range(len(batch))]
 
     def _run_module(
