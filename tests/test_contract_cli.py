@@ -43,23 +43,6 @@ def one_line_error(done: subprocess.CompletedProcess[str], status: int, *words: 
     return done.stderr
 
 
-@pytest.fixture
-def src(tmp_path: Path) -> Path:
-    tree = tmp_path / "src"
-    (tree / "sub").mkdir(parents=True)
-    (tree / "index.php").write_bytes(b"<?php\n")
-    return tree
-
-
-@pytest.fixture
-def worker(tmp_path: Path, src: Path):
-    w = Worker(tmp_path / "w", [src])
-    w.start()
-    yield w
-    if w.proc is not None and w.proc.popen.poll() is None:
-        w.stop()
-
-
 # -- section 3: shared options ---------------------------------------------
 
 

@@ -33,23 +33,6 @@ WEIRD_NAMES = [
 ]
 
 
-@pytest.fixture
-def src(tmp_path: Path) -> Path:
-    tree = tmp_path / "src"
-    (tree / "sub").mkdir(parents=True)
-    (tree / "index.php").write_bytes(b"<?php\n")
-    return tree
-
-
-@pytest.fixture
-def worker(tmp_path: Path, src: Path):
-    w = Worker(tmp_path / "w", [src])
-    w.start()
-    yield w
-    if w.proc is not None and w.proc.popen.poll() is None:
-        w.stop()
-
-
 def test_mirrord_sigint_is_exit_0(worker):
     """mirrord stops with exit 0 on SIGINT."""
     worker.proc.signal(signal.SIGINT)
