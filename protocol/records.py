@@ -74,6 +74,9 @@ class Meta:
     gid: int | None = None
     size: int | None = None
     mtime_ns: int | None = None  # wire: seconds with up to 9 fraction digits
+    #: On a directory's CREATE: mirrord could not read it, so a client keeps
+    #: whatever it has below it.  Wire: ``unreadable=1``; absent means False.
+    unreadable: bool = False
 
     def __post_init__(self) -> None:
         if self.mode is not None and not 0 <= self.mode <= 0o7777:
@@ -96,6 +99,8 @@ class Meta:
             out.append(b"size=%d" % self.size)
         if self.mtime_ns is not None:
             out.append(b"mtime=" + _encode_mtime(self.mtime_ns))
+        if self.unreadable:
+            out.append(b"unreadable=1")
         return out
 
     @classmethod
@@ -103,7 +108,7 @@ class Meta:
         """Parse ``key=value`` fields; unknown keys are ignored, a known key twice is an error."""
         if not fields:
             return _NO_META
-        values: dict[str, int] = {}
+        values: dict[str, int | bool] = {}
         for field in fields:
             key, sep, value = field.partition(b"=")
             if not sep:
@@ -114,6 +119,10 @@ class Meta:
                 number = _decode_int(key, value, _DECIMAL, 10)
             elif key == b"mtime":
                 key, number = b"mtime_ns", _decode_mtime(value)
+            elif key == b"unreadable":
+                if value not in (b"0", b"1"):
+                    raise ProtocolError(message=f"bad unreadable value {value[:40]!r}")
+                number = value == b"1"
             else:
                 continue
             name = key.decode("ascii")
@@ -121,7 +130,7 @@ class Meta:
                 raise ProtocolError(message=f"{name} given twice")
             values[name] = number
         try:
-            return cls(**values)
+            return cls(**values)  # type: ignore[arg-type]
         except ValueError as e:
             raise ProtocolError(message=str(e)) from None
 

@@ -206,3 +206,18 @@ def test_invalid_values_cannot_be_built(make: object) -> None:
     """A record breaking the target rule or metadata out of range is a ValueError."""
     with pytest.raises(ValueError):
         make()  # type: ignore[operator]
+
+
+def test_unreadable_round_trips_on_a_directory_create():
+    """``unreadable=1`` survives encode/decode; ``0`` or absent means readable."""
+    record = Record(Action.CREATE, b"/srv/secret", meta=Meta(mode=0o700, unreadable=True))
+    assert record.encode() == b"CREATE:/srv/secret\tmode=700\tunreadable=1"
+    assert Record.decode(record.encode()) == record
+    assert Record.decode(b"CREATE:/srv/secret\tunreadable=0").meta.unreadable is False
+    assert Record.decode(b"CREATE:/srv/secret").meta.unreadable is False
+
+
+def test_unreadable_takes_only_zero_or_one():
+    """Any other value of ``unreadable`` is a protocol error, never a guess."""
+    with pytest.raises(ProtocolError):
+        Record.decode(b"CREATE:/srv/secret\tunreadable=yes")
