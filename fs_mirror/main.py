@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from cmdconfig import CommandError, Config
 from cmdconfig.cli import make_parser, run
+from cmdconfig.tls import twisted_ssl
 from fs_mirror.config import ALIASES, DEFAULT_FILE, SCHEMA
 
 
@@ -60,8 +61,11 @@ def _rotate_once(config: Config) -> int:
 
 
 def _check_tls_ca(config: Config) -> None:
-    """A tls.ca that is not a PEM certificate is exit 2 naming the key."""
-    if not (config["tls"] and config["tls.ca"]):
+    """TLS without its extra, or a tls.ca that is not a PEM certificate: exit 2 naming the key."""
+    if not config["tls"]:
+        return
+    ssl = twisted_ssl("tls")
+    if not config["tls.ca"]:
         return
     try:
         with open(config["tls.ca"], "rb") as f:
@@ -69,11 +73,7 @@ def _check_tls_ca(config: Config) -> None:
     except OSError as e:
         raise config.error("tls.ca", f"cannot read {config['tls.ca']}: {e.strerror}") from None
     try:
-        from twisted.internet import ssl
-
         ssl.Certificate.loadPEM(data)
-    except ImportError:
-        return  # the service says what to install
     except Exception as e:  # OpenSSL's errors share no useful base class
         raise config.error("tls.ca", f"not a PEM certificate ({e})") from None
 

@@ -26,6 +26,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from cmdconfig import CommandError
+from cmdconfig.tls import twisted_ssl
 from fs_mirror.apply import Applier
 from fs_mirror.client import INIT_CHUNK, MirrorClient
 from fs_mirror.gate import BatchLock, FileGate
@@ -111,8 +112,7 @@ def _endpoint(config: Any, reactor: Any) -> Any:
     if not config["tls"]:
         return endpoint
     try:
-        from twisted.internet import ssl
-
+        ssl = twisted_ssl("tls")
         trust = None
         if config["tls.ca"]:
             with open(config["tls.ca"], "rb") as f:
@@ -120,8 +120,6 @@ def _endpoint(config: Any, reactor: Any) -> Any:
                     [ssl.Certificate.loadPEM(pem) for pem in pem_blocks(f.read())]
                 )
         options = ssl.optionsForClientTLS(host, trustRoot=trust)
-    except ImportError as e:
-        raise CommandError(f"tls=yes needs pyOpenSSL and service_identity: {e}") from None
     except OSError as e:
         raise config.error("tls.ca", f"cannot read {e.filename}: {e.strerror}") from None
     return wrapClientTLS(options, endpoint)

@@ -104,7 +104,10 @@ def _check_files(config: Any) -> None:
         config.secret(key)
     if not config["tls.cert"]:
         return
+    from cmdconfig.tls import twisted_ssl
     from mirrord.server import tls_options
+
+    twisted_ssl("tls.cert")  # exit 2 naming the extra when it is not installed
 
     for key in ("tls.cert", "tls.key"):
         try:

@@ -21,11 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, endpoints, interfaces, protocol, ssl
+from twisted.internet import defer, endpoints, interfaces, protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
+from cmdconfig.tls import twisted_ssl
 from protocol.conversation import (
     BeginInit,
     CheckResume,
@@ -371,8 +372,12 @@ class MirrorServerFactory(protocol.Factory):
         return [p.status() for p in self._clients.values()]
 
 
-def tls_options(cert_file: str, key_file: str) -> ssl.CertificateOptions:
-    """Server TLS options from a PEM certificate (chain allowed) and a PEM key."""
+def tls_options(cert_file: str, key_file: str) -> Any:
+    """Server TLS options from a PEM certificate (chain allowed) and a PEM key.
+
+    Twisted's TLS module is loaded here, not at import: TLS is an extra.
+    """
+    ssl = twisted_ssl("tls.cert")
     pem = Path(cert_file).read_bytes() + b"\n" + Path(key_file).read_bytes()
     return ssl.PrivateCertificate.loadPEM(pem).options()
 
