@@ -489,3 +489,80 @@ def start_fs_mirror(worker: Worker, datadir: Path, *extra: str, kind: str = "loc
                  "-o", f"host={worker.bind}", "-o", f"port={worker.port}",
                  "-o", f"fssync.type={kind}", "-o", "reconnect.max=1",
                  f"--datadir={datadir}", *extra])  # fmt: skip
+
+
+# -- churn: a writer changing a tree at a steady pace (torture tests) ---------------
+
+
+def stamped(body: bytes) -> bytes:
+    """File content that proves itself whole: a first line with the body's length and sha256."""
+    import hashlib
+
+    return b"%d %s\n" % (len(body), hashlib.sha256(body).hexdigest().encode()) + body
+
+
+def stamp_intact(data: bytes) -> bool:
+    """True when ``data`` is a whole ``stamped`` content (never a torn or mixed write)."""
+    import hashlib
+
+    head, sep, body = data.partition(b"\n")
+    parts = head.split(b" ")
+    if not sep or len(parts) != 2 or not parts[0].isdigit():
+        return False
+    return int(parts[0]) == len(body) and hashlib.sha256(body).hexdigest().encode() == parts[1]
+
+
+def churn(roots: Sequence[Path], stop: threading.Event, counts: dict[str, int], *,
+          rate: float = 1000.0, files: int = 2000, dirs: int = 20, size: tuple[int, int] = (0, 512),
+          seed: int = 7) -> None:  # fmt: skip
+    """Change files under ``roots`` at ``rate`` operations a second until ``stop`` is set.
+
+    Each operation picks one of ``files`` slots (spread over ``dirs`` directories) in one
+    root and creates, overwrites, renames, chmods or deletes it; every content is
+    ``stamped``. The pace is kept by the clock (the writer is a load, not a party to
+    any synchronisation). ``counts`` is updated as it goes: ``ops`` and each kind.
+    """
+    import random
+
+    rng = random.Random(seed)
+    present: list[set[int]] = [set() for _ in roots]
+
+    def where(root: Path, slot: int) -> Path:
+        return root / f"d{slot % dirs:02d}" / f"f{slot:05d}"
+
+    for root in roots:
+        for d in range(dirs):
+            (root / f"d{d:02d}").mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    n = 0
+    while not stop.is_set():
+        due = start + n / rate
+        ahead = due - time.monotonic()
+        if ahead > 0 and stop.wait(ahead):
+            break
+        r = rng.randrange(len(roots))
+        root, have = roots[r], present[r]
+        slot = rng.randrange(files)
+        path = where(root, slot)
+        roll = rng.random()
+        if slot not in have or roll < 0.45:
+            kind = "create" if slot not in have else "overwrite"
+            path.write_bytes(stamped(rng.randbytes(rng.randint(*size))))
+            have.add(slot)
+        elif roll < 0.65:
+            kind = "rename"
+            other = rng.randrange(files)
+            if other != slot:
+                os.rename(path, where(root, other))
+                have.discard(slot)
+                have.add(other)
+        elif roll < 0.75:
+            kind = "chmod"
+            os.chmod(path, rng.choice((0o600, 0o640, 0o644)))
+        else:
+            kind = "delete"
+            path.unlink()
+            have.discard(slot)
+        n += 1
+        counts["ops"] = n
+        counts[kind] = counts.get(kind, 0) + 1
