@@ -11,11 +11,27 @@ command is an argument vector, never a shell string. Names go through
 `--files-from=- --from0`, so any byte (newlines included) is safe.
 The process runs in a worker thread with `subprocess`: no SIGCHLD handling
 is needed from the reactor.
+
+What went wrong is read from rsync's exit code and stderr (run with
+LC_ALL=C, so messages are English and every byte outside ASCII in a name
+is escaped as `\\#ooo`):
+
+- a whole-run failure (wrong password, unknown module, daemon unreachable,
+  protocol error, timeout, any exit but 0/23/24) fails the whole `fetch`
+  with `BackendUnavailable`, one line saying what to check;
+- partial transfer (23/24) stays per file: a name rsync could not stat or
+  open on the worker for a reason other than "no such file" is FAILED with
+  that reason, a file simply not there is VANISHED;
+- the mirror's own disk refusing a write (rsync's receiver reporting
+  ENOSPC/EDQUOT/EROFS/EIO, or installing a staged file) raises
+  `LocalDiskError`, whatever the exit code.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -28,12 +44,20 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from fs_sync.atomic import copy_fd, install, refuse_directory
-from fs_sync.interface import FetchItem, Outcome, Result
+from fs_sync.interface import (
+    LOCAL_DISK_ERRNOS,
+    BackendUnavailable,
+    FetchItem,
+    LocalDiskError,
+    Outcome,
+    Result,
+    is_local_disk_error,
+)
 
 # rsync's exit codes that still mean "the rest was transferred":
 # 23 partial transfer (e.g. a file not found), 24 source files vanished.
 _PARTIAL_OK = (0, 23, 24)
-_STDERR_KEEP = 64 << 10
+_STDERR_KEEP = 1 << 20  # per-file complaints of a 1024-name run fit
 #: Files per rsync run: the rsync client's --files-from handling costs CPU
 #: superlinear in the list (user time for 1024 names ~0.05 s, 4096 ~0.6 s,
 #: 8192 ~2.2 s), so a big batch (an INIT chunk) is split into runs this size.
@@ -113,6 +137,91 @@ def _first_line(stderr: bytes) -> str:
     return ""
 
 
+#: `rsync: [sender] ... "NAME" (in MODULE)...: REASON (ERRNO)`, the daemon
+#: side's complaint about one name.
+_SENDER_LINE = re.compile(
+    rb'^(?:rsync: \[sender\] .*?|file has vanished: )"(.*)" \(in [^)]*\)(.*)$'
+)
+_ERRNO_TAIL = re.compile(rb"\((\d+)\)\s*$")
+#: tags of the processes that run here, on the mirror (the receiving side)
+_LOCAL_TAGS = (b"[receiver]", b"[Receiver]", b"[generator]", b"[client]")
+_UNREACHABLE = (10, 35)  # socket I/O error; timeout waiting for the daemon
+
+
+def unescape_name(quoted: bytes) -> bytes:
+    """rsync's `\\#ooo` escapes in a name it printed, back to the bytes."""
+    return re.sub(rb"\\#([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), quoted)
+
+
+def file_errors(stderr: bytes) -> dict[bytes, tuple[int, str]]:
+    """{name in module: (errno, reason)} for each name the sender complained about."""
+    found: dict[bytes, tuple[int, str]] = {}
+    for line in stderr.splitlines():
+        match = _SENDER_LINE.match(line)
+        if match is None:
+            continue
+        name, tail = unescape_name(match.group(1)), match.group(2)
+        code = _ERRNO_TAIL.search(tail)
+        number = int(code.group(1)) if code else errno.ENOENT  # "file has vanished"
+        reason = tail.partition(b": ")[2].strip() or line.strip()
+        found[name] = (number, reason.decode("utf-8", "backslashreplace"))
+    return found
+
+
+def local_disk_error(stderr: bytes) -> LocalDiskError | None:
+    """The mirror's disk refusing rsync's writes, from rsync's receiver messages."""
+    for line in stderr.splitlines():
+        code = _ERRNO_TAIL.search(line)
+        if (
+            code
+            and int(code.group(1)) in LOCAL_DISK_ERRNOS
+            and any(tag in line for tag in _LOCAL_TAGS)
+        ):
+            number = int(code.group(1))
+            text = line.decode("utf-8", "backslashreplace").strip()
+            return LocalDiskError(number, f"{os.strerror(number)} (rsync: {text})")
+    return None
+
+
+def whole_run_error(
+    code: int, stderr: bytes, where: str, user: str | None, module: bytes, timeout: int
+) -> BackendUnavailable:
+    """One clear line for a run that failed as a whole (`where` is HOST:PORT)."""
+    detail = _first_line(stderr)
+    said = detail.removeprefix("@ERROR: ").strip()
+    name = module.decode("utf-8", "backslashreplace")
+    if "auth failed" in detail:
+        who = f"user {user}" if user else "a login without a user (set fssync.user)"
+        return BackendUnavailable(
+            f"rsync daemon at {where} refused the password for {who} on module {name!r}"
+            " (check --password-from / fssync.password-from against the daemon's secrets file)",
+            auth=True,
+        )
+    if "Unknown module" in detail:
+        return BackendUnavailable(
+            f"rsync daemon at {where} has no module {name!r} (check fssync.root)"
+        )
+    if code in _UNREACHABLE or "failed to connect" in detail:
+        reason = _reason(stderr) or detail or f"rsync exit {code}"
+        return BackendUnavailable(
+            f"cannot reach rsync daemon at {where}: {reason}"
+            " (check that rsync --daemon runs there and fssync.host/fssync.port)"
+        )
+    if code == 30:
+        return BackendUnavailable(f"rsync daemon at {where} sent nothing for {timeout} s (timeout)")
+    if detail.startswith("@ERROR"):
+        return BackendUnavailable(f"rsync daemon at {where} refused module {name!r}: {said}")
+    return BackendUnavailable(f"rsync from {where} failed (exit {code}): {detail or 'no message'}")
+
+
+def _reason(stderr: bytes) -> str:
+    """`Connection refused (111)` from rsync's `failed to connect to ...: ` line."""
+    for line in stderr.splitlines():
+        if b"failed to connect" in line:
+            return line.rpartition(b": ")[2].strip().decode("utf-8", "backslashreplace")
+    return ""
+
+
 class RsyncFetcher:
     """Fetcher pulling `root + path` from an rsync daemon module.
 
@@ -146,6 +255,7 @@ class RsyncFetcher:
         self.rsync = rsync
         self.timeout = timeout
         self._env = {k: v for k, v in os.environ.items() if k != "RSYNC_PASSWORD"}
+        self._env["LC_ALL"] = "C"  # English messages, names escaped byte by byte
         if password is not None:
             self._env["RSYNC_PASSWORD"] = os.fsdecode(password)
         self._reactor = reactor
@@ -210,20 +320,30 @@ class RsyncFetcher:
             self.literal_bytes += literal
             self.matched_bytes += matched
         except OSError as e:
-            code, stderr = -1, f"cannot run {self.rsync}: {e.strerror}".encode()
-        detail = _first_line(stderr)
+            raise BackendUnavailable(f"cannot run {self.rsync}: {e.strerror}") from e
+        disk = local_disk_error(stderr)
+        if disk is not None:
+            raise disk
+        if code not in _PARTIAL_OK:
+            where = f"{self.host}:{self.port}"
+            raise whole_run_error(code, stderr, where, self.user, module, self.timeout)
+        complaints = file_errors(stderr) if code else {}
         installed: dict[bytes, bytes] = {}  # rel -> local, for a path asked twice
         for index, rel in members:
             item = batch[index]
-            if code not in _PARTIAL_OK:
-                results[index] = (item, Outcome.FAILED, f"rsync exit {code}: {detail}")
-                continue
             staged = staging + b"/" + rel
             if rel in installed:
                 staged = installed[rel]
-            results[index] = _collect(item, staged, detail, copy=rel in installed, fsync=self.fsync)
-            if results[index][1] is Outcome.DONE:
+            results[index] = _collect(item, staged, "", copy=rel in installed, fsync=self.fsync)
+            outcome = results[index][1]
+            if outcome is Outcome.DONE:
                 installed[rel] = item.local
+            elif outcome is Outcome.VANISHED and rel in complaints:
+                number, reason = complaints[rel]
+                if number not in (errno.ENOENT, errno.ENOTDIR):
+                    results[index] = (item, Outcome.FAILED, f"on the worker: {reason}")
+                else:
+                    results[index] = (item, Outcome.VANISHED, reason)
 
 
 def _collect(
@@ -246,5 +366,7 @@ def _collect(
         else:
             install(staged, item.local, fsync)
     except OSError as e:
+        if is_local_disk_error(e):
+            raise
         return (item, Outcome.FAILED, f"install: {e.strerror or e}")
     return (item, Outcome.DONE, "")
