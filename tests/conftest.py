@@ -25,3 +25,19 @@ def worker(tmp_path: Path, src: Path):
     yield w
     if w.proc is not None and w.proc.popen.poll() is None:
         w.stop()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Options of the torture suite (tests/torture): replay a seed, one backend, a soak."""
+    group = parser.getgroup("torture")
+    group.addoption(
+        "--seed", type=int, action="append", default=[], help="torture seed (repeatable)"
+    )
+    group.addoption(
+        "--backend",
+        action="append",
+        default=[],
+        choices=("local", "rsync", "ftp"),
+        help="torture backend (repeatable)",
+    )
+    group.addoption("--soak", type=float, default=None, metavar="MINUTES", help="torture soak")
