@@ -2,6 +2,9 @@
 
 Not a test: run by hand to compare backends and batch sizes, e.g.
     .venv/bin/python bench/bench_fetch.py --files 2000 --size 4096 --batch 1024
+or the latency of one small change (one file per fetch, p50/p99), with the
+rsync daemon's own socket with or without TCP_NODELAY:
+    .venv/bin/python bench/bench_fetch.py --latency 200 --size 1024 [--daemon-nodelay]
 Starts its own rsync daemon and embedded FTP server on 127.0.0.1 and removes
 everything it made when done.
 """
@@ -72,11 +75,33 @@ def measure(
     os.mkdir(dst)
 
 
+def latency(name: str, make: object, remote: bytes, dst: bytes, rounds: int) -> None:
+    """Fetch one file `rounds` times, one item per fetch, as a lone FWRITE would."""
+    reactor = SelectReactor()
+    fetcher = make(reactor)  # type: ignore[operator]
+    item = FetchItem(remote, os.path.join(dst, b"one"))
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        [(_, outcome, message)] = run(reactor, fetcher.fetch([item]))  # type: ignore[misc]
+        times.append((time.perf_counter() - start) * 1000)
+        if outcome is not Outcome.DONE:
+            raise SystemExit(f"{name}: {outcome} {message}")
+    run(reactor, fetcher.close())
+    times.sort()
+    p50, p99 = times[len(times) // 2], times[min(len(times) - 1, len(times) * 99 // 100)]
+    print(f"{name:6} one file x{rounds}: p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  min {times[0]:.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--latency", type=int, default=0, help="rounds of a one-file fetch")
+    parser.add_argument(
+        "--daemon-nodelay", action="store_true", help="socket options = TCP_NODELAY in rsyncd.conf"
+    )
     args = parser.parse_args()
     base = tempfile.mkdtemp(prefix="bench-fetch-")
     src, dst = os.path.join(base, "src"), os.fsencode(os.path.join(base, "dst"))
@@ -91,6 +116,8 @@ def main() -> None:
     conf = os.path.join(base, "rsyncd.conf")
     with open(conf, "w") as f:
         f.write(f"use chroot = no\nlog file = {base}/log\n")
+        if args.daemon_nodelay:
+            f.write("socket options = TCP_NODELAY\n")
         f.write(f"[m]\n path = {src}\n uid = root\n gid = root\n")
     port = free_port()
     rsyncd = subprocess.Popen(
@@ -106,10 +133,15 @@ def main() -> None:
     ftpd = subprocess.Popen([sys.executable, "-c", FTP_SERVER, src], stdout=subprocess.PIPE)
     try:
         ftp_port = int(ftpd.stdout.readline())  # type: ignore[union-attr]
+        staging = os.path.join(os.fsencode(base), b"staging")
+        if args.latency:
+            latency("local", lambda r: LocalFetcher(os.fsencode(src), r), rel[0], dst, args.latency)
+            rsync = lambda r: RsyncFetcher("127.0.0.1", port, None, None, b"/m", staging, r)  # noqa: E731
+            latency("rsync", rsync, rel[0], dst, args.latency)
+            return
         measure(
             "local", lambda r: LocalFetcher(os.fsencode(src), r), rel, dst, args.batch, args.size
         )
-        staging = os.path.join(os.fsencode(base), b"staging")
         measure(
             "rsync",
             lambda r: RsyncFetcher("127.0.0.1", port, None, None, b"/m", staging, r),

@@ -227,12 +227,13 @@ def test_split_module() -> None:
 
 
 def test_argv_has_no_password_and_no_shell(tmp_path: Path) -> None:
-    """The command is an argument vector with the URL and staging dir as whole arguments."""
+    """The command is an argument vector (URL, staging dir whole), its socket without Nagle."""
     url = daemon_url("::1", 873, "u", b"m\xff")
     argv = build_argv("rsync", url, b"/stage dir", 30)
     assert url == b"rsync://u@[::1]:873/m\xff/"
     assert argv[-2:] == [url, b"/stage dir/"]
     assert "--files-from=-" in argv and "--from0" in argv
+    assert "--sockopts=TCP_NODELAY" in argv  # no 40 ms delayed-ACK stalls per run
     assert not any(b"pw" in (a if isinstance(a, bytes) else a.encode()) for a in argv)
 
 
