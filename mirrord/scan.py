@@ -15,15 +15,25 @@ Change is detected from stored stat fields. ``full=False`` (overflow
 recovery) trusts a directory whose mtime and ctime are unchanged: its names
 come from the snapshot and are only lstat'ed, so recovery lists only the
 directories that changed.
+
+A directory that cannot be watched or listed (EACCES, EPERM, or any other
+error but "gone") never fails a walk: it is stored with ``unreadable`` set,
+sent as ``CREATE`` with ``unreadable=1``, and what the snapshot holds below it
+(from when it was readable) is neither walked nor deleted. Every walk lists
+such a directory again; once it can be read, everything below it is sent
+again as if new (a client that joined meanwhile has none of it) and what is
+gone from it is deleted. An entry that cannot be stat-ed keeps its snapshot
+entry. ``report(path, error)`` hears of both, so the journal can log them.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from mirrord.store import DIR, FILE, LINK, Entry, Op, kind_of, path_key
@@ -34,6 +44,7 @@ __all__ = [
     "ScanStats",
     "changes",
     "diff",
+    "dir_readable",
     "disk_entry",
     "overlaps",
     "parent_path",
@@ -44,12 +55,18 @@ __all__ = [
 
 Change = tuple[Record | None, Op]
 Watch = Callable[[bytes], bool]
+Report = Callable[[bytes, OSError], None]
 BATCH = 500
+GONE = (errno.ENOENT, errno.ENOTDIR)
+# os.access with the effective ids: mirrord may run set-uid, or under setpriv
+_EFFECTIVE = os.access in os.supports_effective_ids
 
 # how a directory is handled: FULL lists it; CHANGED lists it only when its
 # mtime/ctime moved; LISTING lists it and descends into new directories only;
-# NONE descends into new directories only.
-FULL, CHANGED, LISTING, NONE = range(4)
+# NONE descends into new directories only; FORCE lists it and sends every entry
+# below as new (the directory was unreadable until now).
+FULL, CHANGED, LISTING, NONE, FORCE = range(5)
+UNREADABLE: Any = object()  # what ``_Walk.listdir`` returns for a directory it cannot read
 TREE = "tree"  # follow-up kinds returned by reconcile
 DIRLIST = "listing"
 
@@ -84,7 +101,7 @@ def diff(path: bytes, old: Entry | None, new: Entry | None) -> list[Record]:
         out.append(Record(Action.DELETE, path))
         old = None
     if new.kind == DIR:
-        if old is None:
+        if old is None or (new.unreadable and not old.unreadable):
             out.append(Record(Action.CREATE, path, meta=_meta(new, size=False)))
         elif (old.mode, old.uid, old.gid) != (new.mode, new.uid, new.gid):
             out.append(Record(Action.ATTRIB, path, meta=_meta(new, size=False, mtime=False)))
@@ -103,16 +120,17 @@ def move_meta(e: Entry) -> Meta:
     must fetch instead (its source is missing) still ends with the right mode."""
     if e.kind == LINK:
         return Meta()
-    return _meta(e, size=e.kind == FILE)
+    return _meta(e, size=e.kind == FILE, unreadable=False)
 
 
-def _meta(e: Entry, size: bool = True, mtime: bool = True) -> Meta:
+def _meta(e: Entry, size: bool = True, mtime: bool = True, unreadable: bool = True) -> Meta:
     return Meta(
         mode=e.mode,
         uid=e.uid,
         gid=e.gid,
         size=e.size if size else None,
         mtime_ns=e.mtime_ns if mtime else None,
+        unreadable=unreadable and e.unreadable,
     )
 
 
@@ -128,16 +146,52 @@ def changes(path: bytes, old: Entry | None, new: Entry | None) -> list[Change]:
     return [(records[0] if records else None, ("put", path, new))]
 
 
-def disk_entry(path: bytes) -> Entry | None:
-    """The path as the snapshot would store it; None if absent or not mirrored."""
+def disk_entry(path: bytes, *, strict: bool = False) -> Entry | None:
+    """The path as the snapshot would store it; None if absent or not mirrored.
+
+    ``strict``: an lstat that fails for another reason than the path being
+    gone (EACCES from a parent we may not search, EIO) raises that OSError
+    instead of passing for absent.
+    """
     try:
         st = os.lstat(path)
-        kind = kind_of(st.st_mode)
-        if kind is None:
-            return None
-        return Entry.from_stat(st, os.readlink(path) if kind == LINK else b"")
-    except OSError:  # vanished, replaced while reading the link, unreadable parent
+    except OSError as e:
+        if strict and e.errno not in GONE:
+            raise
         return None
+    kind = kind_of(st.st_mode)
+    if kind is None:
+        return None
+    try:
+        return Entry.from_stat(st, os.readlink(path) if kind == LINK else b"")
+    except OSError:  # replaced by something else between lstat and readlink
+        return None
+
+
+def dir_readable(path: bytes) -> bool:
+    """Can we list the directory ``path`` and stat its entries (read and search)?"""
+    return os.access(path, os.R_OK | os.X_OK, effective_ids=_EFFECTIVE)
+
+
+def forced(path: bytes, old: Entry | None, new: Entry | None) -> list[Change]:
+    """Like ``changes``, but ``new`` is sent in full even if ``old`` equals it."""
+    if new is None or (old is not None and old.kind != new.kind):
+        return changes(path, old, new)
+    records = diff(path, None, new)
+    return [(records[0] if records else None, ("put", path, new))]
+
+
+def _child_mode(mode: int, fresh: bool, locked: bool) -> int:
+    """How the children of a directory listed in ``mode`` are handled."""
+    if locked or mode == FORCE:
+        return FORCE
+    if fresh:
+        return FULL
+    return mode if mode in (FULL, CHANGED) else NONE
+
+
+def _ignore(path: bytes, error: OSError) -> None:
+    pass
 
 
 class _SnapChildren:
@@ -170,25 +224,48 @@ class _SnapChildren:
 
 
 class _Walk:
-    def __init__(self, identity: Membership, store: Reader, watch: Watch, stats: ScanStats) -> None:
+    def __init__(
+        self, identity: Membership, store: Reader, watch: Watch, stats: ScanStats, report: Report
+    ) -> None:
         self.identity, self.store, self.watch, self.stats = identity, store, watch, stats
+        self.report = report
         self.out: list[Change] = []
 
-    def entry(self, path: bytes) -> Entry | None:
+    def entry(self, path: bytes, old: Entry | None) -> Entry | None:
+        """The disk's entry; ``old`` when it cannot be stat-ed (nothing is known then)."""
         self.stats.entries_seen += 1
-        return disk_entry(path) if path in self.identity else None
-
-    def listdir(self, path: bytes) -> list[bytes] | None:
-        self.watch(path)
+        if path not in self.identity:
+            return None
         try:
+            return disk_entry(path, strict=True)
+        except OSError as e:
+            self.report(path, e)
+            return old
+
+    def listdir(self, path: bytes) -> Any:
+        """Sorted names; None when gone; ``UNREADABLE`` when it cannot be watched or read."""
+        try:
+            self.watch(path)  # before listing: nothing created after it escapes both
             names = os.listdir(path)
+            if names and not dir_readable(path):  # readable but not searchable
+                raise PermissionError(errno.EACCES, "directory not searchable")
         except (FileNotFoundError, NotADirectoryError):
             return None
-        except OSError:
-            names = []  # unreadable: keep the directory, report no contents
+        except OSError as e:  # EACCES, EPERM, EIO: keep what the snapshot has below it
+            self.report(path, e)
+            return UNREADABLE
         self.stats.dirs_listed += 1
         names.sort()
         return names
+
+    def watch_only(self, path: bytes) -> bool:
+        """Watch a directory that is not listed again; False when it cannot be watched."""
+        try:
+            self.watch(path)
+        except OSError as e:
+            self.report(path, e)
+            return False
+        return True
 
     def visit(
         self, path: bytes, old: Entry | None, new: Entry | None, mode: int
@@ -198,19 +275,28 @@ class _Walk:
         self.stats.position = path
         if new is not None and new.kind == DIR:
             fresh = old is None or old.kind != DIR
+            locked = not fresh and old is not None and old.unreadable  # until now
             moved = old is not None and (old.mtime_ns, old.ctime_ns) != (new.mtime_ns, new.ctime_ns)
-            if fresh or mode in (FULL, LISTING) or (mode == CHANGED and moved):
+            if fresh or locked or mode in (FULL, LISTING, FORCE) or (mode == CHANGED and moved):
                 names = self.listdir(path)
-                if names is None:  # vanished or replaced between lstat and listdir
-                    new = self.entry(path)
-                    names = [] if new is not None and new.kind == DIR else None
-                if names is not None:
-                    child = FULL if fresh else {FULL: FULL, CHANGED: CHANGED}.get(mode, NONE)
-                    frame = (self.merge(path, names), child)
+                if names is UNREADABLE:
+                    new = replace(new, unreadable=True)
+                else:
+                    if names is None:  # vanished or replaced between lstat and listdir
+                        new = self.entry(path, None)
+                        names = [] if new is not None and new.kind == DIR else None
+                    if names is not None:
+                        child = _child_mode(mode, fresh, locked)
+                        frame = (self.merge(path, names), child)
             elif mode == CHANGED:
-                self.watch(path)
-                frame = (self.merge(path, None), CHANGED)
-        self.out.extend(changes(path, old, new))
+                if self.watch_only(path):
+                    frame = (self.merge(path, None), CHANGED)
+                else:
+                    new = replace(new, unreadable=True)
+        found = (forced if mode == FORCE else changes)(path, old, new)
+        if not found and new is not None and new.unreadable:
+            found = [(None, ("put", path, new))]  # unchanged, but the journal counts it
+        self.out.extend(found)
         return frame
 
     def merge(self, dir_path: bytes, names: list[bytes] | None) -> Iterator[Any]:
@@ -222,7 +308,7 @@ class _Walk:
                 snap.buf.popleft()
                 snap.floor = head[0]
                 path = base + b"/" + head[0]
-                yield path, head[1], self.entry(path)
+                yield path, head[1], self.entry(path, head[1])
             return
         for name in names:
             while (head := snap.peek()) is not None and head[0] < name:
@@ -234,7 +320,7 @@ class _Walk:
                 old = head[1]
             snap.floor = name
             path = base + b"/" + name
-            yield path, old, self.entry(path)
+            yield path, old, self.entry(path, old)
         while (head := snap.peek()) is not None:
             snap.buf.popleft()
             yield base + b"/" + head[0], head[1], None
@@ -242,7 +328,8 @@ class _Walk:
     def run(self, root: bytes, mode: int) -> Iterator[list[Change]]:
         started = time.monotonic()
         stack = []
-        frame = self.visit(root, self.store.get(root), self.entry(root), mode)
+        old = self.store.get(root)
+        frame = self.visit(root, old, self.entry(root, old), mode)
         if frame is not None:
             stack.append(frame)
         seen = self.stats.entries_seen
@@ -274,17 +361,18 @@ def scan_tree(
     full: bool = True,
     listing: bool = False,
     stats: ScanStats | None = None,
+    report: Report | None = None,
 ) -> Iterator[list[Change]]:
     """Walk ``root`` against the snapshot, yielding lists of changes (maybe empty).
 
     ``full=False`` re-lists only directories whose mtime/ctime changed;
     ``listing=True`` lists ``root`` and descends only into new directories.
-    Pass ``stats`` to read the cost afterwards.
+    Pass ``stats`` to read the cost afterwards, ``report`` to hear of each
+    directory that cannot be read and each entry that cannot be stat-ed.
     """
     mode = LISTING if listing else FULL if full else CHANGED
-    return _Walk(identity, store, watch, stats if stats is not None else ScanStats()).run(
-        root, mode
-    )
+    stats = stats if stats is not None else ScanStats()
+    return _Walk(identity, store, watch, stats, report or _ignore).run(root, mode)
 
 
 def parent_path(path: bytes) -> bytes:
@@ -322,6 +410,7 @@ def reconcile(
     *,
     recursive: bool = False,
     written: bool = False,
+    report: Report | None = None,
 ) -> tuple[list[Change], tuple[bytes, str] | None]:
     """Bring one path's snapshot entry up to date (O(1) work).
 
@@ -331,12 +420,17 @@ def reconcile(
     missing from the snapshot reconciles the highest missing ancestor instead.
     ``written`` (IN_CLOSE_WRITE) forces an FWRITE for an unchanged-looking file:
     two writes within one timestamp tick leave size and mtime equal.
+    Below a directory stored as unreadable nothing changes; a directory that
+    can no longer be read is stored as unreadable and not walked; one that
+    can be read again keeps the flag until its walk has sent what is below it.
     """
     roots: set[bytes] | None = None  # computed only to climb: not once per event
     while path != b"/":
         parent = parent_path(path)
         known = store.get(parent)
         if known is not None and known.kind == DIR:
+            if known.unreadable:  # what is below it stays as it was until it is read
+                return [], None
             break
         if parent not in identity:
             break
@@ -346,10 +440,19 @@ def reconcile(
             break
         path, recursive = parent, True
     old = store.get(path)
-    new = disk_entry(path) if path in identity else None
+    try:
+        new = disk_entry(path, strict=True) if path in identity else None
+    except OSError as e:  # cannot stat it: it stays as the snapshot has it
+        (report or _ignore)(path, e)
+        return [], None
     follow = None
     if new is not None and new.kind == DIR:
-        if recursive or old is None or old.kind != DIR:
+        if not dir_readable(path):
+            new = replace(new, unreadable=True)
+        elif old is not None and old.kind == DIR and old.unreadable:
+            # readable again: the walk sends all below it, and needs to know it was not
+            new, follow = replace(new, unreadable=True), (path, TREE)
+        elif recursive or old is None or old.kind != DIR:
             follow = (path, TREE)
         elif old.mtime_ns != new.mtime_ns:
             follow = (path, DIRLIST)

@@ -55,7 +55,13 @@ def snapshot_line(path: bytes, entry: Any) -> bytes:
         return Record(Action.SYMLINK, path, target=entry.target).encode()
     mode = entry.mode & 0o7777
     if kind == _DIR:
-        meta = Meta(mode=mode, uid=entry.uid, gid=entry.gid, mtime_ns=entry.mtime_ns)
+        meta = Meta(
+            mode=mode,
+            uid=entry.uid,
+            gid=entry.gid,
+            mtime_ns=entry.mtime_ns,
+            unreadable=bool(getattr(entry, "unreadable", False)),
+        )
         return Record(Action.CREATE, path, meta=meta).encode()
     meta = Meta(mode=mode, uid=entry.uid, gid=entry.gid, size=entry.size, mtime_ns=entry.mtime_ns)
     return Record(Action.FWRITE, path, meta=meta).encode()
@@ -85,6 +91,7 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
         self._next_pending = False  # a WantNext waiting for the transport to drain
         self._init_serial = 0
         self._init_after: bytes | None = None
+        self._init_skip = False  # _init_after is an unreadable directory: skip below it
         self._init_call: Any = None
         self._waiter: defer.Deferred[Any] | None = None
 
@@ -196,6 +203,7 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
         self.serial = None
         self._init_serial = store.head
         self._init_after = None
+        self._init_skip = False
         self._send(b"SESSION:" + store.session.encode("ascii"))
         self._send(b"SERIAL:%d" % self._init_serial)
         self.factory.log.info(
@@ -213,12 +221,22 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
         if self._paused or self._closing or self.phase != "init":
             return
         limit = self.factory.chunk
-        chunk = self.factory.store.iter_tree(after=self._init_after, limit=limit)
+        chunk = self.factory.store.iter_tree(
+            after=self._init_after, limit=limit, skip_subtree=self._init_skip
+        )
+        full = len(chunk) >= limit
+        # What the snapshot still holds below an unreadable directory is not sent:
+        # the chunk ends there and the next one starts after its sub-tree.
+        for n, (_, entry) in enumerate(chunk):
+            if getattr(entry, "unreadable", False):
+                chunk, full = chunk[: n + 1], True
+                break
         if chunk:
             self._write(b"".join(snapshot_line(path, entry) + CRLF for path, entry in chunk))
             self._init_after = chunk[-1][0]
+            self._init_skip = bool(getattr(chunk[-1][1], "unreadable", False))
             self.resetTimeout()  # progress: a slow but reading client is not idle
-        if len(chunk) >= limit:
+        if full:
             self._schedule_chunk()
             return
         self._send(b"EOF")

@@ -37,10 +37,11 @@ from protocol.records import Record
 
 __all__ = ["DIR", "FILE", "LINK", "Entry", "Store", "StoreError", "path_key"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the unreadable flag on directories (version 1 never sets it)
 DIR, FILE, LINK = b"d", b"f", b"l"
 _KINDS = {0o040000: DIR, 0o100000: FILE, 0o120000: LINK}
 _ENTRY = struct.Struct(">cHIIQqq")
+_UNREADABLE = 0x8000  # in the stored mode field, above the 12 permission bits
 _SERIAL = struct.Struct(">Q")
 _CHUNK = 1000
 _ENV_FLAGS = db.DB_CREATE | db.DB_INIT_TXN | db.DB_INIT_LOCK | db.DB_INIT_LOG | db.DB_INIT_MPOOL
@@ -68,6 +69,8 @@ class Entry:
     mtime_ns: int
     ctime_ns: int
     target: bytes = b""
+    #: a directory mirrord could not list: what is below it stays as it was
+    unreadable: bool = False
 
     @classmethod
     def from_stat(cls, st: os.stat_result, target: bytes = b"") -> Entry:
@@ -79,12 +82,24 @@ class Entry:
         return cls(kind, mode, uid, gid, size, st.st_mtime_ns, st.st_ctime_ns, target)
 
     def pack(self) -> bytes:
-        fields = (self.kind, self.mode, self.uid, self.gid, self.size, self.mtime_ns, self.ctime_ns)
+        mode = self.mode | _UNREADABLE if self.unreadable else self.mode
+        fields = (self.kind, mode, self.uid, self.gid, self.size, self.mtime_ns, self.ctime_ns)
         return _ENTRY.pack(*fields) + self.target
 
     @classmethod
     def unpack(cls, data: bytes) -> Entry:
-        return cls(*_ENTRY.unpack_from(data), target=data[_ENTRY.size :])
+        kind, mode, uid, gid, size, mtime_ns, ctime_ns = _ENTRY.unpack_from(data)
+        return cls(
+            kind,
+            mode & ~_UNREADABLE,
+            uid,
+            gid,
+            size,
+            mtime_ns,
+            ctime_ns,
+            data[_ENTRY.size :],
+            bool(mode & _UNREADABLE),
+        )
 
 
 def path_key(path: bytes) -> bytes:
@@ -236,6 +251,9 @@ class Store(_Reader):
                 f"than this mirrord ({SCHEMA_VERSION}): upgrade mirrord"
             )
         fresh = self._meta.get(b"session") is None
+        if not fresh and (version is None or int(version) < SCHEMA_VERSION):
+            # 1 -> 2: nothing to convert, a version 1 entry has the unreadable bit clear
+            self._meta.put(b"schema", b"%d" % SCHEMA_VERSION)
         self._loading = self._meta.get(b"loading") is not None  # a first load cut short
         self.created = fresh or self._loading  # (loaded again, not logged as changes)
         if fresh:

@@ -345,3 +345,134 @@ def test_move_meta_carries_the_moved_entrys_fields():
     assert (meta.mode, meta.uid, meta.gid, meta.size, meta.mtime_ns) == (0o640, 7, 8, 42, 99)
     assert move_meta(E(kind=DIR, mode=0o750)).size is None
     assert move_meta(E(kind=LINK, target=b"x")) == Meta()
+
+
+# -- directories we may not read ---------------------------------------------------
+class Refusing(Watches):
+    """A watch that refuses ``locked`` as the kernel refuses an unreadable directory."""
+
+    def __init__(self, *locked: bytes):
+        super().__init__()
+        self.locked = set(locked)
+
+    def __call__(self, path: bytes) -> bool:
+        super().__call__(path)
+        if path in self.locked:
+            raise PermissionError(13, "inotify_add_watch: Permission denied")
+        return True
+
+
+def locked_tree(tmp_path):
+    root = tmp_path / "lt"
+    (root / "locked" / "sub").mkdir(parents=True)
+    (root / "locked" / "keep").write_bytes(b"k")
+    (root / "locked" / "sub" / "deep").write_bytes(b"d")
+    (root / "open").mkdir()
+    (root / "open" / "f").write_bytes(b"f")
+    return os.fsencode(root)
+
+
+def test_unreadable_directory_never_fails_a_walk_nor_deletes_below_it(tmp_path, store):
+    """A directory that cannot be watched or listed is stored unreadable and sent as
+    CREATE unreadable=1; a walk goes on past it, and what the snapshot has below it from
+    when it was readable is neither walked nor DELETEd."""
+    root = locked_tree(tmp_path)
+    ident = Identity([root], [])
+    locked = root + b"/locked"
+    run(root, ident, store)  # readable at first: the snapshot has what is below it
+    reported: list[bytes] = []
+    chs = run(root, ident, store, Refusing(locked), report=lambda p, e: reported.append(p))
+    assert reported == [locked]
+    assert [(r.action, r.path, r.meta.unreadable) for r, _ in chs if r] == [
+        (Action.CREATE, locked, True)
+    ]
+    assert store.get(locked).unreadable
+    assert store.get(locked + b"/sub/deep") is not None
+    for full in (True, False):  # later walks: nothing new, nothing deleted, still counted
+        chs = run(root, ident, store, Refusing(locked), full=full)
+        assert records(chs) == []
+        assert ("put", locked, store.get(locked)) in [op for _, op in chs]
+
+
+def test_first_walk_of_unreadable_directory_stores_nothing_below_it(tmp_path, store):
+    """On a first walk an unreadable directory is an unreadable CREATE and nothing else."""
+    root = locked_tree(tmp_path)
+    locked = root + b"/locked"
+    chs = run(root, Identity([root], []), store, Refusing(locked))
+    assert (Action.CREATE, locked) in records(chs)
+    assert not [p for p, _ in store.walk() if p.startswith(locked + b"/")]
+    assert (Action.FWRITE, root + b"/open/f") in records(chs)
+
+
+def test_readable_again_sends_everything_below_and_deletes_what_went(tmp_path, store):
+    """Once it can be read (even in a walk trusting unchanged directories), everything
+    below it is sent as new (a client that joined meanwhile has none of it) and what is
+    gone from it meanwhile is DELETEd."""
+    root = locked_tree(tmp_path)
+    ident = Identity([root], [])
+    locked = root + b"/locked"
+    run(root, ident, store)
+    run(root, ident, store, Refusing(locked))
+    os.unlink(locked + b"/keep")
+    with open(locked + b"/new", "wb") as f:
+        f.write(b"n")
+    chs = run(root, ident, store, full=False)
+    assert records(chs) == [
+        (Action.DELETE, locked + b"/keep"),
+        (Action.FWRITE, locked + b"/new"),
+        (Action.CREATE, locked + b"/sub"),
+        (Action.FWRITE, locked + b"/sub/deep"),
+    ]
+    assert not store.get(locked).unreadable
+    assert records(run(root, ident, store, full=False)) == []
+
+
+def test_entry_that_cannot_be_stat_ed_is_kept(tmp_path, store):
+    """An lstat failing for another reason than "gone" (here ENAMETOOLONG) neither fails
+    the walk nor deletes the entry: it stays as the snapshot has it, and is reported."""
+    root = locked_tree(tmp_path)
+    ident = Identity([root], [])
+    run(root, ident, store)
+    odd = root + b"/open/" + b"n" * 300  # no such name can exist: lstat says ENAMETOOLONG
+    store.commit([], [("put", odd, E())])
+    with pytest.raises(OSError):
+        disk_entry(odd, strict=True)
+    assert disk_entry(odd) is None
+    reported: list[bytes] = []
+    chs = run(root, ident, store, full=False, report=lambda p, e: reported.append(p))
+    assert records(chs) == [] and store.get(odd) == E()
+    assert reported == [odd]
+
+
+def test_nothing_changes_below_an_unreadable_directory_on_events(tmp_path, store):
+    """reconcile of a path below a directory stored unreadable changes nothing."""
+    root = locked_tree(tmp_path)
+    ident = Identity([root], [])
+    locked = root + b"/locked"
+    run(root, ident, store)
+    run(root, ident, store, Refusing(locked))
+    os.unlink(locked + b"/keep")
+    assert reconcile(locked + b"/keep", ident, store, Watches()) == ([], None)
+
+
+def test_reconcile_of_a_directory_readable_again_walks_it_keeping_the_flag(tmp_path, store):
+    """The IN_ATTRIB of a chmod back: the directory is walked, its flag kept until the
+    walk has sent what is below it."""
+    root = locked_tree(tmp_path)
+    ident = Identity([root], [])
+    locked = root + b"/locked"
+    run(root, ident, store)
+    run(root, ident, store, Refusing(locked))
+    chs, follow = reconcile(locked, ident, store, Watches())
+    assert follow == (locked, "tree")
+    assert all(op[2].unreadable for _, op in chs)
+
+
+def test_diff_of_a_directory_becoming_unreadable_is_an_unreadable_create():
+    """readable -> unreadable: CREATE with unreadable=1 and its metadata; back: ATTRIB only."""
+    d = E(DIR, size=0)
+    locked = Entry(DIR, 0, 1, 2, 0, 10, 20, unreadable=True)
+    assert diff(P, d, locked) == [
+        Record(Action.CREATE, P, meta=Meta(mode=0, uid=1, gid=2, mtime_ns=10, unreadable=True))
+    ]
+    assert diff(P, locked, d) == [Record(Action.ATTRIB, P, meta=Meta(mode=0o644, uid=1, gid=2))]

@@ -31,6 +31,7 @@ class FakeEntry:
     size: int = 0
     mtime_ns: int = 1_700_000_000_500_000_000
     target: bytes = b""
+    unreadable: bool = False
 
 
 class MemoryStore:
@@ -47,11 +48,14 @@ class MemoryStore:
     def head(self) -> int:
         return self.log[-1][0] if self.log else self.oldest - 1
 
-    def iter_tree(self, root=None, after=None, limit=1000):
+    def iter_tree(self, root=None, after=None, limit=1000, skip_subtree=False):
         self.calls += 1
         keys = sorted(p.replace(b"/", b"\0") for p in self.tree)
         if after is not None:
-            keys = [k for k in keys if k > after.replace(b"/", b"\0")]
+            akey = after.replace(b"/", b"\0")
+            keys = [
+                k for k in keys if k > akey and not (skip_subtree and k.startswith(akey + b"\0"))
+            ]
         return [(k.replace(b"\0", b"/"), self.tree[k.replace(b"\0", b"/")]) for k in keys[:limit]]
 
     def log_after(self, serial, limit):
@@ -643,3 +647,23 @@ def test_stop_closes_every_client_and_drops_their_pending_work():
     parked.send(b"NEXT")
     h.journal.commit(rec(b"/srv/new"))
     assert parked.take() == []
+
+
+def test_init_sends_an_unreadable_directory_with_nothing_below_it():
+    """A directory stored as unreadable is CREATE with unreadable=1; what the snapshot
+    still holds below it is not streamed, and what follows it is, at any chunk size."""
+    tree = {
+        b"/srv": FakeEntry(b"d"),
+        b"/srv/a": FakeEntry(b"d", unreadable=True),
+        b"/srv/a/old": FakeEntry(b"f", size=1),
+        b"/srv/a/sub": FakeEntry(b"d"),
+        b"/srv/a/sub/deep": FakeEntry(b"f", size=1),
+        b"/srv/a-b": FakeEntry(b"f", size=3),
+        b"/srv/b": FakeEntry(b"d"),
+    }
+    for chunk in (1, 2, 3, 512):
+        lines = Harness(entries=tree, chunk=chunk).connect().init()
+        records = [Record.decode(line) for line in lines[3:-1]]
+        assert [r.path for r in records] == [b"/srv", b"/srv/a", b"/srv/a-b", b"/srv/b"], chunk
+        assert [r.meta.unreadable for r in records] == [False, True, False, False]
+        assert lines[-1] == b"EOF"

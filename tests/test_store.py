@@ -278,3 +278,31 @@ def test_kill_9_keeps_every_committed_record(tmp_path):
         assert s.get(b"/f%d" % last).size == last
     finally:
         s.close()
+
+
+def test_unreadable_flag_round_trips_beside_the_mode(tmp_path):
+    """A directory's unreadable flag is stored and read back; its mode stays its own."""
+    s = Store(str(tmp_path / "db"))
+    try:
+        locked = Entry(DIR, 0o7777, 1, 2, 0, 10, 20, unreadable=True)
+        s.commit([], [("put", b"/a", locked), ("put", b"/b", Entry(DIR, 0o7777, 1, 2, 0, 10, 20))])
+        assert s.get(b"/a") == locked
+        assert s.get(b"/b").unreadable is False and s.get(b"/b").mode == 0o7777
+        assert Entry.unpack(locked.pack()) == locked
+    finally:
+        s.close()
+
+
+def test_schema_1_database_is_read_and_marked_2(tmp_path):
+    """A version 1 database (no unreadable flags) opens, its entries readable, as version 2."""
+    s = Store(str(tmp_path / "db"))
+    s.commit([], [("put", b"/a", Entry(DIR, 0o755, 1, 2, 0, 10, 20))])
+    s._meta.put(b"schema", b"1")
+    s.close()
+    s = Store(str(tmp_path / "db"))
+    try:
+        assert int(s._meta.get(b"schema")) == 2
+        assert s.get(b"/a") == Entry(DIR, 0o755, 1, 2, 0, 10, 20)
+        assert s.created is False
+    finally:
+        s.close()
