@@ -8,6 +8,15 @@ one fsync. Work that may be large (a new directory's contents, a changed
 directory's listing, overflow recovery, boot) runs as a generator under
 ``task.Cooperator`` and commits chunk by chunk, so the reactor keeps serving.
 Waiters (NEXT requests parked by the server) are woken after each commit.
+
+Nothing is dropped when something fails. A turn whose commit fails (a
+Berkeley DB error, a full disk) is logged once and everything it touched is
+queued dirty again and reconciled at once, then with a growing delay while
+the store keeps failing; a walk that fails is asked for again the same way.
+Only the boot walk may not fail: mirrord must not serve a snapshot it knows
+to be incomplete, so the boot fails with :class:`WalkFailed` (exit 1).
+A directory the walks cannot read is logged once and counted
+(``unreadable``) until it can be read or is gone.
 """
 
 from __future__ import annotations
@@ -34,10 +43,16 @@ from mirrord.scan import (
 from mirrord.store import Store, path_key
 from protocol.records import Action, Record
 
-__all__ = ["Journal", "scan_roots"]
+__all__ = ["Journal", "WalkFailed", "scan_roots"]
 
 Watch = Callable[[bytes], bool]
 _REMAP_LIMIT = 10_000  # longer queues skip re-queueing (still correct, only noisier)
+_WARNED_MAX = 10_000  # paths whose read problem was logged, remembered to log each once
+_RETRY_MAX = 30.0  # seconds between attempts while the store keeps failing
+
+
+class WalkFailed(OSError):
+    """The boot walk of an include root failed: nothing may be served (exit 1)."""
 
 
 class _Job:
@@ -89,6 +104,10 @@ class Journal:
         self._overflow: defer.Deferred[None] | None = None
         self._overflow_again: str | None = None  # label of a recheck asked for meanwhile
         self.commits = 0
+        self.unreadable: set[bytes] = set()  # directories stored as unreadable
+        self._warned: set[bytes] = set()
+        self._failures = 0  # failed commits in a row
+        self._walk_failures = 0  # failed walks in a row
         self._stopped = False
         self._coop = task.Cooperator(scheduler=lambda f: reactor.callLater(0, f))
 
@@ -233,7 +252,9 @@ class Journal:
     # -- the per-turn commit -------------------------------------------------------
     def _schedule(self) -> None:
         if self._call is None and not self._stopped:
-            self._call = self.reactor.callLater(0, self._flush)
+            n = self._failures  # at once after one failure, then backing off
+            delay = 0.0 if n <= 1 else min(0.05 * 2**n, _RETRY_MAX)
+            self._call = self.reactor.callLater(delay, self._flush)
 
     def _flush(self) -> None:
         self._call = None
@@ -256,10 +277,13 @@ class Journal:
                     self._apply(batch, item[1])
             before = self.store.head
             head = batch.commit()
-        except Exception:
+        except Exception as e:
             batch.abort()
-            self.log.failure("commit of {n} queued changes failed", n=len(queue))
+            self._redo(queue, e)
             return
+        if self._failures:
+            self.log.info("commits work again after {n} failed", n=self._failures)
+            self._failures = 0
         self.commits += 1
         if head != before:
             self._wake()
@@ -268,15 +292,90 @@ class Journal:
         for path in rescans:
             self.dirty(path, recursive=True)
 
+    def _redo(self, queue: Sequence[tuple[Any, ...] | None], error: Exception) -> None:
+        """A turn's commit failed: queue dirty again what it touched, so nothing is lost."""
+        self._failures += 1
+        if self._failures == 1:
+            self.log.error(
+                "commit of {n} queued changes failed ({error!r}); rescanning what they touched",
+                n=len(queue),
+                error=error,
+            )
+        for item in queue:
+            if item is None:
+                continue
+            if item[0] == "dirty":
+                self.dirty(item[1], item[2], item[3])
+            elif item[0] == "move":  # the snapshot still has src: delete it, walk dst
+                self.dirty(item[1])
+                self.dirty(item[2], recursive=True)
+            else:
+                self.add(item[1])
+
     def _apply(self, batch: Any, changes: Sequence[Change]) -> None:
-        batch.apply(op for _, op in changes if op is not None)
+        ops = [op for _, op in changes if op is not None]
+        batch.apply(ops)
         batch.append(record for record, _ in changes if record is not None)
+        self._track(ops)
+
+    def _track(self, ops: Iterable[Any]) -> None:
+        """Keep ``unreadable`` equal to the snapshot's unreadable directories."""
+        found = self.unreadable
+        for op in ops:
+            name, path = op[0], op[1]
+            if name == "put":
+                entry = op[2]
+                if entry.unreadable:
+                    if path not in found:
+                        found.add(path)
+                        self._warn(path, "permission denied")
+                elif found and path in found:
+                    found.discard(path)
+                    self._warned.discard(path)
+                    self.log.info("{path} can be read again", path=_show(path))
+            elif not found:
+                continue
+            elif name == "del":
+                found.discard(path)
+            elif name == "deltree":
+                for p in [p for p in found if overlaps(p, path) and len(p) >= len(path)]:
+                    found.discard(p)
+            elif name == "move":
+                dst = op[2]
+                for p in [p for p in found if overlaps(p, path) and len(p) >= len(path)]:
+                    found.discard(p)
+                    found.add(dst + p[len(path) :])
+
+    def _warn(self, path: bytes, error: object) -> None:
+        """Log a path we cannot read, once (until it can be read again)."""
+        if path in self._warned:
+            return
+        if len(self._warned) >= _WARNED_MAX:
+            if len(self._warned) == _WARNED_MAX:
+                self._warned.add(b"")  # a marker: say once that we stop saying it
+                self.log.warn(
+                    "cannot read more than {n} paths; not logging the rest", n=_WARNED_MAX
+                )
+            return
+        self._warned.add(path)
+        self.log.warn(
+            "cannot read {path} ({error}): kept as it was, what is below it neither sent "
+            "nor deleted, until it can be read",
+            path=_show(path),
+            error=error,
+        )
 
     def _reconcile(
         self, batch: Any, path: bytes, recursive: bool, written: bool = False
     ) -> list[tuple[bytes, str]]:
         changes, follow = reconcile(
-            path, self.identity, batch, self.watch, recursive=recursive, written=written
+            path,
+            self.identity,
+            batch,
+            self.watch,
+            recursive=recursive,
+            written=written,
+            report=self._warn,
         )
         self._apply(batch, changes)
         return [follow] if follow is not None else []
@@ -301,7 +400,13 @@ class Journal:
         full: bool = True,
         listing: bool = False,
         first: bool = False,
+        strict: bool = False,
     ) -> defer.Deferred[None]:
+        """Walk ``roots`` cooperatively, committing chunk by chunk.
+
+        A failure ends the walk; ``strict`` (the boot) makes it a
+        :class:`WalkFailed`, otherwise the roots are marked dirty again.
+        """
         jobs = [_Job(root, stats) for root in roots]  # registered before they start
         self._jobs.update(jobs)
 
@@ -319,9 +424,12 @@ class Journal:
                         full=full,
                         listing=listing,
                         stats=stats,
+                        report=self._warn,
                     ):
                         if first:
-                            self.store.load((op for _, op in chunk), sync=False)
+                            ops = [op for _, op in chunk]
+                            self.store.load(ops, sync=False)
+                            self._track(ops)
                         elif chunk:
                             self._commit(chunk)
                         now = self.reactor.seconds()
@@ -338,22 +446,45 @@ class Journal:
                     self._jobs.discard(job)
             if first:
                 self.store.load((), sync=True)
+            self._walk_failures = 0
 
         def forget(result: object) -> object:
             self._jobs.difference_update(jobs)  # also those a failure skipped
             return result
 
         def failed(f: Failure) -> None:
-            if not f.check(task.SchedulerStopped):  # ended by ``stop``: not a failure
-                self.log.failure("walk of {roots} failed", f, roots=[j.root for j in jobs])
+            if f.check(task.SchedulerStopped):  # ended by ``stop``: not a failure
+                return
+            roots = [j.root for j in jobs]
+            if strict:
+                self.log.failure("walk of {roots} failed", f, roots=roots)
+                raise WalkFailed(
+                    f"the boot scan of {', '.join(map(_show, roots))} failed "
+                    f"({f.value!r}); not serving a snapshot known to be incomplete"
+                )
+            if self._stopped:
+                return
+            self.log.error(
+                "walk of {roots} failed ({error!r}); walking them again",
+                roots=", ".join(map(_show, roots)),
+                error=f.value,
+            )
+            self._walk_failures += 1
+            delay = min(0.1 * 2**self._walk_failures, _RETRY_MAX)
+            self.reactor.callLater(delay, self._walk_again, roots)
 
         d = self._coop.coiterate(steps()).addBoth(forget).addErrback(failed)
         return d.addCallback(lambda _: None)
 
+    def _walk_again(self, roots: Sequence[bytes]) -> None:
+        if not self._stopped:
+            for root in roots:
+                self.dirty(root, recursive=True)
+
     def _commit(self, changes: Sequence[Change]) -> int:
-        head = self.store.commit(
-            [r for r, _ in changes if r is not None], [op for _, op in changes if op is not None]
-        )
+        ops = [op for _, op in changes if op is not None]
+        head = self.store.commit([r for r, _ in changes if r is not None], ops)
+        self._track(ops)
         self.commits += 1
         self._wake()
         return head
@@ -366,7 +497,7 @@ class Journal:
             stale = list(self._stale(set(roots)))
             if stale:
                 self._commit(stale)
-        d = self._walk(scan_roots(self.identity, roots), stats, "boot", first=first)
+        d = self._walk(scan_roots(self.identity, roots), stats, "boot", first=first, strict=True)
 
         def done(_: object) -> None:
             if self._stopped:
@@ -396,3 +527,7 @@ class Journal:
             else:
                 skip = True
                 yield Record(Action.DELETE, path), ("deltree", path)
+
+
+def _show(path: bytes) -> str:
+    return path.decode(errors="replace")

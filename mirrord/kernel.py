@@ -7,7 +7,9 @@ way down, so a name that is not valid UTF-8 is watched like any other.
 
 Kernel errors become our own exceptions, so callers never match errno or
 message text: :class:`WatchLimitReached` (its message names the sysctl to
-raise) and :class:`PathGone` (the directory vanished or is no longer one).
+raise), :class:`PathGone` (the directory vanished or is no longer one) and
+:class:`PathUnreadable` (we may not read it: a ``PermissionError``, so the
+scanner, which knows nothing of inotify, treats it as it treats ``listdir``).
 
 The watch mask has no IN_MODIFY: it fires on every ``write()``, which floods
 the queue (and overflows it) during big copies, and a file being written is
@@ -29,7 +31,7 @@ from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mirrord.events import IN_IGNORED, RawEvent, parse
+from mirrord.events import IN_IGNORED, IN_Q_OVERFLOW, RawEvent, parse
 
 WATCH_MASK: int = (
     pyinotify.IN_CREATE
@@ -56,6 +58,10 @@ class WatchLimitReached(Exception):
 
 class PathGone(Exception):
     """The path to watch no longer exists or is no longer a directory."""
+
+
+class PathUnreadable(PermissionError):
+    """We may not watch the directory (EACCES, EPERM): it is not ours to read."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +187,8 @@ class Inotify:
             raise WatchLimitReached(limit_message(limits))
         if code in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
             raise PathGone(f"{shown}: {os.strerror(code)}")
+        if code in (errno.EACCES, errno.EPERM):
+            raise PathUnreadable(code, f"inotify_add_watch {shown}: {os.strerror(code)}")
         raise OSError(code, f"inotify_add_watch {shown}: {os.strerror(code)}")
 
     def rm_watch(self, wd: int) -> None:
@@ -216,7 +224,10 @@ class InotifyReader:
     ``on_events`` gets every complete event in order; a partial record stays
     buffered for the next read.  An exception from ``on_events`` is logged
     and the reader keeps going: a reader that raised would be disconnected by
-    the reactor and changes would stop being seen, silently.
+    the reactor and changes would stop being seen, silently.  The events it
+    was handling are lost, and which paths they named is not known here, so
+    the reader then hands on an ``IN_Q_OVERFLOW`` of its own: the handler
+    rescans the tree, as after a real overflow.
     """
 
     log = Logger()
@@ -275,8 +286,16 @@ class InotifyReader:
                 self.inotify.forget(event.wd)
         try:
             self.on_events(events)
-        except Exception:
-            self.log.failure("inotify: handling {count} events failed", count=len(events))
+        except Exception as e:
+            self.log.error(
+                "inotify: handling {count} events failed ({error!r}); rescanning the tree",
+                count=len(events),
+                error=e,
+            )
+            try:
+                self.on_events([RawEvent(-1, IN_Q_OVERFLOW, 0, b"")])
+            except Exception:
+                self.log.failure("inotify: the rescan after a failed handler failed too")
 
     def connectionLost(self, reason: object) -> None:
         self.reading = False

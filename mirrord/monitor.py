@@ -109,7 +109,10 @@ class Monitor:
 
         After False the directory is covered by polling: it is recorded as a
         polled root unless an ancestor already is.  True also covers a
-        directory that needs no watch (excluded) or has just vanished.
+        directory that needs no watch (excluded) or has just vanished.  A
+        directory we may not read raises :class:`PathUnreadable` (a
+        ``PermissionError``): the scanner stores it as unreadable, and the
+        IN_ATTRIB its parent sees when it is made readable brings it back.
         """
         if not self.is_included(dir_path):
             return True
@@ -207,11 +210,38 @@ class Monitor:
     # -- events --------------------------------------------------------------
 
     def handle(self, events: Iterable[RawEvent]) -> None:
-        """Process events in kernel order (the InotifyReader's callback)."""
+        """Process events in kernel order (the InotifyReader's callback).
+
+        An event whose handling fails is not lost: it is logged (one line)
+        and the directory it came from is marked dirty with everything below
+        it, or, when that is not known, the whole tree is rechecked.
+        """
         now = self.reactor.seconds()
         for event in events:
-            self._one(event, now)
+            try:
+                self._one(event, now)
+            except Exception as e:
+                self._failed(event, e)
         self._arm()
+
+    def _failed(self, event: RawEvent, error: Exception) -> None:
+        base = self.tree.path_of(event.wd) if event.wd >= 0 else None
+        where = base.decode(errors="replace") if base is not None else "?"
+        self.log.error(
+            "inotify: handling event {mask:#x} in {where} failed ({error!r}); rescanning it",
+            mask=event.mask,
+            where=where,
+            error=error,
+        )
+        if base is not None and base.startswith(b"/"):
+            try:
+                self.sink.dirty(base, recursive=True)
+                return
+            except Exception as e:
+                self.log.error(
+                    "inotify: marking {where} dirty failed ({error!r})", where=where, error=e
+                )
+        self.sink.overflow()  # an exception from here reaches the reader, which rescans
 
     def _one(self, event: RawEvent, now: float) -> None:
         mask = event.mask

@@ -9,8 +9,8 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from fs_info.identity import Identity
-from mirrord.journal import Journal, scan_roots
-from mirrord.store import Store
+from mirrord.journal import Journal, WalkFailed, scan_roots
+from mirrord.store import Batch, Store
 from protocol.records import Action, Record
 
 
@@ -371,3 +371,102 @@ def test_queued_changes_follow_file_and_directory_moves_in_one_turn(s):
         (Action.FWRITE, e + b"/a"),
     ]
     assert s.store.get(c).size == 3 and s.store.get(e + b"/a").size == 3
+
+
+# -- failures lose nothing -----------------------------------------------------------
+class FlakyBatch(Batch):
+    def commit(self, sync: bool = True) -> int:
+        if self._store.fail:
+            self._store.fail -= 1
+            raise OSError(28, "No space left on device (injected)")
+        return super().commit(sync)
+
+
+class FlakyStore(Store):
+    """A real store whose next ``fail`` turn commits raise, as BDB does on a full disk."""
+
+    fail = 0
+
+    def transaction(self) -> Batch:
+        return FlakyBatch(self)
+
+
+def test_failed_commit_is_logged_once_and_its_changes_rescanned(tmp_path):
+    """A turn whose commit fails loses nothing: logged once, its paths (a write, a new
+    directory, a rename) reconciled again at once, and then each arrives as records."""
+    s = Setup(tmp_path)
+    s.store.close()
+    s.store = FlakyStore(str(tmp_path / "db2"))
+    s.journal = s.make()
+    try:
+        os.mkdir(s.root + b"/old")
+        s.booted()
+        s.store.fail = 2
+        f = s.write(b"f")
+        os.makedirs(s.root + b"/d/e")
+        s.write(b"d/e/g")
+        os.rename(s.root + b"/old", s.root + b"/new")
+        s.journal.dirty(f, written=True)
+        s.journal.dirty(s.root + b"/d", recursive=True)
+        s.journal.moved(s.root + b"/old", s.root + b"/new")
+        while s.clock.getDelayedCalls():  # the retries back off: let their time pass
+            s.clock.advance(min(c.getTime() for c in s.clock.getDelayedCalls()) - s.clock.seconds())
+        assert sorted(s.records()) == sorted(
+            [
+                (Action.FWRITE, f),
+                (Action.CREATE, s.root + b"/d"),
+                (Action.CREATE, s.root + b"/d/e"),
+                (Action.FWRITE, s.root + b"/d/e/g"),
+                (Action.DELETE, s.root + b"/old"),
+                (Action.CREATE, s.root + b"/new"),
+            ]
+        )
+        failed = [e for e in s.events if e["log_level"].name in ("error", "critical")]
+        assert len(failed) == 1 and "log_failure" not in failed[0]  # one line, no traceback
+        assert any("work again" in e["log_format"] for e in s.events)
+    finally:
+        s.store.close()
+
+
+def test_boot_walk_that_fails_is_an_error_not_an_empty_snapshot(s):
+    """A boot walk that fails for another reason than an unreadable directory fails the
+    boot (WalkFailed: exit 1), rather than serving what it has."""
+
+    def broken(path: bytes) -> bool:
+        raise RuntimeError("inotify binding broken")
+
+    s.journal = Journal(s.store, s.identity, broken, s.clock, Logger(observer=s.events.append))
+    d = s.journal.boot([s.root], first=True)
+    s.pump()
+    with pytest.raises(WalkFailed, match="not serving"):
+        s.successful(d)
+
+
+def test_unreadable_directories_are_logged_once_and_counted(s):
+    """A directory the walks cannot read is logged once over boot and rescans, counted in
+    ``unreadable`` while so, and the count drops when it is read or deleted."""
+    locked = s.root + b"/locked"
+    os.makedirs(locked + b"/sub")
+    refused = {locked, s.root + b"/moved"}  # as the kernel would: it is the same directory
+
+    def watch(path: bytes) -> bool:
+        if path in refused:
+            raise PermissionError(13, "Permission denied")
+        return True
+
+    s.journal = Journal(s.store, s.identity, watch, s.clock, Logger(observer=s.events.append))
+    s.booted()
+    for _ in range(2):
+        s.journal.verify()
+        s.pump()
+    assert s.journal.unreadable == {locked}
+    assert len([e for e in s.events if "cannot read" in e["log_format"]]) == 1
+    os.rename(locked, s.root + b"/moved")
+    s.journal.moved(locked, s.root + b"/moved")
+    s.pump()
+    assert s.journal.unreadable == {s.root + b"/moved"}
+    refused.clear()
+    s.journal.dirty(s.root + b"/moved")
+    s.pump()
+    assert s.journal.unreadable == set()
+    assert (Action.CREATE, s.root + b"/moved/sub") in s.records()

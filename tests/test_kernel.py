@@ -22,6 +22,7 @@ from mirrord.kernel import (
     InotifyReader,
     Limits,
     PathGone,
+    PathUnreadable,
     WatchLimitReached,
     check_limits,
     read_limits,
@@ -263,7 +264,37 @@ def test_reader_keeps_partial_record_and_survives_handler_error() -> None:
     reader.doRead()
     assert seen == [
         [RawEvent(3, ev.IN_CREATE, 0, b"name"), RawEvent(3, ev.IN_IGNORED, 0, b"")],
+        [RawEvent(-1, ev.IN_Q_OVERFLOW, 0, b"")],  # the lost events: rescan the tree
         [RawEvent(3, ev.IN_CREATE, 0, b"name")],
     ]
     assert fake.forgotten == [3]
-    assert len(logged) == 1 and "log_failure" in logged[0]
+    assert len(logged) == 1 and "log_failure" not in logged[0]  # one line, no traceback
+    assert "rescanning" in logged[0]["log_format"]
+
+
+class RefusingWrapper:
+    """The syscall binding as the kernel answers a user who may not read a directory."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def inotify_init(self) -> int:
+        return os.open("/dev/null", os.O_RDONLY)
+
+    def inotify_add_watch(self, fd: int, path: str, mask: int) -> int:
+        return -1
+
+    def get_errno(self) -> int:
+        return self.code
+
+
+@pytest.mark.parametrize("code", [13, 1])  # EACCES, EPERM
+def test_unreadable_directory_is_path_unreadable(code: int) -> None:
+    """EACCES or EPERM from inotify_add_watch is PathUnreadable, a PermissionError."""
+    ino = Inotify(wrapper=RefusingWrapper(code))
+    try:
+        with pytest.raises(PathUnreadable) as caught:
+            ino.add_watch(b"/some/dir")
+        assert isinstance(caught.value, PermissionError) and caught.value.errno == code
+    finally:
+        ino.close()

@@ -439,3 +439,55 @@ def test_directory_moved_out_and_back_keeps_its_watches(rig: Rig) -> None:
     with open(rig.p("back/sub/f"), "wb"):
         pass
     rig.pump(rig.called("dirty", rig.p("back/sub/f"), False))
+
+
+class FailingSink(RecordingSink):
+    """A sink whose first ``dirty`` raises, as a handler with a bug would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail = 1
+
+    def dirty(self, path: bytes, recursive: bool = False, written: bool = False) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise RuntimeError("handler bug")
+        super().dirty(path, recursive, written)
+
+
+def test_failing_handler_marks_the_watched_directory_dirty(tmp_path: Path) -> None:
+    """An event whose handling raises is logged in one line and its watched directory
+    is marked dirty with everything below it; later events are handled as usual."""
+    ino = Inotify()
+    logged: list[dict] = []
+    sink = FailingSink()
+    root = os.fsencode(tmp_path)
+    try:
+        mon = Monitor(
+            ino, lambda p: True, sink, MemoryReactorClock(), log=Logger(observer=logged.append)
+        )
+        wd = ino.add_watch(root)
+        mon.tree.add(wd, root)
+        mon.handle([RawEvent(wd, IN_CREATE, 0, b"a"), RawEvent(wd, IN_CREATE, 0, b"b")])
+        assert sink.calls == [("dirty", root, True), ("dirty", root + b"/b", False)]
+        assert len(logged) == 1 and "log_failure" not in logged[0]
+        mon.handle([RawEvent(99, IN_CREATE, 0, b"x")])  # unknown wd: only a debug line
+        sink.fail = 1
+        mon._failed(RawEvent(99, IN_CREATE, 0, b"x"), RuntimeError("x"))  # where unknown
+        assert sink.calls[-1] == ("overflow",)
+    finally:
+        ino.close()
+
+
+def test_unreadable_directory_raises_for_the_scanner(tmp_path: Path) -> None:
+    """watch() of a directory we may not read raises PermissionError and watches nothing."""
+    from tests.test_kernel import RefusingWrapper
+
+    ino = Inotify(wrapper=RefusingWrapper(13))
+    try:
+        mon = Monitor(ino, lambda p: True, RecordingSink(), MemoryReactorClock())
+        with pytest.raises(PermissionError):
+            mon.watch(os.fsencode(tmp_path))
+        assert mon.status()["watched"] == 0 and mon.status()["polled"] == 0
+    finally:
+        ino.close()
