@@ -25,7 +25,6 @@ import ctypes
 import os
 import shutil
 import stat
-from collections import OrderedDict
 from collections.abc import Iterable
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -34,13 +33,13 @@ from twisted.logger import Logger
 from fs_mirror.nodes import Stats, remove_node, show
 from fs_mirror.nodes import lstat as _lstat
 from fs_mirror.nodes import merge as _merge
+from fs_mirror.owed import Owed
 from fs_mirror.rotate import unshare
 from fs_mirror.state import RESERVED, STAGING_NAME
-from fs_sync.interface import Fetcher, FetchItem, Outcome, Result
+from fs_sync.interface import Fetcher, FetchItem, Outcome, Result, is_local_disk_error
 from protocol.records import Action, Meta, Record
 
 _NO_META = Meta()
-VANISHED_KEPT = 4096  # bounded: only the latest vanished files matter
 DIRS_KEPT = 4096  # bounded: directories known real, within one batch
 #: Records that can turn a directory into a symlink or remove it: after one,
 #: nothing ``confine`` learnt earlier in the batch is trusted any more.
@@ -48,15 +47,11 @@ _RESHAPING = (Action.DELETE, Action.MOVE, Action.SYMLINK)
 
 
 class HostilePath(ValueError):
-    """A path no honest server sends (it would leave the mirror): the batch is abandoned."""
+    """A path no honest server sends (it would leave the mirror): refused and skipped."""
 
 
 class ReservedPath(ValueError):
     """A worker path that collides with fs_mirror's own files: skipped, batch goes on."""
-
-
-class FetchFailed(Exception):
-    """The fetcher could not get some files; the batch must be retried."""
 
 
 #: Up to this many files a batch are fsynced one by one; past it one syncfs(2)
@@ -105,6 +100,7 @@ class Applier:
         log: Logger | None = None,
         verbose: bool = False,
         tmpdir: bytes | None = None,
+        owed: Owed | None = None,
     ) -> None:
         self.datadir = os.fsencode(datadir).rstrip(b"/")
         if not self.datadir:
@@ -119,9 +115,12 @@ class Applier:
         self.stats = Stats()
         self._prefix = show(self.datadir)
         self._pending: dict[bytes, Meta] = {}  # worker path -> metadata to set after fetch
-        # Metadata of files that vanished before their fetch: a later MOVE of
-        # one (a missing source, so a fetch of its target) carries no fields.
-        self._vanished: OrderedDict[bytes, Meta] = OrderedDict()
+        # Pending fetches that only guess the worker has a file there: the
+        # target of a MOVE whose source the mirror lacks (see ``_move``).
+        self._guessed: set[bytes] = set()
+        # Files fetched too late or refused: a later MOVE turns them into a
+        # fetch of the new name (see fs_mirror.owed).
+        self.owed = owed if owed is not None else Owed()
         self._parents: set[bytes] = set()
         # Local directories lstat-ed (or made) in this batch and found real,
         # so each record need not lstat every parent again.  Only CREATE,
@@ -191,8 +190,12 @@ class Applier:
     # ``_parents`` holds every ancestor of a path added this batch (a superset
     # of the live ones), so the O(pending) scans below run only for paths that
     # may have pending children: an FWRITE-only INIT chunk stays linear.
-    def _add(self, path: bytes, meta: Meta) -> None:
+    def _add(self, path: bytes, meta: Meta, *, guessed: bool = False) -> None:
         self._pending[path] = meta
+        if guessed:
+            self._guessed.add(path)
+        else:
+            self._guessed.discard(path)
         parent = path.rpartition(b"/")[0]
         while parent and parent not in self._parents:
             self._parents.add(parent)
@@ -207,16 +210,19 @@ class Applier:
     def _drop(self, path: bytes) -> None:
         """Forget pending fetches of ``path`` and everything under it."""
         self._pending.pop(path, None)
+        self._guessed.discard(path)
         for key in self._under(path):
             del self._pending[key]
+            self._guessed.discard(key)
 
     def _move_pending(self, src: bytes, dst: bytes) -> bool:
         """Re-key pending fetches at or under ``src`` to ``dst``; True if ``src`` was one."""
         keys = ([src] if src in self._pending else []) + self._under(src)
-        moved = [(key, self._pending.pop(key)) for key in keys]
+        moved = [(key, self._pending.pop(key), key in self._guessed) for key in keys]
         self._drop(dst)
-        for key, meta in moved:
-            self._add(dst + key[len(src) :], meta)
+        for key, meta, guessed in moved:
+            self._guessed.discard(key)
+            self._add(dst + key[len(src) :], meta, guessed=guessed)
         return src in keys
 
     # -- records -----------------------------------------------------------
@@ -231,9 +237,13 @@ class Applier:
         ``serial`` and ``init`` say where the records come from; replay does
         not depend on them.
 
-        Fires with the running Stats; fails with HostilePath (nothing more
-        of the batch is applied), FetchFailed or an OSError from the local
-        disk, and then the batch must not count as applied.
+        A record that cannot be applied (a refused path, a name too long for
+        this file system, ...) is logged in one line, counted and skipped:
+        the rest of the batch still applies.  Fires with the running Stats;
+        fails only when the local disk cannot take writes (``LocalDiskError``
+        or another OSError with ENOSPC, EROFS, ...) or the fetcher cannot
+        serve at all (``BackendUnavailable``), and then the batch must not
+        count as applied: replaying it is safe, records are idempotent.
         """
         self._dirs.clear()
         try:
@@ -243,27 +253,38 @@ class Applier:
                     self._apply(record)
                 except (HostilePath, ReservedPath) as e:
                     self._refused(record.action.value, record.path, e)
+                except OSError as e:
+                    if is_local_disk_error(e):
+                        raise
+                    self._skipped(record, e)
                 finally:
                     if record.action in _RESHAPING:
                         self._dirs.clear()
             return self._fetch_pending()
         except Exception:
             self._pending.clear()
+            self._guessed.clear()
             self._parents.clear()
-            return fail()  # HostilePath and disk errors alike: the batch did not happen
+            return fail()  # the local disk refused: the batch did not happen
         finally:
             self._dirs.clear()
 
     def _refused(self, action: str, path: bytes, e: Exception) -> None:
         self.stats.refused += 1
-        hostile = isinstance(e, HostilePath)
-        outcome = "hostile path, batch abandoned" if hostile else "skipped"
         self.log.warn(
-            "refused {action} {path}: {reason}; {outcome}",
-            action=action, path=show(path), reason=str(e), outcome=outcome,
+            "refused {action} {path}: {reason}; skipped",
+            action=action, path=show(path), reason=str(e),
         )  # fmt: skip
-        if hostile:
-            raise e
+
+    def _skipped(self, record: Record, e: OSError) -> None:
+        """One record the local file system will not take (ENAMETOOLONG, ...): skip it."""
+        self.stats.skipped += 1
+        if record.action is Action.FWRITE:
+            self.owed.add(record.path, record.meta)
+        self.log.warn(
+            "cannot apply {action} {path}: {reason}; skipped",
+            action=record.action.value, path=show(record.path), reason=e.strerror or str(e),
+        )  # fmt: skip
 
     def _echo(self, text: str) -> None:
         if self.verbose:
@@ -274,31 +295,30 @@ class Applier:
         if action is Action.CREATE and path == b"/":
             return  # the mirror root always exists
         local = self.confine(path)
-        vanished = self._vanished.pop(path, None)
+        owed = self.owed
         if action is Action.FWRITE:
+            owed.settle_tree(path)
             self._drop(path)
             self._add(path, record.meta)
         elif action is Action.CREATE:
+            owed.settle(path)
             self._create(path, local, record.meta)
         elif action is Action.DELETE:
+            owed.settle_tree(path)
             self._drop(path)
             kind = remove_node(local)
             self._echo(f"DELETE {kind or 'FILE'} '{show(path)}'")
         elif action is Action.MOVE:
             assert record.target is not None
-            self._move(path, local, record.target, _merge(vanished or _NO_META, record.meta))
+            self._move(path, local, record.target, record.meta)
         elif action is Action.SYMLINK:
             assert record.target is not None
+            owed.settle_tree(path)
             self._symlink(path, local, record.target, record.meta)
         elif action is Action.ATTRIB:
-            if vanished is not None:  # still absent here: keep it for a MOVE to come
-                self._remember(path, _merge(vanished, record.meta))
+            if path in owed:  # still owed: the fetch to come sets these too
+                owed.add(path, _merge(owed.meta(path), record.meta))
             self._attrib(path, local, record.meta)
-
-    def _remember(self, path: bytes, meta: Meta) -> None:
-        self._vanished[path] = meta
-        if len(self._vanished) > VANISHED_KEPT:
-            self._vanished.popitem(last=False)
 
     def _create(self, path: bytes, local: bytes, meta: Meta) -> None:
         self._pending.pop(path, None)
@@ -312,17 +332,30 @@ class Applier:
         self._echo(f"CREATE DIR '{show(path)}'")
 
     def _move(self, src: bytes, src_local: bytes, dst: bytes, meta: Meta) -> None:
+        """Rename locally; what the mirror owes under ``src`` becomes fetches under ``dst``.
+
+        A source the mirror lacks becomes a fetch of ``dst`` (contract 2,
+        MOVE), marked as a guess: when ``dst`` is already a directory here
+        this is the replay of a move already made, and when the worker's
+        ``dst`` turns out to be a directory the mirror never had, only a
+        full resync can bring what is below it (see ``_fetched``).
+        """
         dst_local = self.confine(dst)
         if dst == src:
             return
         if dst.startswith(src + b"/"):
             raise HostilePath("MOVE of a directory into itself")
+        self.owed.settle_tree(dst)
+        owed = {key: value for key, value in self.owed.take_tree(src)}
+        meta = _merge(owed.pop(src, _NO_META), meta)
         src_pending = self._move_pending(src, dst)
         src_st = _lstat(src_local)
         self._echo(f"MOVE '{show(src)}' -> '{show(dst)}'")
+        for key, owed_meta in owed.items():  # fetched too late under the old name
+            self._add(dst + key[len(src) :], owed_meta)
         if src_st is None:
             if not src_pending:
-                self._add(dst, meta)  # nothing to move here: fetch the result
+                self._add(dst, meta, guessed=True)  # nothing to move here: fetch the result
             return
         self._make_parents(dst_local)
         dst_st = _lstat(dst_local)
@@ -393,8 +426,9 @@ class Applier:
     # -- the end-of-batch fetch ----------------------------------------------
     def _fetch_pending(self) -> Deferred[Stats]:
         pending, self._pending = self._pending, {}
+        guessed, self._guessed = self._guessed, set()
         self._parents.clear()
-        items, metas = [], []
+        items, metas, guesses = [], [], set()
         for path, meta in pending.items():
             try:
                 local = self.confine(path)
@@ -402,41 +436,77 @@ class Applier:
             except (HostilePath, ReservedPath) as e:
                 self._refused("FWRITE", path, e)
                 continue
+            except OSError as e:
+                if is_local_disk_error(e):
+                    raise
+                self._skipped(Record(Action.FWRITE, path, meta=meta), e)
+                continue
             st = _lstat(local)
             if st is not None and stat.S_ISDIR(st.st_mode):
+                if path in guessed:
+                    continue  # the replay of a directory move this mirror already made
                 shutil.rmtree(local)  # the worker's directory became a file
                 self._dirs.clear()
-            items.append(FetchItem(remote=path, local=local))
+            item = FetchItem(remote=path, local=local)
+            items.append(item)
             metas.append(meta)
+            if path in guessed:
+                guesses.add(item)
         if not items:
             return succeed(self.stats)
         d = self.fetcher.fetch(items)
-        d.addCallback(self._fetched, dict(zip(items, metas, strict=True)))
+        d.addCallback(self._fetched, dict(zip(items, metas, strict=True)), guesses)
         return d
 
-    def _fetched(self, results: list[Result], metas: dict[FetchItem, Meta]) -> Stats:
-        failed = []
+    def _fetched(
+        self, results: list[Result], metas: dict[FetchItem, Meta], guesses: set[FetchItem]
+    ) -> Stats:
         for item, outcome, reason in results:
             path = show(item.remote)
+            meta = metas.get(item, _NO_META)
             if outcome is Outcome.DONE:
                 st = os.lstat(item.local)
-                self._set_meta(item.local, metas.get(item, _NO_META), st)
+                self._set_meta(item.local, meta, st)
                 self.stats.files += 1
                 self.stats.bytes += st.st_size
                 self._echo(f"WRITE FILE '{path}'")
-            elif outcome in (Outcome.VANISHED, Outcome.NOT_A_FILE):
-                self._remember(item.remote, metas.get(item, _NO_META))
-                self.stats.skipped += 1
-                self.log.info(
-                    "{path}: skipped, vanished on worker ({reason})", path=path, reason=reason
-                )
+                continue
+            self.owed.add(item.remote, meta)  # a later MOVE fetches it under its new name
+            if outcome is Outcome.VANISHED:
+                self.log.info("{path}: vanished on worker before its fetch ({reason})",
+                              path=path, reason=reason)  # fmt: skip
+            elif outcome is Outcome.NOT_A_FILE and item in guesses:
+                self.owed.need_resync()
+                self.log.warn(
+                    "{path}: moved here from a directory this mirror does not have;"
+                    " a full resync follows to fetch what is below it", path=path,
+                )  # fmt: skip
+            elif outcome is Outcome.NOT_A_FILE:
+                self.log.info("{path}: not a file on worker any more ({reason})",
+                              path=path, reason=reason)  # fmt: skip
             else:
-                failed.append(f"{path}: {reason}")
+                self.stats.skipped += 1
+                what = (
+                    "cannot be carried by this backend"
+                    if outcome is Outcome.UNSUPPORTED
+                    else "could not be fetched"
+                )
+                self.log.warn("{path}: {what} ({reason}); skipped",
+                              path=path, what=what, reason=reason)  # fmt: skip
         # After the metadata, so the mode and mtime set above are on disk too.
         make_durable(
             [item.local for item, outcome, _ in results if outcome is Outcome.DONE], self.datadir
         )
-        if failed:
-            more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
-            raise FetchFailed(f"could not fetch {'; '.join(failed[:3])}{more}")
         return self.stats
+
+    def checkpoint(self) -> None:
+        """Save what the mirror owes; call before saving the serial that relies on it."""
+        self.owed.save()
+
+    def needs_resync(self) -> bool:
+        """The mirror lost track of what it owes, or lacks a moved directory: INIT again."""
+        return self.owed.resync
+
+    def resynced(self) -> None:
+        """A full INIT was applied: it named everything, so nothing is owed."""
+        self.owed.resynced()

@@ -15,7 +15,7 @@ from hypothesis import given, settings, strategies
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger, LogLevel, globalLogPublisher
 
-from fs_mirror.apply import Applier, FetchFailed, HostilePath, ReservedPath
+from fs_mirror.apply import Applier, HostilePath, ReservedPath
 from fs_sync.interface import FetchItem, Outcome
 from protocol.records import Action, Meta, Record
 
@@ -281,17 +281,20 @@ def test_vanished_is_skipped_and_batch_continues(dirs):
         )
     finally:
         globalLogPublisher.removeObserver(events.append)
-    assert read(mirror, b"/there") == b"1" and stats.skipped == 2
-    assert any("skipped, vanished on worker" in e.get("log_format", "") for e in events)
+    assert read(mirror, b"/there") == b"1" and stats.skipped == 0
+    assert any("vanished on worker before its fetch" in e.get("log_format", "") for e in events)
+    assert set(a.owed) == {b"/gone", b"/adir"}  # owed until a later record settles them
 
 
-def test_failed_fetch_raises(dirs):
-    """A FAILED fetch fails the batch, so its serial is not saved."""
+def test_failed_fetch_is_skipped_counted_and_owed(dirs):
+    """A file the backend could not get is skipped and counted; the rest of the batch lands."""
     worker, mirror = dirs
     put(worker, b"/f")
+    put(worker, b"/g", b"good")
     a, _ = make(dirs, fail={b"/f"})
-    with pytest.raises(FetchFailed, match="link down"):
-        run(a, [R(Action.FWRITE, b"/f")])
+    stats = run(a, [R(Action.FWRITE, b"/f"), R(Action.FWRITE, b"/g")])
+    assert stats.skipped == 1 and read(mirror, b"/g") == b"good"
+    assert not os.path.lexists(mirror + b"/f") and b"/f" in a.owed
 
 
 @pytest.mark.parametrize(
@@ -331,8 +334,8 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize("hostile", HOSTILE, ids=lambda r: r.encode().decode())
-def test_hostile_record_abandons_batch_and_writes_nothing_outside(dirs, tmp_path, hostile):
-    """A record through a symlink in the mirror (or with ..) fails the batch; nothing leaks."""
+def test_hostile_record_is_skipped_and_writes_nothing_outside(dirs, tmp_path, hostile):
+    """A record through a symlink in the mirror (or with ..) is refused; the rest applies."""
     worker, mirror = dirs
     outside = os.fsencode(tmp_path / "outside")
     os.mkdir(outside)
@@ -342,11 +345,11 @@ def test_hostile_record_abandons_batch_and_writes_nothing_outside(dirs, tmp_path
     put(worker, b"/after", b"after")
     a, fetcher = make(dirs)
     run(a, [R(Action.SYMLINK, b"/link", outside)])
-    with pytest.raises(HostilePath):
-        run(a, [R(Action.FWRITE, b"/x"), hostile, R(Action.FWRITE, b"/after")])
+    stats = run(a, [R(Action.FWRITE, b"/x"), hostile, R(Action.FWRITE, b"/after")])
+    assert stats.refused == 1
     assert os.listdir(outside) == [b"victim"] and read(outside, b"/victim") == b"keep"
     assert stat.S_IMODE(os.lstat(outside + b"/victim").st_mode) != 0o777
-    assert fetcher.calls == [] and not os.path.exists(mirror + b"/after")
+    assert read(mirror, b"/after") == b"after"  # one bad record never blocks the rest
     assert not os.path.exists(os.path.dirname(mirror) + b"/escape")
 
 

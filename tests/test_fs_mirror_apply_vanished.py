@@ -1,4 +1,11 @@
-"""A MOVE whose source vanished before its fetch gets the metadata its FWRITE carried."""
+"""Files fetched too late under their old name are fetched under the new one.
+
+The worker renames faster than the mirror fetches: a directory filled and
+renamed at once, an editor's atomic save, a tree renamed while its new
+contents were in flight.  Each test replays the records mirrord sends for
+such a case, in the batches a slow mirror sees them, against a real worker
+directory and a real mirror directory.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ import stat
 
 import pytest
 
-from fs_mirror.apply import VANISHED_KEPT
+from fs_mirror.owed import Owed
 from protocol.records import Action
 from tests.test_apply import R, make, put, read, run
 
@@ -22,6 +29,43 @@ def dirs(tmp_path):
 
 def mode_of(root: bytes, path: bytes) -> int:
     return stat.S_IMODE(os.lstat(root + path).st_mode)
+
+
+def test_directory_filled_then_renamed_arrives_with_its_files(dirs):
+    """mkdir X.tmp; write X.tmp/app.txt; mv X.tmp X: the file is fetched under X."""
+    worker, mirror = dirs
+    applier, _ = make(dirs)
+    put(worker, b"/X/app.txt", b"v")  # the worker's state by the time the mirror fetches
+    run(applier, [R(Action.CREATE, b"/X.tmp"), R(Action.FWRITE, b"/X.tmp/app.txt")])
+    run(applier, [R(Action.MOVE, b"/X.tmp", b"/X")])
+    assert read(mirror, b"/X/app.txt") == b"v"
+    assert not os.path.lexists(mirror + b"/X.tmp") and len(applier.owed) == 0
+
+
+def test_renamed_directory_does_not_keep_old_content(dirs):
+    """A rewrite fetched too late because its directory was renamed lands under the new name."""
+    worker, mirror = dirs
+    applier, _ = make(dirs)
+    put(worker, b"/d/f", b"old content, longer than the new one")
+    run(applier, [R(Action.CREATE, b"/d"), R(Action.FWRITE, b"/d/f")])
+    os.rename(worker + b"/d", worker + b"/e")
+    put(worker, b"/e/f", b"new")
+    run(applier, [R(Action.FWRITE, b"/d/f")])  # too late: /d is /e by now
+    run(applier, [R(Action.MOVE, b"/d", b"/e")])
+    assert read(mirror, b"/e/f") == b"new"
+
+
+def test_what_is_owed_survives_a_restart(dirs):
+    """The owed set is saved with the batch, so a new fs_mirror still fetches after the MOVE."""
+    worker, mirror = dirs
+    saved = mirror + b".owed"
+    applier, _ = make(dirs, owed=Owed(saved))
+    put(worker, b"/X/a", b"a")
+    run(applier, [R(Action.CREATE, b"/X.tmp"), R(Action.FWRITE, b"/X.tmp/a", mode=0o640)])
+    applier.checkpoint()
+    restarted, _ = make(dirs, owed=Owed(saved))  # a kill -9, then a new process
+    run(restarted, [R(Action.MOVE, b"/X.tmp", b"/X")])
+    assert read(mirror, b"/X/a") == b"a" and mode_of(mirror, b"/X/a") == 0o640
 
 
 def test_move_after_vanished_fetch_keeps_mode_and_mtime(dirs):
@@ -49,21 +93,46 @@ def test_attrib_of_a_vanished_file_updates_what_a_move_gets(dirs):
     assert mode_of(mirror, b"/b") == 0o600
 
 
-def test_a_later_record_for_the_path_forgets_the_vanished_metadata(dirs):
-    """A DELETE of the vanished path means a later MOVE from it knows nothing stale."""
+def test_a_later_record_for_the_path_settles_what_is_owed(dirs):
+    """A DELETE of an owed path (or of its directory) settles it: nothing stale later."""
     worker, mirror = dirs
     applier, _ = make(dirs)
-    run(applier, [R(Action.FWRITE, b"/a", mode=0o604)])
-    run(applier, [R(Action.DELETE, b"/a")])
+    run(applier, [R(Action.FWRITE, b"/a", mode=0o604), R(Action.FWRITE, b"/d/x")])
+    assert set(applier.owed) == {b"/a", b"/d/x"}
+    run(applier, [R(Action.DELETE, b"/a"), R(Action.DELETE, b"/d")])
+    assert len(applier.owed) == 0
     put(worker, b"/b", b"x")
     run(applier, [R(Action.MOVE, b"/a", b"/b")])
     assert mode_of(mirror, b"/b") != 0o604  # the fetcher's own default, not the stale mode
 
 
-def test_vanished_memory_is_bounded(dirs):
-    """Only the latest VANISHED_KEPT vanished files are remembered."""
+def test_replayed_directory_move_keeps_the_moved_tree(dirs):
+    """A batch replayed after a crash repeats a MOVE already made: the tree stays."""
+    worker, mirror = dirs
     applier, _ = make(dirs)
-    records = [R(Action.FWRITE, b"/v%d" % i, mode=0o600) for i in range(VANISHED_KEPT + 10)]
-    run(applier, records)
-    assert len(applier._vanished) == VANISHED_KEPT
-    assert b"/v0" not in applier._vanished and b"/v%d" % (VANISHED_KEPT + 9) in applier._vanished
+    put(worker, b"/new/f", b"f")
+    batch = [
+        R(Action.CREATE, b"/old"),
+        R(Action.FWRITE, b"/old/f"),
+        R(Action.MOVE, b"/old", b"/new"),
+    ]
+    run(applier, batch)
+    assert read(mirror, b"/new/f") == b"f"
+    run(applier, [R(Action.MOVE, b"/old", b"/new")])  # the replay, source already gone
+    assert read(mirror, b"/new/f") == b"f"
+
+
+def test_move_of_a_directory_the_mirror_lacks_asks_for_a_resync(dirs):
+    """A directory moved in from nowhere the mirror knows cannot be fetched file by file."""
+    worker, mirror = dirs
+    applier, _ = make(dirs)
+    put(worker, b"/there/f", b"f")
+    run(applier, [R(Action.MOVE, b"/never-seen", b"/there")])
+    assert applier.owed.resync
+
+
+def test_owed_set_is_bounded_and_then_asks_for_a_resync(dirs):
+    """Past its limit the set stops growing and asks for a full resync instead."""
+    applier, _ = make(dirs, owed=Owed(limit=10))
+    run(applier, [R(Action.FWRITE, b"/v%d" % i, mode=0o600) for i in range(15)])
+    assert len(applier.owed) == 10 and applier.owed.resync
