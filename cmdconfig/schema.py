@@ -51,6 +51,18 @@ def _parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+def _parse_share(text: str) -> float:
+    """A share of something, written ``10%`` (or ``10``): returned as 0.1."""
+    number = text[:-1] if text.endswith("%") else text
+    try:
+        share = float(number) / 100
+    except ValueError:
+        raise ValueError(f"expected a percentage (e.g. 10%), got {text!r}") from None
+    if not 0 <= share <= 1:
+        raise ValueError(f"expected a percentage from 0% to 100%, got {text!r}")
+    return share
+
+
 def _parse_list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
@@ -91,6 +103,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "secret": _parse_secret,
     "duration": _parse_duration,
     "time": _parse_time,
+    "share": _parse_share,
 }
 KINDS = frozenset(_PARSERS)
 

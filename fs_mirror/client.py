@@ -28,11 +28,11 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from fs_mirror.apply import FetchFailed
 from fs_mirror.explain import tls_problem
 from fs_mirror.progress import InitProgress, NoProgress, init_summary
 from fs_mirror.sink import Sink
-from fs_mirror.state import InitSweep, State
+from fs_mirror.state import InitSweep, State, TooManyDeletes
+from fs_sync.interface import BackendUnavailable, is_local_disk_error
 from protocol.client import (
     BatchFinished,
     BatchStarted,
@@ -54,6 +54,28 @@ from protocol.records import Action, Record
 RunBlocking = Callable[..., Deferred]
 INIT_CHUNK = 8192  # records per applied chunk in an INIT (the service's choice)
 CLOSE_TIMEOUT = 5.0  # seconds a stopping fs_mirror waits for the server to let go
+RETRY_FIRST, RETRY_MAX = 1.0, 60.0  # seconds between tries of a batch that must wait
+
+
+class Stopped(Exception):
+    """The connection closed or fs_mirror is stopping while a batch waited to be retried."""
+
+
+def _must_wait(failure: Failure) -> str | None:
+    """Why a failed batch should be retried as it is, later; None for other failures.
+
+    A full or read-only mirror disk and a backend that cannot serve (down,
+    refusing our password) are not about the records: the same batch is
+    applied again once they pass, from the same serial, with no new INIT.
+    """
+    error = failure.value
+    if isinstance(error, BackendUnavailable):
+        return f"{error}" + ("; check the backend's user and password" if error.auth else "")
+    if is_local_disk_error(error):
+        assert isinstance(error, OSError)
+        where = f" ({os.fsdecode(error.filename)})" if error.filename else ""
+        return f"the mirror's disk refuses writes: {error.strerror}{where}"
+    return None
 
 
 def _counts(sink: Sink) -> tuple[int, int, int]:
@@ -95,7 +117,11 @@ class MirrorProtocol(protocol.Protocol):
     def _start(self) -> None:
         if self.closed:
             return
-        self.conversation = ClientConversation(self.client.secret, self.client.saved)
+        saved = self.client.saved
+        if saved is not None and self.client.sink.needs_resync():
+            self.log.warn("full resync: this mirror no longer knows every change it owes")
+            saved = None
+        self.conversation = ClientConversation(self.client.secret, saved)
         for line in self.conversation.start():
             self._send(line)
 
@@ -150,15 +176,54 @@ class MirrorProtocol(protocol.Protocol):
 
         def failed(failure: Failure) -> None:
             self.busy = False
+            if failure.check(Stopped):
+                self._abort(None)
+                return
             where = f"serial {self.client.saved[1]}" if self.client.saved else "a new INIT"
             fmt = "{what} failed: {why}; reconnecting to retry from {where}"
-            if failure.check(FetchFailed, OSError):
+            if failure.check(OSError):
                 self.log.error(fmt, what=what, why=failure.getErrorMessage(), where=where)
             else:
                 self.log.failure(fmt, failure, what=what, why=failure.value, where=where)
             self._abort(None)
 
         d.addCallbacks(done, failed)
+
+    def _apply(self, records: list[Record], serial: int | None, init: bool) -> Deferred:
+        """Apply one chunk; while the disk or the backend must be waited for, retry it.
+
+        The connection stays open and paused meanwhile, so the place in the
+        log (and an INIT in progress) is kept; replaying a chunk is safe
+        because records are idempotent.
+        """
+        client, sink = self.client, self.client.sink
+        result: Deferred = Deferred()
+        delay = RETRY_FIRST
+
+        def attempt() -> None:
+            if self.closed or client.stopping:
+                result.errback(Stopped())
+                return
+            d = client.gate.run(lambda: sink.apply_batch(records, serial, init=init))
+            d.addCallbacks(result.callback, retry_later)
+
+        def retry_later(failure: Failure) -> None:
+            nonlocal delay
+            why = _must_wait(failure)
+            if why is None:
+                result.errback(failure)
+                return
+            self.log.error(
+                "cannot apply records up to serial {serial}: {why}; retrying in {delay:.0f} s"
+                " (the mirror stays at serial {saved})",
+                serial=serial, why=why, delay=delay,
+                saved=client.saved[1] if client.saved else "none yet",
+            )  # fmt: skip
+            client.reactor.callLater(delay, attempt)
+            delay = min(delay * 2, RETRY_MAX)
+
+        attempt()
+        return result
 
     def _abort(self, message: str | None) -> None:
         if message:
@@ -227,7 +292,7 @@ class MirrorProtocol(protocol.Protocol):
         if self.initializing:
             self.client.mark_seen(records)
         sink, serial, init = self.client.sink, self.serial, self.initializing
-        d = self.client.gate.run(lambda: sink.apply_batch(records, serial, init=init))
+        d = self._apply(records, serial, init)
         if init:
             d.addCallback(lambda result: (self.client.progress.update(_counts(sink)), result)[1])
         return d
@@ -236,10 +301,18 @@ class MirrorProtocol(protocol.Protocol):
         d = self._flush()
         d.addCallback(lambda _: self.client.end_init())
         d.addCallback(lambda _: self._saved_init())
+        d.addErrback(self._sweep_refused)
         return d
+
+    def _sweep_refused(self, failure: Failure) -> None:
+        """The INIT would delete too much of the mirror: keep it, say so and stop."""
+        failure.trap(TooManyDeletes)
+        self.client.fatal(str(failure.value))
+        raise Stopped()
 
     def _saved_init(self) -> None:
         assert self.session is not None and self.serial is not None
+        self.client.sink.resynced()
         self.client.save(self.session, self.serial)
         self.initializing = False
         self.client.progress.finish()
@@ -260,6 +333,9 @@ class MirrorProtocol(protocol.Protocol):
         def saved(_: Any) -> None:
             assert self.session is not None and self.serial is not None
             self.client.save(self.session, self.serial)
+            if self.client.sink.needs_resync():
+                self._abort("the mirror needs a full resync")  # the next connection INITs
+                return
             self._next()
 
         return d.addCallback(saved)
@@ -285,6 +361,7 @@ class MirrorClient(protocol.Factory):
         on_fatal: Callable[[str], None] | None = None,
         log: Logger | None = None,
         progress: InitProgress | None = None,
+        max_delete: float = 1.0,
     ) -> None:
         self.state = state
         self.progress = progress or NoProgress()
@@ -304,6 +381,7 @@ class MirrorClient(protocol.Factory):
         self._idle_waiters: list[Deferred] = []
         self.saved = state.load()
         self.sweep = InitSweep(state.datadir, state.staging)
+        self.max_delete = max_delete
 
     def buildProtocol(self, addr: IAddress) -> MirrorProtocol:
         return MirrorProtocol(self)
@@ -362,7 +440,15 @@ class MirrorClient(protocol.Factory):
             )
         return fatal
 
+    def fatal(self, message: str) -> None:
+        """Stop fs_mirror for good: retrying cannot help (exit status 1)."""
+        if self.on_fatal is not None:
+            self.on_fatal(message)
+        else:
+            self.log.error("{message}", message=message)
+
     def save(self, session: str, serial: int) -> None:
+        self.sink.checkpoint()  # what this serial relies on is on disk before it
         self.state.save(session, serial)
         self.saved = (session, serial)
 
@@ -373,6 +459,9 @@ class MirrorClient(protocol.Factory):
     def mark_seen(self, records: list[Record]) -> None:
         paths = [r.path for r in records]
         self.sweep.mark(paths + [r.target for r in records if r.action is Action.MOVE])
+        for record in records:
+            if record.meta.unreadable:
+                self.sweep.protect(record.path)
 
     def end_init(self) -> Deferred:
         """Remove, in a thread, what the INIT did not name."""
@@ -384,7 +473,7 @@ class MirrorClient(protocol.Factory):
             if count:
                 self.log.info("removed {count} local entries the worker no longer has", count=count)
 
-        d = self.gate.run(self.run_blocking, self.sweep.finish, removed)
+        d = self.gate.run(self.run_blocking, self.sweep.finish, removed, self.max_delete)
         return d.addCallback(report)
 
     # -- stopping ----------------------------------------------------------------

@@ -70,6 +70,13 @@ SCHEMA = Schema(
         Key("rotate.at", "time", "", "time of day (HH:MM) to rotate (empty = never)"),
         Key("rotate.host", "str", "", "name of the backups in rotate.backdir (empty = host)"),
         Key(
+            "init.max-delete",
+            "share",
+            "10%",
+            "a full sync into a non-empty mirror stops rather than delete more than this share"
+            " of its entries (100% = no limit)",
+        ),
+        Key(
             "reconnect.max",
             "duration",
             "60",

@@ -30,6 +30,7 @@ from cmdconfig.tls import twisted_ssl
 from fs_mirror.apply import Applier
 from fs_mirror.client import INIT_CHUNK, MirrorClient
 from fs_mirror.gate import BatchLock, FileGate
+from fs_mirror.owed import OWED_NAME, Owed
 from fs_mirror.progress import InitProgress
 from fs_mirror.rotate import RotateError, check_backdir, rotate
 from fs_mirror.sink import ReportSink
@@ -223,6 +224,7 @@ class FsMirrorService(MultiService):
                 log=log,
                 verbose=verbose > 0,
                 tmpdir=tmpdir,
+                owed=Owed(os.path.join(self.state.staging, OWED_NAME)),
             )
         return MirrorClient(
             state=self.state,
@@ -234,6 +236,7 @@ class FsMirrorService(MultiService):
             on_fatal=self.fatal,
             log=log,
             progress=self._progress(sink),
+            max_delete=config["init.max-delete"],
         )
 
     def _progress(self, sink: Any) -> InitProgress | None:

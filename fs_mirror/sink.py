@@ -25,6 +25,15 @@ class Sink(Protocol):
         self, records: list[Record], serial: int | None = None, *, init: bool = False
     ) -> Deferred: ...
 
+    def checkpoint(self) -> None:
+        """Make what the next saved serial relies on durable (called just before it)."""
+
+    def needs_resync(self) -> bool:
+        """True when only a full INIT can bring the mirror in step again."""
+
+    def resynced(self) -> None:
+        """A full INIT has been applied."""
+
 
 class ReportSink:
     """Report mode: every record (the INIT baseline too) is printed, nothing applied."""
@@ -42,3 +51,12 @@ class ReportSink:
             self.stats.records += 1
             self.reporter.report(record, serial)
         return succeed(self.stats)
+
+    def checkpoint(self) -> None:
+        pass
+
+    def needs_resync(self) -> bool:
+        return False
+
+    def resynced(self) -> None:
+        pass

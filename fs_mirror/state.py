@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 
 SN_NAME = b"sn"
 LOCK_NAME = b".fs_mirror.lock"
@@ -226,18 +226,30 @@ class SeenSet:
             pass
 
 
-def sweep_unseen(
-    datadir: bytes, seen: SeenSet, on_remove: Callable[[bytes], None] | None = None
-) -> int:
-    """Remove mirror entries ``seen`` lacks; returns how many were removed.
+class TooManyDeletes(Exception):
+    """An INIT would remove more of the mirror than ``init.max-delete`` allows."""
 
-    Streams the tree (one ``scandir`` per level of the current branch),
-    never follows symlinks and never descends into a removed tree.  Runs
-    blocking; the client calls it in a thread between INIT and NEXT.
+    def __init__(self, doomed: int, total: int, examples: list[bytes]) -> None:
+        self.doomed, self.total, self.examples = doomed, total, examples
+        shown = ", ".join(repr(os.fsdecode(p)) for p in examples)
+        super().__init__(
+            f"the full sync would delete {doomed} of the {total} entries in the mirror"
+            f" ({100 * doomed / max(total, 1):.0f}%, more than init.max-delete allows),"
+            f" among them {shown}; the mirror is kept as it is. If the worker really"
+            " lost them, run once with -o init.max-delete=100%"
+        )
+
+
+def _walk_unseen(
+    datadir: bytes, seen: SeenSet, protected: Collection[bytes]
+) -> Iterator[tuple[bytes, os.DirEntry[bytes] | None, bool]]:
+    """Yield ``(path, entry, unseen)`` for the mirror's entries, depth first.
+
+    An unseen directory is yielded once and not entered; the sub-trees of
+    directories mirrord could not read (``protected``) are not entered at
+    all: what the mirror holds there stays.  Streams (one ``scandir`` per
+    level of the current branch) and never follows symlinks.
     """
-    import shutil
-
-    removed = 0
     stack = [os.scandir(datadir)]
     prefixes = [b""]
     try:
@@ -252,19 +264,69 @@ def sweep_unseen(
             path = prefixes[-1] + b"/" + entry.name
             is_dir = entry.is_dir(follow_symlinks=False)
             if path not in seen:
-                if is_dir:
-                    shutil.rmtree(entry.path)
-                else:
-                    os.unlink(entry.path)
-                removed += 1
-                if on_remove is not None:
-                    on_remove(path)
-            elif is_dir:
-                stack.append(os.scandir(entry.path))
-                prefixes.append(path)
+                yield path, entry, True
+            else:
+                yield path, entry, False
+                if is_dir and path not in protected:
+                    stack.append(os.scandir(entry.path))
+                    prefixes.append(path)
     finally:
         for it in stack:
             it.close()
+
+
+def _count_tree(entry: os.DirEntry[bytes]) -> int:
+    """Entries at and below ``entry`` (not following symlinks)."""
+    if not entry.is_dir(follow_symlinks=False):
+        return 1
+    count = 1
+    for _top, dirs, files in os.walk(entry.path):
+        count += len(dirs) + len(files)
+    return count
+
+
+def sweep_unseen(
+    datadir: bytes,
+    seen: SeenSet,
+    on_remove: Callable[[bytes], None] | None = None,
+    *,
+    max_delete: float = 1.0,
+    protected: Collection[bytes] = (),
+) -> int:
+    """Remove mirror entries ``seen`` lacks; returns how many were removed.
+
+    A first pass counts: when more than ``max_delete`` (a share) of the
+    mirror's entries would go, nothing is removed and ``TooManyDeletes``
+    says what would have gone.  Runs blocking; the client calls it in a
+    thread between INIT and NEXT.
+    """
+    import shutil
+
+    if max_delete < 1.0:
+        total = doomed = 0
+        examples: list[bytes] = []
+        for path, entry, unseen in _walk_unseen(datadir, seen, protected):
+            assert entry is not None
+            size = _count_tree(entry) if unseen else 1
+            total += size
+            if unseen:
+                doomed += size
+                if len(examples) < 5:
+                    examples.append(path)
+        if doomed > max_delete * total:
+            raise TooManyDeletes(doomed, total, examples)
+    removed = 0
+    for path, entry, unseen in _walk_unseen(datadir, seen, protected):
+        if not unseen:
+            continue
+        assert entry is not None
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
+        removed += 1
+        if on_remove is not None:
+            on_remove(path)
     return removed
 
 
@@ -275,21 +337,38 @@ class InitSweep:
         self.datadir = datadir
         self.path = os.path.join(staging, b"init-seen.sqlite")
         self._seen: SeenSet | None = None
+        self._protected: set[bytes] = set()
 
     def begin(self) -> None:
         self.close()
         self._seen = SeenSet(self.path)
+        self._protected = set()
 
     def mark(self, paths: list[bytes]) -> None:
         if self._seen is not None:
             self._seen.add(paths)
 
-    def finish(self, on_remove: Callable[[bytes], None] | None = None) -> int:
-        """Sweep what was not marked (nothing if no INIT began); returns entries removed."""
+    def protect(self, path: bytes) -> None:
+        """Keep everything below ``path``: mirrord could not read it (``unreadable=1``)."""
+        self._protected.add(path)
+
+    def finish(
+        self, on_remove: Callable[[bytes], None] | None = None, max_delete: float = 1.0
+    ) -> int:
+        """Sweep what was not marked (nothing if no INIT began); returns entries removed.
+
+        Raises ``TooManyDeletes`` (and removes nothing) past ``max_delete``.
+        """
         if self._seen is None:
             return 0
         try:
-            return sweep_unseen(self.datadir, self._seen, on_remove)
+            return sweep_unseen(
+                self.datadir,
+                self._seen,
+                on_remove,
+                max_delete=max_delete,
+                protected=frozenset(self._protected),
+            )
         finally:
             self.close()
 

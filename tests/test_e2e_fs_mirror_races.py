@@ -64,7 +64,8 @@ def test_vanished_exploded_and_moved_away_files_end_right(tmp_path: Path):
         again = fs_mirror(w, backup)
         wait_converged(src, backup, timeout=25)
         assert again.count("init finished") == 0
-        assert again.count("vanished on worker") >= 3, again.output()  # gone, explode, moved
+        late = again.count("vanished on worker") + again.count("not a file on worker")
+        assert late >= 3, again.output()  # gone, explode, moved
     finally:
         if again is not None:
             assert again.stop() == 0
@@ -78,6 +79,8 @@ def test_new_mirrord_database_means_a_logged_full_resync(tmp_path: Path):
     src.mkdir()
     (src / "a").write_bytes(b"a")
     (src / "b").write_bytes(b"b")
+    for i in range(20):  # b is one entry of many: within init.max-delete
+        (src / f"c{i}").write_bytes(b"c")
     w = Worker(tmp_path / "mirrord", [src])
     w.start()
     backup = tmp_path / "backup"
@@ -100,6 +103,34 @@ def test_new_mirrord_database_means_a_logged_full_resync(tmp_path: Path):
             w2.stop()
     finally:
         assert client.stop() == 0
+
+
+def test_full_resync_that_would_wipe_the_mirror_stops_and_keeps_it(tmp_path: Path):
+    """mirrord's database lost and its tree emptied: fs_mirror stops (exit 1), mirror kept."""
+    src = tmp_path / "src"
+    (src / "data").mkdir(parents=True)
+    for i in range(30):
+        (src / "data" / f"f{i}").write_bytes(b"precious")
+    w = Worker(tmp_path / "mirrord", [src])
+    w.start()
+    backup = tmp_path / "backup"
+    client = fs_mirror(w, backup)
+    try:
+        client.wait_line("init finished", 30)
+        wait_converged(src, backup)
+        w.stop()
+        shutil.rmtree(src / "data")  # a wrong mount, an emptied disk: not a real shrink
+        shutil.rmtree(tmp_path / "mirrord")
+        w2 = Worker(tmp_path / "mirrord", [src], port=w.port)
+        w2.start()
+        try:
+            assert client.popen.wait(60) == 1
+            assert "would delete 31 of the" in client.output()
+            assert len(list((mirror_of(backup, src) / "data").iterdir())) == 30
+        finally:
+            w2.stop()
+    finally:
+        client.kill()
 
 
 def test_owner_mode_and_mtime_follow_the_worker(tmp_path: Path):

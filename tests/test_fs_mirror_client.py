@@ -18,7 +18,7 @@ from twisted.logger import Logger, formatEvent
 from fs_mirror.apply import Applier, Stats
 from fs_mirror.client import CLOSE_TIMEOUT, MirrorClient, MirrorProtocol
 from fs_mirror.state import State
-from fs_sync.interface import FetchItem, Outcome
+from fs_sync.interface import BackendUnavailable, FetchItem, Outcome
 from protocol.messages import auth_digest
 from protocol.records import Record
 
@@ -69,6 +69,15 @@ class Recorder:
 
     def finish(self) -> None:
         self.waiting.pop(0).callback(self.stats)
+
+    def checkpoint(self) -> None:
+        pass
+
+    def needs_resync(self) -> bool:
+        return False
+
+    def resynced(self) -> None:
+        pass
 
 
 class Harness:
@@ -188,27 +197,58 @@ def test_chunks_pause_the_transport(tmp_path):
 
 
 def test_failed_batch_drops_connection_without_saving(tmp_path):
-    """A batch whose apply fails is not saved; the connection is dropped to retry."""
+    """A batch whose apply fails for another reason is not saved; the connection drops."""
     rec = Recorder()
     h = Harness(tmp_path, sink=rec, saved=(SESSION, 10))
     proto, t = h.connect()
     feed(proto, b"OK", b"OK")
     sent(t)
     feed(proto, b"SERIAL:12", b"CREATE:/x", b"EOF")
-    rec.waiting.pop().errback(OSError(28, "No space left on device"))
+    rec.waiting.pop().errback(OSError(13, "Permission denied"))
     assert t.disconnecting and h.state.load() == (SESSION, 10)
     assert sent(t) == []
-    assert "failed: [Errno 28] No space left on device" in h.log_text()
+    assert "failed: [Errno 13] Permission denied" in h.log_text()
 
 
-def test_hostile_path_drops_connection(tmp_path):
-    """A hostile path from the server abandons the INIT: refused, logged, no NEXT, no save."""
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(28, "No space left on device"),
+        OSError(30, "Read-only file system"),
+        BackendUnavailable("rsync daemon at w:873 refused the password for user u", auth=True),
+        BackendUnavailable("connection refused by the FTP service at w:21"),
+    ],
+    ids=["ENOSPC", "EROFS", "backend-auth", "backend-down"],
+)
+def test_batch_waiting_for_disk_or_backend_is_retried_on_the_same_connection(tmp_path, error):
+    """A full disk or an unavailable backend: the same batch again later, no save, no new INIT."""
+    rec = Recorder()
+    h = Harness(tmp_path, sink=rec, saved=(SESSION, 10))
+    proto, t = h.connect()
+    feed(proto, b"OK", b"OK")
+    sent(t)
+    feed(proto, b"SERIAL:12", b"CREATE:/x", b"EOF")
+    clock = h.client.reactor
+    for delay in (1, 2, 4):
+        rec.waiting.pop().errback(error)
+        assert not t.disconnecting and h.state.load() == (SESSION, 10) and sent(t) == []
+        assert len(rec.chunks) == 1 + delay.bit_length() - 1
+        clock.advance(delay)
+    assert [chunk for chunk, _, _ in rec.chunks] == [[b"CREATE:/x"]] * 4
+    message = error.strerror if isinstance(error, OSError) else str(error)
+    assert "retrying in 4 s" in h.log_text() and message in h.log_text()
+    rec.finish()
+    assert h.state.load() == (SESSION, 12) and sent(t) == [b"NEXT"]
+
+
+def test_hostile_path_is_refused_and_the_rest_applies(tmp_path):
+    """A hostile path from the server is refused, logged once and skipped; the INIT completes."""
     h = Harness(tmp_path)
     proto, t = h.connect()
-    feed(proto, b"OK", *init_stream(2, b"CREATE:/../escape"))
-    assert t.disconnecting and h.state.load() is None
-    assert b"NEXT" not in t.value()
-    assert "refused CREATE /../escape" in h.log_text()
+    feed(proto, b"OK", *init_stream(2, b"CREATE:/../escape", b"CREATE:/fine"))
+    assert not t.disconnecting and h.state.load() == (SESSION, 2)
+    assert sent(t)[-1] == b"NEXT" and os.path.isdir(h.datadir + b"/fine")
+    assert h.log_text().count("refused CREATE /../escape") == 1
     assert not os.path.exists(os.path.dirname(h.datadir) + b"/escape")
 
 
@@ -311,3 +351,31 @@ def test_new_connection_waits_for_old_work_then_resumes_from_it(tmp_path):
     feed(new, b"OK")
     assert sent(t_new) == [f"SN:{SESSION},2".encode()]
     assert sent(t_old) == []  # the dropped connection asks for nothing more
+
+
+def _fill(root: bytes, count: int) -> None:
+    os.makedirs(root, exist_ok=True)
+    for i in range(count):
+        with open(root + b"/f%d" % i, "wb") as f:
+            f.write(b"kept")
+
+
+def test_init_that_would_wipe_the_mirror_stops_and_keeps_it(tmp_path):
+    """An INIT naming almost nothing of a full mirror stops fs_mirror; nothing is deleted."""
+    h = Harness(tmp_path, max_delete=0.10)
+    _fill(h.datadir + b"/srv", 50)
+    proto, t = h.connect()
+    feed(proto, b"OK", *init_stream(3, b"CREATE:/srv"))  # the worker's tree looks empty
+    assert len(os.listdir(h.datadir + b"/srv")) == 50
+    assert h.state.load() is None and b"NEXT" not in t.value()
+    assert h.fatal and "would delete 50 of the 51 entries" in h.fatal[0]
+
+
+def test_init_keeps_what_is_below_an_unreadable_directory(tmp_path):
+    """CREATE with unreadable=1 in an INIT: the mirror's entries below it stay."""
+    h = Harness(tmp_path, max_delete=0.10)
+    _fill(h.datadir + b"/srv/locked", 5)
+    proto, t = h.connect()
+    feed(proto, b"OK", *init_stream(3, b"CREATE:/srv", b"CREATE:/srv/locked\tunreadable=1"))
+    assert len(os.listdir(h.datadir + b"/srv/locked")) == 5
+    assert h.state.load() == (SESSION, 3) and not h.fatal

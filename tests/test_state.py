@@ -14,7 +14,14 @@ import textwrap
 
 import pytest
 
-from fs_mirror.state import SeenSet, State, StateCorrupt, StateLocked, sweep_unseen
+from fs_mirror.state import (
+    SeenSet,
+    State,
+    StateCorrupt,
+    StateLocked,
+    TooManyDeletes,
+    sweep_unseen,
+)
 from tests.helpers import wait_for
 
 PY = sys.executable
@@ -200,3 +207,45 @@ def test_wait_helper_used_for_lock_release(tmp_path):
     wait_for(take, message="lock to be free")
     assert s.load() == ("ab12", 7)
     s.release()
+
+
+def _mirror_with(tmp_path, names: list[str]) -> bytes:
+    data = tmp_path / "mirror"
+    for name in names:
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        (data / name).write_text(name)
+    return os.fsencode(data)
+
+
+def test_sweep_refuses_to_delete_more_than_its_share(tmp_path):
+    """An INIT that names almost nothing the mirror has deletes nothing and says what it would."""
+    data = _mirror_with(tmp_path, [f"srv/f{i}" for i in range(20)])
+    seen = SeenSet(os.fsencode(tmp_path / "seen.db"))
+    seen.add([b"/srv/f0"])
+    with pytest.raises(TooManyDeletes) as refused:
+        sweep_unseen(data, seen, max_delete=0.10)
+    assert refused.value.doomed == 19 and refused.value.total == 21
+    assert "would delete 19 of the 21 entries" in str(refused.value)
+    assert "init.max-delete=100%" in str(refused.value)
+    assert len(os.listdir(data + b"/srv")) == 20  # the mirror is kept as it is
+
+
+def test_sweep_within_its_share_deletes(tmp_path):
+    """Under the limit the sweep goes ahead; a whole unseen directory counts with its entries."""
+    data = _mirror_with(tmp_path, [f"srv/f{i}" for i in range(20)] + ["old/a", "old/b"])
+    seen = SeenSet(os.fsencode(tmp_path / "seen.db"))
+    seen.add([b"/srv/f%d" % i for i in range(20)])
+    assert sweep_unseen(data, seen, max_delete=0.15) == 1  # /old: 3 of 24 entries
+    assert not os.path.exists(data + b"/old")
+    with pytest.raises(TooManyDeletes):
+        data2 = _mirror_with(tmp_path / "2", [f"srv/f{i}" for i in range(20)] + ["old/a", "old/b"])
+        sweep_unseen(data2, seen, max_delete=0.10)
+
+
+def test_sweep_keeps_what_is_below_an_unreadable_directory(tmp_path):
+    """mirrord could not read /srv/locked: what the mirror has below it stays."""
+    data = _mirror_with(tmp_path, ["srv/locked/a", "srv/locked/deep/b", "srv/gone"])
+    seen = SeenSet(os.fsencode(tmp_path / "seen.db"))
+    seen.add([b"/srv/locked"])
+    assert sweep_unseen(data, seen, protected={b"/srv/locked"}) == 1  # only /srv/gone
+    assert os.path.exists(data + b"/srv/locked/a") and os.path.exists(data + b"/srv/locked/deep/b")
