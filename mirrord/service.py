@@ -239,6 +239,7 @@ class MirrordService(MultiService):
             "oldest": self.store.oldest,
             "watched": mon.get("watched", 0),
             "polled": mon.get("polled", 0),
+            "unreadable": len(self.journal.unreadable),
             "roots": [os.fsdecode(r) for r in self.identity.roots()],
             "clients": self.factory.clients(),
         }
