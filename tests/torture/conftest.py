@@ -15,7 +15,9 @@ CI_SEEDS = (1, 2, 3)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    seeds = metafunc.config.getoption("seed") or list(CI_SEEDS)
+    seeds = metafunc.config.getoption("seed") or list(
+        getattr(metafunc.module, "CI_SEEDS", CI_SEEDS)
+    )
     backends = metafunc.config.getoption("backend") or list(BACKENDS)
     if "seed" in metafunc.fixturenames:
         metafunc.parametrize("seed", seeds)

@@ -140,8 +140,11 @@ class Rig:
             (self.base / area).mkdir(parents=True, exist_ok=True)
         self.backends = backends
         self.secrets = tmp / "secrets"
-        self.secrets.write_text("ftp ftp-pass\nbackup rsync-pass\n")
+        self.secrets.write_text("ftp ftp-pass\n")
         os.chmod(self.secrets, 0o600)
+        self.rsyncd_secrets = tmp / "rsyncd.secrets"
+        self.rsyncd_secrets.write_text("backup:rsync-pass\n")
+        os.chmod(self.rsyncd_secrets, 0o600)
         self.rsync_pw = tmp / "rsync.pw"
         self.rsync_pw.write_text("rsync rsync-pass\n")
         os.chmod(self.rsync_pw, 0o600)
@@ -153,7 +156,7 @@ class Rig:
             options=["-o", f"ftp.port={self.ftp_port}",
                      "-o", f"ftp.password-from={self.secrets}:ftp", *mirrord_options],
         )  # fmt: skip
-        self.rsyncd = Rsyncd(tmp, self.secrets) if "rsync" in backends else None
+        self.rsyncd = Rsyncd(tmp, self.rsyncd_secrets) if "rsync" in backends else None
         self.clients: dict[str, Proc] = {}
         self.history: dict[str, list[Proc]] = {b: [] for b in backends}
         self.mirrord_history: list[Proc] = []
@@ -195,7 +198,7 @@ class Rig:
         self.history[backend].append(proc)
         return proc
 
-    def wait_init(self, backend: str, timeout: float = 120.0) -> None:
+    def wait_init(self, backend: str, timeout: float = 45.0) -> None:
         self.clients[backend].wait_line("init finished", timeout)
         self.initialized.add(backend)
 

@@ -253,7 +253,9 @@ class Workload:
             for p, k in self.kinds.items()
             if k == "dir" and _below(p, area) and not (area == ROOT and _below(p, EXCL))
         ]
-        return self.rng.choice(cands)
+        # shallow parents are likelier, so trees stay a few levels deep and readable
+        weights = [1.0 / (1 + p.count("/")) ** 3 for p in cands]
+        return self.rng.choices(cands, weights)[0]
 
     def _name(self) -> str:
         self.counter += 1
@@ -503,6 +505,10 @@ class Executor:
             return False
         self.done[name] += 1
         return True
+
+    def apply_all(self, ops) -> None:
+        for op in ops:
+            self.apply(op)
 
     def _p(self, rel: str) -> str:
         return os.path.join(self.base, rel)
