@@ -82,6 +82,11 @@ class _Daemon:
             return False
         return True
 
+    def said(self, needle: str) -> bool:
+        """True when a line of the output so far holds ``needle``."""
+        with self.cond:
+            return any(needle in line for line in self.seen)
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -129,34 +134,36 @@ def main(argv: list[str] | None = None) -> int:
     ]
     _show(fs_info)
     subprocess.run(fs_info, check=True)
-    worker = None
-    for _attempt in range(3):  # a port picked free can be taken before mirrord binds it
-        worker = _Daemon(
-            "mirrord",
-            [
-                str(BIN / "mirrord"),
-                "-o",
-                f"datadir={data}",
-                "-o",
-                "bind=127.0.0.1",
-                "-o",
-                f"port={port}",
-                "-o",
-                f"ftp.port={ftp_port}",
-                "-o",
-                "ftp.user=mirror",
-                "-o",
-                f"ftp.password-from={secrets}:ftp",
-            ],
-        )
-        if worker.serving(60):
-            break
-        worker.stop()
-        port, ftp_port = _free_port(), _free_port()
-    else:
-        raise SystemExit("quickstart: mirrord did not start (see its output above)")
-    backup = None
+    worker = backup = None
+    codes: list[int] = []
     try:
+        for _attempt in range(3):  # a port picked free can be taken before mirrord binds it
+            worker = _Daemon(
+                "mirrord",
+                [
+                    str(BIN / "mirrord"),
+                    "-o",
+                    f"datadir={data}",
+                    "-o",
+                    "bind=127.0.0.1",
+                    "-o",
+                    f"port={port}",
+                    "-o",
+                    f"ftp.port={ftp_port}",
+                    "-o",
+                    "ftp.user=mirror",
+                    "-o",
+                    f"ftp.password-from={secrets}:ftp",
+                ],
+            )
+            if worker.serving(60):
+                break
+            worker.stop()
+            if not worker.said("cannot listen"):
+                raise SystemExit("quickstart: mirrord did not start (see its output above)")
+            port, ftp_port = _free_port(), _free_port()
+        else:
+            raise SystemExit("quickstart: mirrord could not get a free port (see above)")
         backup = _Daemon(
             "fs_mirror",
             [
@@ -194,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     finally:
         codes = [d.stop() for d in (backup, worker) if d is not None]
-        if not args.keep:
+        if not args.keep:  # also when a daemon failed: nothing left behind in /tmp
             shutil.rmtree(top, ignore_errors=True)
     print(f"\nBoth stopped (exit {codes}). Quick start finished.", flush=True)
     return 0 if all(c == 0 for c in codes) else 1
