@@ -100,6 +100,38 @@ def test_rsync_backend_converges(tmp_path: Path, rsyncd: int):
         w.stop()
 
 
+def test_wrong_rsync_password_is_its_own_error_and_never_a_new_init(tmp_path: Path, rsyncd: int):
+    """A refused rsync password: a clear error, retried with backoff on the same connection.
+
+    Before, fs_mirror logged 'no connection to mirrord' and redid the full
+    INIT every ~2 s; now the INIT in hand waits, and no serial is saved.
+    """
+    src = tmp_path / "srv"
+    src.mkdir()
+    (src / "f").write_bytes(b"content")
+    w = Worker(tmp_path / "mirrord", [src])
+    w.start()
+    pw = tmp_path / "pw"
+    pw.write_text("rsync wrong-pass\n")
+    os.chmod(pw, 0o600)
+    backup = tmp_path / "backup"
+    client = Proc(
+        [command("fs_mirror"), "-o", "host=127.0.0.1", "-o", f"port={w.port}",
+         "-o", "fssync.type=rsync", "-o", f"fssync.port={rsyncd}", "-o", "fssync.user=backup",
+         "-o", "fssync.root=/w", f"--password-from={pw}:rsync", f"--datadir={backup}"]
+    )  # fmt: skip
+    try:
+        client.wait_line("retrying in 2 s", 30)  # the second try of the same batch
+        out = client.output()
+        assert "password" in out and "backup" in out, out
+        assert out.count("full sync") == 1 and "no connection to mirrord" not in out, out
+        assert w.proc.count("INIT at serial") == 1
+        assert not (backup / "sn").exists() or "," not in (backup / "sn").read_text()
+    finally:
+        client.stop()
+        w.stop()
+
+
 def test_report_mode_is_a_realtime_tripwire(tmp_path: Path):
     """A chmod or a write to a watched binary is reported within a second; nothing is written."""
     src = tmp_path / "usr-bin"
