@@ -170,3 +170,31 @@ def test_eight_clients_under_1000_changes_a_second(tmp_path: Path, soak_seconds:
         for c in clients:
             c.stop()
         worker.stop()
+
+
+def test_move_after_a_late_fetch_keeps_the_moved_content(tmp_path: Path):
+    """The load's first failure, reduced: while fs_mirror is down the worker writes X to a,
+    renames a to b and writes Y to a new a. Replayed one record a batch (batch=1), the FWRITE
+    of a fetches Y (a is already the new file); the MOVE must then not carry Y to b: the
+    mirror ends with b = X and a = Y, as the worker has them."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(b"old\n")
+    worker = Worker(tmp_path / "w", [src], options=["-o", "batch=1"])
+    worker.start()
+    client = start_fs_mirror(worker, tmp_path / "m")
+    try:
+        client.wait_line("init finished")
+        wait_for(lambda: not tree_diff(src, mirror_of(tmp_path / "m", src)), 20, 0.05, "INIT")
+        assert client.stop() == 0
+        (src / "a").write_bytes(b"X\n")
+        os.rename(src / "a", src / "b")
+        (src / "a").write_bytes(b"Y\n")
+        client = start_fs_mirror(worker, tmp_path / "m")
+        client.wait_line("resumed session")
+        head = int(request(os.path.join(worker.datadir, "mirrord.sock"), "status")["head"])
+        wait_for(lambda: applied(tmp_path / "m") >= head, 20, 0.05, f"the client at {head}")
+        assert not tree_diff(src, mirror_of(tmp_path / "m", src))
+    finally:
+        client.stop()
+        worker.stop()
