@@ -10,6 +10,7 @@ a reader of the mirrors never sees a sealed file cut short.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from pathlib import Path
@@ -139,3 +140,31 @@ def test_kill_minus_nine_anywhere_converges(tmp_path: Path, seed: int, soak: flo
         )
     finally:
         rig.stop()
+
+
+def test_smooth_boot_sees_a_same_size_rewrite_with_restored_mtime(tmp_path: Path):
+    """Rewritten while mirrord was down, same size, mtime put back: the smooth boot sends FWRITE.
+
+    The reduced form of what seed 11 found: only the ctime tells the change.
+    """
+    from tests.daemons import Replay, Worker
+
+    src = tmp_path / "src"
+    src.mkdir()
+    f = src / "x.y 1587"
+    f.write_bytes(b"A" * 589)
+    w = Worker(tmp_path / "dd", [src])
+    w.start()
+    try:
+        first = Replay(w.client()).init()
+        w.proc.kill()
+        before = f.stat()
+        f.write_bytes(b"B" * 589)
+        os.utime(f, ns=(before.st_atime_ns, before.st_mtime_ns))
+        w.start()
+        again = Replay(w.client())
+        assert again.resume(first.session, first.serial) == b"OK"
+        again.drain(quiet=1.0)
+        assert any(line.startswith(b"FWRITE:") for _, line in again.received), again.received
+    finally:
+        w.proc.kill()
