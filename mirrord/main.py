@@ -25,6 +25,9 @@ def _extra(parser: argparse.ArgumentParser) -> None:
         dest="control",
         help="talk to the running daemon: 'status', 'include PATH' or 'exclude PATH'",
     )
+    parser.add_argument(
+        "--json", action="store_true", help="with -k status: print one JSON object"
+    )
 
 
 def control_socket(config: Any) -> str:
@@ -52,7 +55,9 @@ def _control(args: argparse.Namespace, config: Any) -> int:
     if not reply.get("ok", True):
         raise CommandError(reply.get("error", "request failed"))
     if cmd == "status":
-        if args.verbose:
+        if args.json:
+            print(json.dumps(reply, default=str))
+        elif args.verbose:
             print(json.dumps(reply, indent=2, default=str))
         else:
             print(control.format_status(reply))

@@ -238,6 +238,7 @@ class MirrordService(MultiService):
             "head": self.store.head,
             "oldest": self.store.oldest,
             "watched": mon.get("watched", 0),
+            "watches": mon.get("watched", 0),  # the contract's name (section 6)
             "polled": mon.get("polled", 0),
             "unreadable": len(self.journal.unreadable),
             "roots": [os.fsdecode(r) for r in self.identity.roots()],

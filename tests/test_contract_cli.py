@@ -10,6 +10,7 @@ test_contract_cli_e2e.py.
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 from pathlib import Path
@@ -223,6 +224,16 @@ def test_mirrord_k_commands(worker, tmp_path):
     assert status.returncode == 0 and str(extra) in status.stdout
     assert f"t:{extra}" in run("fs_info", "-o", dd, "-l").stdout
     one_line_error(run("mirrord", "-o", dd, "-k", "frob"), 2, "-k")
+
+
+def test_mirrord_k_status_json(worker):
+    """-k status --json prints one JSON object with the contract's keys (section 6)."""
+    done = run("mirrord", "-o", f"datadir={worker.datadir}", "-k", "status", "--json")
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    for key in ("session", "head", "oldest", "watches", "polled", "clients", "unreadable"):
+        assert key in status, key
+    assert len(status["session"]) == 32 and isinstance(status["clients"], list)
 
 
 # -- fs_mirror ----------------------------------------------------------------
