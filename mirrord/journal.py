@@ -33,6 +33,7 @@ from mirrord.scan import (
     DIRLIST,
     Change,
     ScanStats,
+    disk_entry,
     move_meta,
     overlaps,
     parent_path,
@@ -40,7 +41,7 @@ from mirrord.scan import (
     scan_roots,
     scan_tree,
 )
-from mirrord.store import Store, path_key
+from mirrord.store import DIR, Store, path_key
 from protocol.records import Action, Record
 
 __all__ = ["Journal", "WalkFailed", "scan_roots"]
@@ -381,14 +382,37 @@ class Journal:
         return [follow] if follow is not None else []
 
     def _move(self, batch: Any, src: bytes, dst: bytes) -> list[tuple[bytes, str]]:
+        """One queued rename, told in the log's story, which may lag the disk.
+
+        Walks and reconciles look at the disk as it is *now*, ahead of events
+        still queued or unread, so the snapshot may already lack ``dst``'s
+        directory (deleted because it had been renamed away meanwhile). A MOVE
+        there would make a client re-create it: the source is deleted instead
+        and ``dst``'s highest missing directory is looked at again. Likewise a
+        ``dst`` gone from the disk by now is not deleted here: the event that
+        took it away (a rename of it or of a parent, a delete) is still to come
+        and tells it in order, as a MOVE where it is one.
+        """
         if dst not in self.identity:  # moved out of the mirrored trees
             return self._reconcile(batch, src, False)
         entry = batch.get(src)
         if entry is None or src not in self.identity:
             return self._reconcile(batch, dst, True)
+        if not self._has_parent(batch, dst):
+            return self._reconcile(batch, src, False) + self._reconcile(batch, dst, True)
         record = Record(Action.MOVE, src, target=dst, meta=move_meta(entry))
         self._apply(batch, [(record, ("move", src, dst))])
+        if disk_entry(dst) is None:
+            return []
         return self._reconcile(batch, dst, False)
+
+    def _has_parent(self, batch: Any, path: bytes) -> bool:
+        """Is ``path``'s directory in the snapshot (or ``path`` a top of the tree)?"""
+        parent = parent_path(path)
+        known = batch.get(parent)
+        if known is not None and known.kind == DIR:
+            return True
+        return parent not in self.identity or path in set(self.identity.roots())
 
     # -- cooperative walks ---------------------------------------------------------
     def _walk(

@@ -373,6 +373,52 @@ def test_queued_changes_follow_file_and_directory_moves_in_one_turn(s):
     assert s.store.get(c).size == 3 and s.store.get(e + b"/a").size == 3
 
 
+def test_move_into_a_directory_an_earlier_record_deleted_is_no_move(s):
+    """A MOVE into a directory the log has already deleted (a look at the disk that ran
+    ahead of the queue) would make a client re-create it: the source is deleted instead
+    and the destination's highest missing directory is looked at again."""
+    os.mkdir(s.root + b"/X")
+    a = s.write(b"a", b"aa")
+    s.booted()
+    x, y, g = s.root + b"/X", s.root + b"/Y", s.root + b"/X/g"
+    os.chmod(x, 0o711)
+    os.rename(a, g)
+    os.rename(x, y)
+    s.journal.dirty(x)  # the chmod, committed once X is already gone as Y
+    s.pump()
+    s.journal.moved(a, g)  # the events that came before the rename, read only now
+    s.journal.moved(x, y)
+    s.pump()
+    assert s.records() == [
+        (Action.DELETE, x),
+        (Action.DELETE, a),
+        (Action.CREATE, y),
+        (Action.FWRITE, y + b"/g"),
+    ]
+    assert [p for p, _ in s.store.walk()] == [s.root, y, y + b"/g"]
+
+
+def test_move_whose_destination_moved_on_since_stays_a_move(s):
+    """A rename committed once its destination has been renamed again is still a MOVE,
+    not a DELETE of the destination: the later rename, still to come, moves it on."""
+    os.mkdir(s.root + b"/X")
+    a = s.write(b"a", b"aa")
+    s.booted()
+    x, y, z = s.root + b"/X", s.root + b"/Y", s.root + b"/Z"
+    os.rename(a, x + b"/g")
+    os.rename(x, y)
+    os.rename(y, z)
+    s.journal.moved(a, x + b"/g")
+    s.pump()
+    s.journal.moved(x, y)
+    s.pump()
+    s.journal.moved(y, z)
+    s.pump()
+    assert s.records() == [(Action.MOVE, a, x + b"/g"), (Action.MOVE, x, y), (Action.MOVE, y, z)]
+    assert [p for p, _ in s.store.walk()] == [s.root, z, z + b"/g"]
+    assert s.store.get(z + b"/g").size == 2
+
+
 # -- failures lose nothing -----------------------------------------------------------
 class FlakyBatch(Batch):
     def commit(self, sync: bool = True) -> int:
