@@ -346,15 +346,18 @@ class Applier:
         if dst.startswith(src + b"/"):
             raise HostilePath("MOVE of a directory into itself")
         self.owed.settle_tree(dst)
-        owed = {key: value for key, value in self.owed.take_tree(src)}
+        owed = dict(self.owed.take_tree(src))
+        src_owed = src in owed
         meta = _merge(owed.pop(src, _NO_META), meta)
         src_pending = self._move_pending(src, dst)
         src_st = _lstat(src_local)
         self._echo(f"MOVE '{show(src)}' -> '{show(dst)}'")
         for key, owed_meta in owed.items():  # fetched too late under the old name
             self._add(dst + key[len(src) :], owed_meta)
+        if src_owed and not src_pending:
+            self._add(dst, meta)  # what the mirror has under src is not what moved
         if src_st is None:
-            if not src_pending:
+            if not src_pending and not src_owed:
                 self._add(dst, meta, guessed=True)  # nothing to move here: fetch the result
             return
         self._make_parents(dst_local)
@@ -466,6 +469,11 @@ class Applier:
             meta = metas.get(item, _NO_META)
             if outcome is Outcome.DONE:
                 st = os.lstat(item.local)
+                if self._changed_since(st, meta):
+                    # What came is a later state of the path (or another file
+                    # under the same name): a later record settles it, and a
+                    # MOVE of it first must fetch the moved file anew.
+                    self.owed.add(item.remote, meta)
                 self._set_meta(item.local, meta, st)
                 self.stats.files += 1
                 self.stats.bytes += st.st_size
@@ -498,6 +506,13 @@ class Applier:
             [item.local for item, outcome, _ in results if outcome is Outcome.DONE], self.datadir
         )
         return self.stats
+
+    def _changed_since(self, st: os.stat_result, meta: Meta) -> bool:
+        """The fetched file is not the one the FWRITE described (size, or mtime if kept)."""
+        if meta.size is not None and st.st_size != meta.size:
+            return True
+        keeps_mtime = getattr(self.fetcher, "keeps_mtime", False)
+        return keeps_mtime and meta.mtime_ns is not None and st.st_mtime_ns != meta.mtime_ns
 
     def checkpoint(self) -> None:
         """Save what the mirror owes; call before saving the serial that relies on it."""

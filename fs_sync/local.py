@@ -18,7 +18,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from fs_sync.atomic import copy_fd, refuse_directory
-from fs_sync.interface import FetchItem, Outcome, Result
+from fs_sync.interface import FetchItem, Outcome, Result, is_local_disk_error
 
 _GONE = (errno.ENOENT, errno.ENOTDIR)
 
@@ -50,6 +50,8 @@ def fetch_one(
             fd, item.local, tmpdir, like=st, fsync=fsync
         )  # mode and mtime even if a record lacks them
     except OSError as e:
+        if is_local_disk_error(e):
+            raise  # the mirror's disk, not this file: the whole fetch waits
         return (item, Outcome.FAILED, f"copy: {e.strerror or e}")
     finally:
         os.close(fd)
@@ -58,6 +60,8 @@ def fetch_one(
 
 class LocalFetcher:
     """Fetcher reading `root + path` from the local filesystem."""
+
+    keeps_mtime = True  # a fetched file has the source's mtime until the record's is set
 
     def __init__(
         self,

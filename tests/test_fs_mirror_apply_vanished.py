@@ -136,3 +136,21 @@ def test_owed_set_is_bounded_and_then_asks_for_a_resync(dirs):
     applier, _ = make(dirs, owed=Owed(limit=10))
     run(applier, [R(Action.FWRITE, b"/v%d" % i, mode=0o600) for i in range(15)])
     assert len(applier.owed) == 10 and applier.owed.resync
+
+
+def test_a_later_file_fetched_under_the_name_is_not_carried_by_a_move(dirs):
+    """FWRITE a (X); MOVE a b; FWRITE a (Y), fetched after all three happened on the worker.
+
+    The first fetch of ``a`` gets Y, not the X the record describes (its size
+    says so): the MOVE must then fetch ``b`` anew instead of renaming Y there.
+    """
+    worker, mirror = dirs
+    applier, _ = make(dirs)
+    put(worker, b"/b", b"X, the first content")
+    put(worker, b"/a", b"Y")
+    run(applier, [R(Action.FWRITE, b"/a", size=len(b"X, the first content"))])
+    assert read(mirror, b"/a") == b"Y" and b"/a" in applier.owed
+    run(applier, [R(Action.MOVE, b"/a", b"/b")])
+    run(applier, [R(Action.FWRITE, b"/a", size=1)])
+    assert read(mirror, b"/b") == b"X, the first content" and read(mirror, b"/a") == b"Y"
+    assert len(applier.owed) == 0
