@@ -39,14 +39,24 @@ reactor.run()
 
 
 def run(reactor: SelectReactor, d: object, timeout: float = 600) -> object:
+    """Drive `reactor` until `d` fires.
+
+    The check sits between running the calls and selecting: `iterate()`
+    would run the thread's result and then block in select for its whole
+    timeout, a 50 ms floor under every latency figure. The waker (added to
+    the readers only by `run()`) makes select return when a thread calls in.
+    """
     box: list[object] = []
     d.addBoth(box.append)  # type: ignore[attr-defined]
+    if reactor.waker not in reactor.getReaders():
+        reactor.addReader(reactor.waker)  # type: ignore[arg-type]
     deadline = time.monotonic() + timeout
-    while not box and time.monotonic() < deadline:
-        reactor.iterate(0.05)
-    if not box:
-        raise SystemExit("timed out")
-    return box[0]
+    while time.monotonic() < deadline:
+        reactor.runUntilCurrent()
+        if box:
+            return box[0]
+        reactor.doIteration(0.05)
+    raise SystemExit("timed out")
 
 
 def free_port() -> int:
