@@ -19,6 +19,7 @@ from cmdconfig import CommandError, Config
 from cmdconfig.cli import make_parser, run
 from cmdconfig.tls import twisted_ssl
 from fs_mirror.config import ALIASES, DEFAULT_FILE, SCHEMA
+from fs_mirror.state import DatadirNotPrivate, ensure_private_datadir
 
 
 def _extra(parser: argparse.ArgumentParser) -> None:
@@ -82,6 +83,12 @@ def _prepare(args: argparse.Namespace, config: Config) -> None:
     """Checks whose failure is the exit status even with --daemon."""
     if not args.rotate:
         _check_tls_ca(config)
+        try:
+            ensure_private_datadir(config["datadir"])
+        except DatadirNotPrivate as e:
+            raise config.error("datadir", str(e)) from None
+        except OSError:
+            pass  # cannot create it: the service says so and what to do (exit 1)
 
 
 def command(args: argparse.Namespace, config: Config) -> int:

@@ -41,6 +41,27 @@ RSYNC_STAGING_NAME = b".fs_mirror-staging"
 RESERVED = frozenset({SN_NAME, LOCK_NAME, STAGING_NAME, RSYNC_STAGING_NAME})
 
 
+class DatadirNotPrivate(Exception):
+    """DATADIR grants group or others access; the message says what to do."""
+
+
+def ensure_private_datadir(datadir: bytes | str) -> None:
+    """Create DATADIR with mode 0700, or refuse one that group or others can enter.
+
+    The mirror holds set-user-ID files and other users' private files with
+    their modes: any access to the datadir would let a local user reach
+    them (contract 5).
+    """
+    datadir = os.fsencode(datadir)
+    os.makedirs(datadir, mode=0o700, exist_ok=True)
+    mode = os.stat(datadir).st_mode & 0o777
+    if mode & 0o077:
+        raise DatadirNotPrivate(
+            f"{os.fsdecode(datadir)} has mode {mode:04o}: the mirror holds other users'"
+            f" private and set-user-ID files, so it must be 0700 (chmod 700 {os.fsdecode(datadir)})"
+        )
+
+
 class StateLocked(Exception):
     """Another process holds the datadir; the message says which pid."""
 
@@ -87,7 +108,7 @@ class State:
     # -- ownership -------------------------------------------------------
     def acquire(self) -> None:
         """Take the datadir or raise StateLocked naming the holder's pid."""
-        os.makedirs(self.datadir, exist_ok=True)
+        os.makedirs(self.datadir, mode=0o700, exist_ok=True)
         os.makedirs(self.staging, mode=0o700, exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:

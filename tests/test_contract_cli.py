@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import socket
+import stat
 import subprocess
 from pathlib import Path
 
@@ -20,8 +21,8 @@ import pytest
 from fs_info.config import SCHEMA as FS_INFO_SCHEMA
 from fs_mirror.config import SCHEMA as FS_MIRROR_SCHEMA
 from mirrord.config import SCHEMA as MIRRORD_SCHEMA
-from tests.daemons import Worker, command
-from tests.helpers import free_port
+from tests.daemons import Proc, Worker, command
+from tests.helpers import free_port, wait_for
 
 
 def run(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -289,3 +290,28 @@ def test_fs_mirror_bad_tls_ca_is_exit_2(tmp_path):
         f"--datadir={tmp_path / 'mir'}",
     )
     one_line_error(done, 2, "tls.ca")
+
+
+def test_fs_mirror_makes_its_datadir_private(tmp_path):
+    """A new DATADIR is created with mode 0700 (the mirror holds other users' files)."""
+    datadir = tmp_path / "new" / "mirror"
+    proc = Proc([command("fs_mirror"), "-o", "host=127.0.0.1", "-o", f"port={free_port()}",
+                 "-o", "fssync.type=report", f"--datadir={datadir}"])  # fmt: skip
+    try:
+        wait_for(lambda: (datadir / "sn").exists() or proc.count("no connection"), 20,
+                 message="fs_mirror running on its datadir")  # fmt: skip
+    finally:
+        assert proc.stop() == 0, proc.output()
+    assert stat.S_IMODE(datadir.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("mode", [0o755, 0o750, 0o701])
+def test_fs_mirror_refuses_a_datadir_others_can_enter(tmp_path, mode):
+    """A DATADIR granting group or others any access: exit 2, one line naming it."""
+    datadir = tmp_path / "mirror"
+    datadir.mkdir()
+    datadir.chmod(mode)
+    done = run("fs_mirror", "-o", "host=127.0.0.1", "-o", "fssync.type=report",
+               f"--datadir={datadir}")  # fmt: skip
+    one_line_error(done, 2, str(datadir))
+    assert "0700" in done.stderr

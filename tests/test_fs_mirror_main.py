@@ -372,7 +372,7 @@ def test_tls_verified_against_ca(tmp_path, worker):
 def test_corrupt_sn_exits_1_saying_what_to_do(tmp_path):
     """A garbled sn file stops fs_mirror with exit 1 and tells how to force a full resync."""
     data = tmp_path / "data"
-    data.mkdir()
+    data.mkdir(mode=0o700)
     (data / "sn").write_text("garbage\n")
     proc = subprocess.run(
         [
