@@ -233,6 +233,10 @@ class RsyncFetcher:
     the module. `staging_dir` must be on the mirror's filesystem.
     """
 
+    # --times sets the worker's mtime, but at the precision the two rsyncs
+    # share (whole seconds before protocol 31): fs_mirror compares sizes only.
+    keeps_mtime = False
+
     def __init__(
         self,
         host: str,
