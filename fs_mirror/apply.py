@@ -523,5 +523,5 @@ class Applier:
         return self.owed.resync
 
     def resynced(self) -> None:
-        """A full INIT was applied: it named everything, so nothing is owed."""
+        """A full INIT begins: it names everything again, so nothing owed before counts."""
         self.owed.resynced()

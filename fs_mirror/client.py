@@ -312,7 +312,6 @@ class MirrorProtocol(protocol.Protocol):
 
     def _saved_init(self) -> None:
         assert self.session is not None and self.serial is not None
-        self.client.sink.resynced()
         self.client.save(self.session, self.serial)
         self.initializing = False
         self.client.progress.finish()
@@ -453,6 +452,9 @@ class MirrorClient(protocol.Factory):
         self.saved = (session, serial)
 
     def begin_init(self) -> None:
+        # The INIT names everything again: what was owed before it is moot
+        # (what its own fetches miss is owed anew, saved with its serial).
+        self.sink.resynced()
         if self.sink.mirrors:
             self.sweep.begin()
 

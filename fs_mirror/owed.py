@@ -98,7 +98,7 @@ class Owed:
         return taken
 
     def resynced(self) -> None:
-        """A full INIT has named everything again: nothing is owed any more."""
+        """A full INIT begins and names everything again: nothing owed before counts."""
         if self._owed or self.resync:
             self._owed.clear()
             self._ancestors.clear()

@@ -32,7 +32,7 @@ class Sink(Protocol):
         """True when only a full INIT can bring the mirror in step again."""
 
     def resynced(self) -> None:
-        """A full INIT has been applied."""
+        """A full INIT begins: it names everything again."""
 
 
 class ReportSink:

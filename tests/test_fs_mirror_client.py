@@ -379,3 +379,17 @@ def test_init_keeps_what_is_below_an_unreadable_directory(tmp_path):
     feed(proto, b"OK", *init_stream(3, b"CREATE:/srv", b"CREATE:/srv/locked\tunreadable=1"))
     assert len(os.listdir(h.datadir + b"/srv/locked")) == 5
     assert h.state.load() == (SESSION, 3) and not h.fatal
+
+
+def test_a_file_missed_during_the_init_is_still_owed_after_it(tmp_path):
+    """A file renamed away while the INIT streamed is fetched under its new name later."""
+    h = Harness(tmp_path)
+    os.makedirs(h.worker + b"/d2")
+    with open(h.worker + b"/d2/f", "wb") as f:
+        f.write(b"moved during the INIT")
+    proto, t = h.connect()
+    feed(proto, b"OK", *init_stream(4, b"CREATE:/d", b"FWRITE:/d/f"))  # /d is /d2 by now
+    assert h.state.load() == (SESSION, 4) and sent(t)[-1] == b"NEXT"
+    feed(proto, b"SERIAL:5", b"MOVE:/d\t/d2", b"EOF")
+    with open(h.datadir + b"/d2/f", "rb") as f:
+        assert f.read() == b"moved during the INIT"
