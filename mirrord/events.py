@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -153,6 +154,20 @@ class MovePairer(Generic[H]):
                 return [UnpairedTo(half)]
             return [Paired(held[0], half)]
         raise ValueError(f"not a move event: mask {half.mask:#x}")
+
+    def update_held(self, change: Callable[[H], H]) -> None:
+        """Replace each held FROM half by ``change(half)``, keeping its deadline and order.
+
+        For a caller whose halves carry paths: a directory renamed above a half
+        that is still waiting moves the path that half must be reported at.
+        O(held): held halves are only the renames of the last ``wait`` seconds
+        whose partner has not come (moves out of the watched trees).
+        """
+        pending = self._pending
+        for cookie, (half, deadline) in list(pending.items()):
+            new = change(half)
+            if new is not half:
+                pending[cookie] = (new, deadline)
 
     def expire(self, now: float) -> list[UnpairedFrom[H]]:
         """Give up on every FROM half whose deadline is at or before ``now``."""

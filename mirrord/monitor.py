@@ -18,7 +18,7 @@ create instead of a move.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from twisted.logger import Logger
@@ -63,7 +63,15 @@ def _limbo(wd: int) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class _Half:
-    """One side of a rename, with its path resolved when the event arrived."""
+    """One side of a rename, with its path resolved when the event arrived.
+
+    The path is the one the sink has been told of (the journal's story): a
+    directory above a FROM half that is renamed while the half waits for its
+    partner moves the half's path too (:meth:`Monitor._follow`), else a move
+    out of the tree would be reported at a path the snapshot has left, and
+    delete nothing. A watch re-placed by ``watch()`` (a walk that ran ahead of
+    the events) does not move it: the rename is still to be told in order.
+    """
 
     cookie: int
     mask: int
@@ -330,6 +338,7 @@ class Monitor:
                     self.tree.move_wd(outcome.src.wd, dst)
                 self._move_polled(src, dst)
                 self.sink.moved(src, dst)
+                self._follow(src, dst)
             elif src_in and dst_in:
                 self.sink.moved(src, dst)
             elif dst_in:
@@ -341,6 +350,18 @@ class Monitor:
                 self._gone(outcome.event)
         elif self.is_included(outcome.event.path):
             self.sink.dirty(outcome.event.path, recursive=True)
+
+    def _follow(self, src: bytes, dst: bytes) -> None:
+        """The sink was told ``src`` is now ``dst``: move the waiting halves below it."""
+        if not len(self._pairer):
+            return
+
+        def moved(half: _Half) -> _Half:
+            if not is_below(half.path, src):
+                return half
+            return replace(half, path=dst + half.path[len(src) :])
+
+        self._pairer.update_held(moved)
 
     def _gone(self, half: _Half) -> None:
         """``half.path`` left the tree: drop the watches that went with it.

@@ -201,3 +201,16 @@ def test_pairer_refuses_other_events() -> None:
     pairer: MovePairer[RawEvent] = MovePairer(wait=1.0)
     with pytest.raises(ValueError):
         pairer.feed(RawEvent(1, ev.IN_CREATE, 0, b"x"), 0.0)
+
+
+def test_pairer_update_held_keeps_deadlines_and_order() -> None:
+    """update_held replaces waiting halves in place: each keeps its deadline and
+    its place, so it still expires (or pairs) as it would have, only changed."""
+    pairer: MovePairer[RawEvent] = MovePairer(wait=1.0)
+    pairer.feed(moved_from(1, b"d/x"), 0.0)
+    pairer.feed(moved_from(2, b"e/y"), 0.5)
+    pairer.update_held(lambda h: RawEvent(h.wd, h.mask, h.cookie, b"D/x") if h.cookie == 1 else h)
+    assert pairer.next_deadline() == 1.0
+    assert pairer.expire(1.0) == [UnpairedFrom(moved_from(1, b"D/x"))]
+    assert pairer.feed(moved_to(2), 1.2) == [Paired(moved_from(2, b"e/y"), moved_to(2))]
+    pairer.update_held(lambda h: pytest.fail("nothing is held"))

@@ -12,7 +12,14 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger
 
-from mirrord.events import IN_CREATE, IN_Q_OVERFLOW, RawEvent
+from mirrord.events import (
+    IN_CREATE,
+    IN_ISDIR,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_Q_OVERFLOW,
+    RawEvent,
+)
 from mirrord.kernel import Inotify, InotifyReader, read_limits
 from mirrord.monitor import Monitor
 from mirrord.watches import is_below
@@ -491,3 +498,64 @@ def test_unreadable_directory_raises_for_the_scanner(tmp_path: Path) -> None:
         assert mon.status()["watched"] == 0 and mon.status()["polled"] == 0
     finally:
         ino.close()
+
+
+def test_moved_out_below_a_directory_renamed_during_the_wait(rig: Rig) -> None:
+    """A directory moved out of the tree is reported at the path it had when the
+    move-wait ran out: a rename of one of its ancestors meanwhile is followed."""
+    os.makedirs(rig.p("a/b/c/d"))
+    rig.sink.watch_tree(rig.p("a"))
+    os.rename(rig.p("a/b/c"), rig.outside + b"/c")  # out: waits for a partner
+    os.rename(rig.p("a"), rig.p("z"))  # an ancestor renamed within the wait
+    rig.pump(rig.called("moved", rig.p("a"), rig.p("z")))
+    rig.clock.advance(MOVE_WAIT)
+    assert ("dirty", rig.p("z/b/c"), False) in rig.sink.calls
+    assert ("dirty", rig.p("a/b/c"), False) not in rig.sink.calls
+    assert rig.monitor.tree.wd_of(rig.p("z/b")) is not None
+    assert rig.monitor.status()["watched"] == 3  # tree, z, z/b: c and d went with c
+    with open(rig.p("z/b/f"), "wb"):
+        pass
+    rig.pump(rig.called("dirty", rig.p("z/b/f"), False))
+
+
+def test_late_partner_below_a_renamed_directory_pairs_at_the_new_path(rig: Rig) -> None:
+    """A rename whose TO half comes late (a read boundary) after the directory it
+    left was itself renamed is one moved() from the source's new path."""
+    os.makedirs(rig.p("p/c"))
+    rig.sink.watch_tree(rig.p("p"))
+    top, wd_p = rig.monitor.tree.wd_of(rig.root), rig.monitor.tree.wd_of(rig.p("p"))
+    assert top is not None and wd_p is not None
+    rig.monitor.handle([RawEvent(wd_p, IN_MOVED_FROM | IN_ISDIR, 7, b"c")])
+    rig.monitor.handle(
+        [
+            RawEvent(top, IN_MOVED_FROM | IN_ISDIR, 8, b"p"),
+            RawEvent(top, IN_MOVED_TO | IN_ISDIR, 8, b"q"),
+        ]
+    )
+    rig.monitor.handle([RawEvent(top, IN_MOVED_TO | IN_ISDIR, 7, b"c2")])
+    assert rig.sink.calls[-2:] == [
+        ("moved", rig.p("p"), rig.p("q")),
+        ("moved", rig.p("q/c"), rig.p("c2")),
+    ]
+    assert rig.monitor.tree.wd_of(rig.p("c2")) is not None
+    assert rig.monitor.status()["pending_moves"] == 0
+
+
+def test_moved_out_from_a_directory_mid_rename_is_told_before_that_rename(rig: Rig) -> None:
+    """A move out whose wait ends while the directory it left waits for its own
+    partner is reported at the path the sink knows, before that rename is told."""
+    os.makedirs(rig.p("p/c"))
+    rig.sink.watch_tree(rig.p("p"))
+    top, wd_p = rig.monitor.tree.wd_of(rig.root), rig.monitor.tree.wd_of(rig.p("p"))
+    assert top is not None and wd_p is not None
+    rig.monitor.handle([RawEvent(wd_p, IN_MOVED_FROM | IN_ISDIR, 7, b"c")])
+    rig.clock.advance(MOVE_WAIT / 2)
+    rig.monitor.handle([RawEvent(top, IN_MOVED_FROM | IN_ISDIR, 8, b"p")])  # TO not read yet
+    rig.clock.advance(MOVE_WAIT / 2)
+    rig.monitor.handle([RawEvent(top, IN_MOVED_TO | IN_ISDIR, 8, b"q")])
+    assert rig.sink.calls[-2:] == [
+        ("dirty", rig.p("p/c"), False),
+        ("moved", rig.p("p"), rig.p("q")),
+    ]
+    assert rig.monitor.tree.wd_of(rig.p("q")) == wd_p
+    assert rig.monitor.tree.wd_of(rig.p("q/c")) is None

@@ -1,0 +1,104 @@
+"""Moves out of the tree racing renames above them, against a real mirrord.
+
+A rename out of the watched trees (or into an excluded one) is one
+IN_MOVED_FROM whose partner never comes: mirrord waits ``move_wait`` for it,
+then logs a DELETE. A directory above it renamed during that wait must not
+leave the DELETE at the old path, which the snapshot has already left (the
+mirrors then kept the moved-out directory for good). Each test runs its
+sequence in many fresh sub-directories at full speed, some rounds while
+mirrord is stopped so that it reads them all at once, and replays INIT plus
+every later record into a model that must end equal to the disk.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.daemons import Replay, Worker, assert_clean_output
+from tests.test_e2e_mirrord_order import removed_then_named
+
+ROUNDS = 60
+
+
+@pytest.fixture
+def make_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    workers: list[Worker] = []
+
+    def make(includes: list[Path], excludes: list[Path] = ()) -> Worker:
+        w = Worker(tmp_path / "data", includes, excludes)
+        w.start()
+        workers.append(w)
+        return w
+
+    yield make
+    for w in workers:
+        assert w.stop() == 0
+        assert_clean_output(w.proc)
+
+
+def _stop_some(w: Worker, i: int) -> None:
+    """Stopped for rounds 15-29 and 45-59: those events are read all at once."""
+    if i % 15 == 0:
+        w.proc.signal(signal.SIGCONT if i % 30 == 0 else signal.SIGSTOP)
+
+
+def _fill(top: Path) -> None:
+    (top / "a" / "b" / "c" / "d").mkdir(parents=True)
+    (top / "a" / "b" / "c" / "d" / "f").write_bytes(b"f")
+    (top / "a" / "b" / "c" / "g").write_bytes(b"g")
+    (top / "a" / "b" / "h").write_bytes(b"h")
+
+
+def test_moved_out_while_a_parent_is_renamed(make_worker, tmp_path):
+    """mv a/b/c out of the tree (and a/b/e into an excluded tree), then at once
+    mv a z: the mirrors lose c and e at z/b, where the snapshot has them."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    excl = src / "excl"
+    for i in range(ROUNDS):
+        _fill(src / f"r{i}")
+        (src / f"r{i}" / "a" / "b" / "e").mkdir()
+    excl.mkdir()
+    out.mkdir()
+    w = make_worker([src], [excl])
+    r = Replay(w.client()).init()
+    for i in range(ROUNDS):
+        _stop_some(w, i)
+        top = src / f"r{i}"
+        os.rename(top / "a" / "b" / "c", out / f"c{i}")
+        os.rename(top / "a" / "b" / "e", excl / f"e{i}")
+        os.rename(top / "a", top / "z")
+    w.proc.signal(signal.SIGCONT)
+    r.converge([src], [excl], timeout=30)
+    assert removed_then_named(r.received) == []
+
+
+def test_directory_renamed_twice_then_emptied_out_of_the_tree(make_worker, tmp_path):
+    """The torture suite's seed 1, reduced: mv a/b a/b2 and mv a q/a2 at once, then
+    mv q/a2/b2/c out of the tree and mv q/a2/b2 into an excluded tree, then mv q
+    q3 while those wait for a partner that never comes: nothing of b2 stays.
+    (The two renames at once must not lose the watch of b2 or a2 either.)"""
+    src, out = tmp_path / "src", tmp_path / "out"
+    excl = src / "excl"
+    for i in range(ROUNDS):
+        _fill(src / f"r{i}")
+        (src / f"r{i}" / "q").mkdir()
+    excl.mkdir()
+    out.mkdir()
+    w = make_worker([src], [excl])
+    r = Replay(w.client()).init()
+    for i in range(ROUNDS):
+        _stop_some(w, i)
+        top = src / f"r{i}"
+        os.rename(top / "a" / "b", top / "a" / "b2")
+        os.rename(top / "a", top / "q" / "a2")
+        os.rename(top / "q" / "a2" / "b2" / "c", out / f"c{i}")
+        os.rename(top / "q" / "a2" / "b2", excl / f"b{i}")
+        os.rename(top / "q", top / "q3")
+    w.proc.signal(signal.SIGCONT)
+    r.converge([src], [excl], timeout=30)
+    assert removed_then_named(r.received) == []
