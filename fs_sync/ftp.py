@@ -7,10 +7,22 @@ exactly one thread per connection serialises every use of that connection
 by construction. The threads own the connections; the reactor only sees
 Deferreds.
 
-Paths are the worker's bytes, sent unchanged: ftplib runs with the latin-1
-codec, which maps each byte to one character and back, so a name that is
-not UTF-8 reaches the server byte for byte (the embedded server decodes the
-same way; pyftpdlib does with `unicode_errors='surrogateescape'`).
+One byte rule for names, on both sides: the control connection is read
+and written as latin-1, which maps each byte to one character and back, so
+every name reaches the server byte for byte whatever it is (UTF-8 as RFC
+2640 wants, or not UTF-8 at all); the embedded server decodes its command
+lines the same way, and pyftpdlib does with `unicode_errors='surrogateescape'`.
+Replies are shown to people as UTF-8 (`readable`). The one name FTP cannot
+carry is one holding CR or LF (they end a command line): such an item is
+UNSUPPORTED, never sent.
+
+Which trouble is whose:
+- refused or cut connections (also once more after a reconnect), a login
+  refused (530: `auth=True`) or a server that will not talk fail the whole
+  fetch with `BackendUnavailable`;
+- the mirror's disk refusing the temporary file (ENOSPC, EROFS, ...) fails
+  it with `LocalDiskError`;
+- a reply about one file (550, or a 4xx that repeats) is that file's outcome.
 """
 
 from __future__ import annotations
@@ -20,20 +32,44 @@ import socket
 import zlib
 from collections.abc import Sequence
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from fs_sync.atomic import AtomicFile, refuse_directory
-from fs_sync.interface import FetchItem, Outcome, Result
+from fs_sync.interface import (
+    BackendUnavailable,
+    FetchItem,
+    LocalDiskError,
+    Outcome,
+    Result,
+    is_local_disk_error,
+)
 
-# A broken connection: worth one reconnect and retry.
-_LINK_ERRORS = (OSError, EOFError, ftplib.error_temp, ftplib.error_reply, ftplib.error_proto)
+#: The reason given for a name FTP cannot carry.
+CANNOT_CARRY = "FTP cannot carry a name holding CR or LF"
+
+# The link itself is broken (or the server talks nonsense): reconnect once.
+_LINK_ERRORS = (OSError, EOFError, ftplib.error_reply, ftplib.error_proto)
 
 
-class _LoginFailed(Exception):
-    pass
+def readable(reply: str) -> str:
+    """A reply as ftplib decoded it (latin-1), shown as the UTF-8 it usually is."""
+    return reply.encode("latin-1", "replace").decode("utf-8", "backslashreplace")
+
+
+def ftp_path(root: bytes, remote: bytes) -> str | None:
+    """The command-line form of `root + remote`, or None when FTP cannot carry it."""
+    path = root + remote
+    if b"\r" in path or b"\n" in path:
+        return None
+    return path.decode("latin-1")
+
+
+class _LocalFailure(Exception):
+    """Our own side could not take this one file (not a whole-disk problem)."""
 
 
 class FtpFetcher:
@@ -68,6 +104,8 @@ class FtpFetcher:
         ]
 
     def fetch(self, items: Sequence[FetchItem]) -> Deferred[list[Result]]:
+        """One result per item, in order; fails whole (see the module docstring) only
+        once every lane has stopped, so nothing of this batch is still being written."""
         batch = list(items)
         shares: list[list[FetchItem]] = [[] for _ in self._lanes]
         for item in batch:
@@ -78,11 +116,15 @@ class FtpFetcher:
             if share
         ]
 
-        def in_order(per_lane: list[list[Result]]) -> list[Result]:
-            by_item = {id(r[0]): r for results in per_lane for r in results}
+        def in_order(per_lane: list[tuple[bool, object]]) -> list[Result] | Failure:
+            failures = [value for ok, value in per_lane if not ok]
+            if failures:
+                disk = [f for f in failures if isinstance(f, Failure) and f.check(OSError)]
+                return (disk or failures)[0]  # type: ignore[return-value]
+            by_item = {id(r[0]): r for _, results in per_lane for r in results}  # type: ignore[attr-defined]
             return [by_item[id(item)] for item in batch]
 
-        return gatherResults(ds, consumeErrors=True).addCallback(in_order)
+        return DeferredList(ds, consumeErrors=True).addCallback(in_order)  # type: ignore[arg-type]
 
     def close(self) -> Deferred[None]:
         ds = [
@@ -94,7 +136,7 @@ class FtpFetcher:
             for lane in self._lanes:
                 lane.pool.stop()
 
-        return gatherResults(ds, consumeErrors=True).addBoth(stop)
+        return DeferredList(ds, consumeErrors=True).addBoth(stop)
 
 
 class _Lane:
@@ -115,6 +157,7 @@ class _Lane:
         self.tmpdir = tmpdir
         self.fsync = fsync
         self.host, self.port, self.user = host, port, user
+        self.where = f"{host}:{port}"
         self._password = (password or b"").decode("latin-1")
         self.root = root.rstrip(b"/")
         self.timeout = timeout
@@ -123,24 +166,33 @@ class _Lane:
         self.pool.start()
 
     def _connect(self) -> ftplib.FTP:
-        if self._ftp is None:
-            ftp = ftplib.FTP(encoding="latin-1", timeout=self.timeout)
+        """The lane's logged-in connection; BackendUnavailable when there is none to have."""
+        if self._ftp is not None:
+            return self._ftp
+        ftp = ftplib.FTP(encoding="latin-1", timeout=self.timeout)
+        try:
+            ftp.connect(self.host, self.port)
+            assert ftp.sock is not None
+            # Nagle off: small commands must not wait for a delayed ACK.
+            ftp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
-                ftp.connect(self.host, self.port)
-                assert ftp.sock is not None
-                # Nagle off: small commands must not wait for a delayed ACK.
-                ftp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                try:
-                    ftp.login(self.user, self._password)
-                except ftplib.error_perm as e:
-                    raise _LoginFailed(f"login refused: {e}") from e
-                ftp.set_pasv(True)
-                ftp.voidcmd("TYPE I")
-            except BaseException:
-                ftp.close()
-                raise
-            self._ftp = ftp
-        return self._ftp
+                ftp.login(self.user, self._password)
+            except ftplib.error_perm as e:
+                reply = readable(str(e))
+                raise BackendUnavailable(
+                    f"FTP server {self.where} refused login as {self.user!r}: {reply}",
+                    auth=reply.startswith("530"),
+                ) from e
+            ftp.set_pasv(True)
+            ftp.voidcmd("TYPE I")
+        except BackendUnavailable:
+            ftp.close()
+            raise
+        except (*_LINK_ERRORS, ftplib.Error) as e:
+            ftp.close()
+            raise BackendUnavailable(f"cannot connect to FTP server {self.where}: {e}") from e
+        self._ftp = ftp
+        return ftp
 
     def disconnect(self, polite: bool = False) -> None:
         ftp, self._ftp = self._ftp, None
@@ -150,43 +202,50 @@ class _Lane:
             try:
                 ftp.quit()
                 return
-            except (*_LINK_ERRORS, ftplib.error_perm):
+            except (*_LINK_ERRORS, ftplib.Error):
                 pass
         ftp.close()
 
     def fetch_batch(self, batch: list[FetchItem]) -> list[Result]:
-        results: list[Result] = []
-        down: str | None = None  # once connecting fails, fail the rest quickly
-        for item in batch:
-            if down is not None:
-                results.append((item, Outcome.FAILED, down))
-                continue
-            result, down = self._fetch_with_retry(item)
-            results.append(result)
-        return results
+        """Runs in the lane's thread; whole-fetch trouble is raised, ending the share."""
+        return [self._fetch(item) for item in batch]
 
-    def _fetch_with_retry(self, item: FetchItem) -> tuple[Result, str | None]:
+    def _fetch(self, item: FetchItem) -> Result:
         refused = refuse_directory(item)
         if refused:
-            return refused, None
-        path = (self.root + item.remote).decode("latin-1")
-        if "\r" in path or "\n" in path:
-            return (item, Outcome.FAILED, "name cannot be sent over FTP"), None
+            return refused
+        path = ftp_path(self.root, item.remote)
+        if path is None:
+            return (item, Outcome.UNSUPPORTED, CANNOT_CARRY)
         for attempt in (1, 2):
+            ftp = self._connect()
             try:
-                ftp = self._connect()
-            except _LoginFailed as e:
-                return (item, Outcome.FAILED, str(e)), str(e)
-            except (*_LINK_ERRORS, ftplib.error_perm) as e:
-                message = f"cannot connect to {self.host}:{self.port}: {e}"
-                return (item, Outcome.FAILED, message), message
-            try:
-                return _retrieve(ftp, item, path, self.tmpdir, self.fsync), None
+                return _retrieve(ftp, item, path, self.tmpdir, self.fsync)
+            except (LocalDiskError, _LocalFailure) as e:
+                self.disconnect()  # the transfer was cut short: its reply is still due
+                if isinstance(e, LocalDiskError):
+                    raise
+                return (item, Outcome.FAILED, str(e))
+            except ftplib.error_temp as e:  # 4xx about this transfer on a live link
+                if str(e).startswith("421"):  # ... unless the server is closing it
+                    self.disconnect()
+                    if attempt == 2:
+                        raise BackendUnavailable(f"FTP server {self.where}: {e}") from e
+                elif attempt == 2:
+                    return (item, Outcome.FAILED, readable(str(e)))
             except _LINK_ERRORS as e:
                 self.disconnect()
                 if attempt == 2:
-                    return (item, Outcome.FAILED, f"transfer failed: {e}"), None
+                    message = f"FTP connection to {self.where} broke, also after a reconnect"
+                    raise BackendUnavailable(f"{message}: {e or type(e).__name__}") from e
         raise AssertionError("unreachable")
+
+
+def _local(error: OSError, doing: str) -> Exception:
+    """Our own side's OSError: whole-disk trouble, or this one file's."""
+    if is_local_disk_error(error):
+        return LocalDiskError(error.errno, f"{doing}: {error.strerror}", error.filename)
+    return _LocalFailure(f"{doing}: {error.strerror or error}")
 
 
 def _retrieve(
@@ -196,24 +255,34 @@ def _retrieve(
     try:
         out = AtomicFile(item.local, tmpdir, fsync)
     except OSError as e:
-        return (item, Outcome.FAILED, f"temporary file: {e.strerror or e}")
-    try:
-        with out:
+        raise _local(e, "temporary file") from e
+    with out:
+        try:
             # retrbinary() minus its TYPE I per file: binary was set at login.
             with ftp.transfercmd("RETR " + path) as conn:
                 while block := conn.recv(1 << 16):
-                    out.write(block)
+                    try:
+                        out.write(block)
+                    except OSError as e:
+                        raise _local(e, "writing the temporary file") from e
             ftp.voidresp()
-            out.commit()
-    except ftplib.error_perm as e:
-        reply = str(e)
-        if not reply.startswith("550"):
-            return (item, Outcome.FAILED, reply)
+        except ftplib.error_perm as e:
+            return _refused(ftp, item, path, readable(str(e)))
         try:
-            ftp.cwd(path)  # 550 for a directory too: tell them apart
-        except ftplib.error_perm:
-            return (item, Outcome.VANISHED, reply)
-        return (item, Outcome.NOT_A_FILE, "is a directory")
-    except IsADirectoryError:
-        return (item, Outcome.FAILED, "local path is a directory")
+            out.commit()
+        except IsADirectoryError:
+            return (item, Outcome.FAILED, "local path is a directory")
+        except OSError as e:
+            raise _local(e, "installing the fetched file") from e
     return (item, Outcome.DONE, "")
+
+
+def _refused(ftp: ftplib.FTP, item: FetchItem, path: str, reply: str) -> Result:
+    """The outcome of a RETR the server refused with `reply` (5xx)."""
+    if not reply.startswith("550"):
+        return (item, Outcome.FAILED, reply)
+    try:
+        ftp.cwd(path)  # 550 for a directory too: tell them apart
+    except ftplib.error_perm:
+        return (item, Outcome.VANISHED, reply)
+    return (item, Outcome.NOT_A_FILE, "is a directory")
