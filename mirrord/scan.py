@@ -11,7 +11,8 @@ path, never the whole tree. ``watch(dir)`` is called before a directory is
 listed, so nothing created after the listing escapes both the listing and
 inotify. Paths that vanish while we look are simply gone.
 
-Change is detected from stored stat fields. ``full=False`` (overflow
+Change is detected from stored stat fields (type, size, mtime, ctime, mode,
+owner; see ``diff`` for what a ctime that moved alone means). ``full=False`` (overflow
 recovery) trusts a directory whose mtime and ctime are unchanged: its names
 come from the snapshot and are only lstat'ed, so recovery lists only the
 directories that changed.
@@ -92,23 +93,54 @@ class ScanStats:
     position: bytes = b""  # the path visited last, so a caller can tell what is done
 
 
-def diff(path: bytes, old: Entry | None, new: Entry | None) -> list[Record]:
-    """The records that turn ``old`` into ``new`` on a client (pure)."""
+def diff(path: bytes, old: Entry | None, new: Entry | None, *, seen: bool = False) -> list[Record]:
+    """The records that turn ``old`` into ``new`` on a client (pure).
+
+    A file's content is known to be unchanged only when nothing that a write
+    changes has changed. Size and mtime can both be put back (a rewrite of the
+    same size followed by ``os.utime``, as tar, ``rsync -t`` and ``cp -p`` do);
+    ctime cannot be set and moves on every write, but also on a chmod, chown,
+    link, unlink of another name, rename or xattr change, which stat cannot
+    tell from a write. So, for a file whose size and mtime are unchanged:
+
+    - ctime unchanged: ATTRIB if mode, uid or gid changed, else nothing;
+    - ctime changed, ``seen=False`` (a walk: boot, overflow or verification
+      rescan, a directory listing; nobody saw what happened): FWRITE, which
+      carries mode, uid and gid as well. A needless fetch costs one transfer;
+      a missed rewrite is a mirror that silently differs for good;
+    - ctime changed, ``seen=True`` (``reconcile`` of a path whose events were
+      read, or the listing of a directory that events said changed: a write
+      there came as IN_CLOSE_WRITE, which passes ``written`` and forces an
+      FWRITE): ATTRIB if mode, uid or gid changed, else nothing; a file
+      renamed or linked live (which moves its ctime) must not be fetched again.
+
+    Content written through mmap or through a hard link outside the tree
+    raises no event: the verification rescan (``seen=False``) finds it.
+    """
     if new is None:
         return [] if old is None else [Record(Action.DELETE, path)]
     out = []
     if old is not None and old.kind != new.kind:
         out.append(Record(Action.DELETE, path))
         old = None
+    owner_changed = old is not None and (old.mode, old.uid, old.gid) != (
+        new.mode,
+        new.uid,
+        new.gid,
+    )
     if new.kind == DIR:
         if old is None or (new.unreadable and not old.unreadable):
             out.append(Record(Action.CREATE, path, meta=_meta(new, size=False)))
-        elif (old.mode, old.uid, old.gid) != (new.mode, new.uid, new.gid):
+        elif owner_changed:
             out.append(Record(Action.ATTRIB, path, meta=_meta(new, size=False, mtime=False)))
     elif new.kind == FILE:
-        if old is None or (old.size, old.mtime_ns) != (new.size, new.mtime_ns):
+        if (
+            old is None
+            or (old.size, old.mtime_ns) != (new.size, new.mtime_ns)
+            or (not seen and old.ctime_ns != new.ctime_ns)
+        ):
             out.append(Record(Action.FWRITE, path, meta=_meta(new)))
-        elif (old.mode, old.uid, old.gid) != (new.mode, new.uid, new.gid):
+        elif owner_changed:
             out.append(Record(Action.ATTRIB, path, meta=_meta(new, size=False, mtime=False)))
     elif new.kind == LINK and (old is None or old.target != new.target):
         out.append(Record(Action.SYMLINK, path, target=new.target))
@@ -134,11 +166,13 @@ def _meta(e: Entry, size: bool = True, mtime: bool = True, unreadable: bool = Tr
     )
 
 
-def changes(path: bytes, old: Entry | None, new: Entry | None) -> list[Change]:
+def changes(
+    path: bytes, old: Entry | None, new: Entry | None, *, seen: bool = False
+) -> list[Change]:
     """``diff`` paired with the snapshot ops; a change without a record only updates."""
     if old == new:
         return []
-    records = diff(path, old, new)
+    records = diff(path, old, new, seen=seen)
     if new is None:
         return [(records[0], ("deltree", path))]
     if old is not None and old.kind != new.kind:
@@ -293,7 +327,10 @@ class _Walk:
                     frame = (self.merge(path, None), CHANGED)
                 else:
                     new = replace(new, unreadable=True)
-        found = (forced if mode == FORCE else changes)(path, old, new)
+        if mode == FORCE:
+            found = forced(path, old, new)
+        else:  # a listing after events compares names whose own events are read too
+            found = changes(path, old, new, seen=mode in (LISTING, NONE))
         if not found and new is not None and new.unreadable:
             found = [(None, ("put", path, new))]  # unchanged, but the journal counts it
         self.out.extend(found)
@@ -419,7 +456,9 @@ def reconcile(
     "listing")`` for a known one whose entries changed. A path whose parent is
     missing from the snapshot reconciles the highest missing ancestor instead.
     ``written`` (IN_CLOSE_WRITE) forces an FWRITE for an unchanged-looking file:
-    two writes within one timestamp tick leave size and mtime equal.
+    two writes within one timestamp tick leave size and mtime equal. Without
+    it, a file whose ctime alone moved is not fetched (``diff`` with
+    ``seen=True``): the path's events were read, and a write would have said so.
     Below a directory stored as unreadable nothing changes; a directory that
     can no longer be read is stored as unreadable and not walked; one that
     can be read again keeps the flag until its walk has sent what is below it.
@@ -456,7 +495,7 @@ def reconcile(
             follow = (path, TREE)
         elif old.mtime_ns != new.mtime_ns:
             follow = (path, DIRLIST)
-    found = changes(path, old, new)
+    found = changes(path, old, new, seen=True)  # its events were read: see ``diff``
     if (
         written
         and new is not None

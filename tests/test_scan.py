@@ -43,13 +43,31 @@ def test_diff_gone_and_kind_change():
 
 
 def test_diff_file_changes():
-    """size or mtime -> FWRITE; only mode/uid/gid -> ATTRIB; ctime alone -> nothing."""
+    """size or mtime -> FWRITE; only mode/uid/gid (ctime as stored) -> ATTRIB."""
     assert [r.action for r in diff(P, E(), E(size=4))] == [Action.FWRITE]
     assert [r.action for r in diff(P, E(), E(mtime=11))] == [Action.FWRITE]
     assert diff(P, E(), E(mode=0o600, uid=5)) == [
         Record(Action.ATTRIB, P, meta=Meta(mode=0o600, uid=5, gid=2))
     ]
-    assert diff(P, E(), E(ctime=99)) == []
+
+
+def test_diff_file_whose_ctime_alone_moved():
+    """Size and mtime can be put back, ctime cannot: in a walk (nobody saw what
+    happened) a moved ctime is an FWRITE, carrying mode and owner when those
+    changed too; for a path whose events were read (``seen``) it is nothing, or
+    ATTRIB for a new mode or owner, since a write would have come as IN_CLOSE_WRITE."""
+    fwrite = [Record(Action.FWRITE, P, meta=Meta(mode=0o644, uid=1, gid=2, size=3, mtime_ns=10))]
+    assert diff(P, E(), E(ctime=99)) == fwrite
+    assert diff(P, E(), E(ctime=99), seen=True) == []
+    assert changes(P, E(), E(ctime=99), seen=True) == [(None, ("put", P, E(ctime=99)))]
+    assert diff(P, E(), E(mode=0o600, ctime=99)) == [
+        Record(Action.FWRITE, P, meta=Meta(mode=0o600, uid=1, gid=2, size=3, mtime_ns=10))
+    ]
+    assert diff(P, E(), E(mode=0o600, ctime=99), seen=True) == [
+        Record(Action.ATTRIB, P, meta=Meta(mode=0o600, uid=1, gid=2))
+    ]
+    assert diff(P, E(DIR), E(DIR, ctime=99)) == []  # a directory's names are listed instead
+    assert diff(P, E(LINK, target=b"t"), E(LINK, target=b"t", ctime=99)) == []
 
 
 def test_diff_dir_and_link_changes():
@@ -164,7 +182,7 @@ def test_changed_tree(tree, store):
     os.mkdir(tree + b"/replaced")
     chs = run(tree, ident, store)
     assert records(chs) == [
-        (Action.ATTRIB, tree + b"/a-b/g"),
+        (Action.FWRITE, tree + b"/a-b/g"),  # ctime moved, unseen: see diff
         (Action.FWRITE, tree + b"/file"),
         (Action.DELETE, tree + b"/gone"),
         (Action.SYMLINK, tree + b"/link"),
@@ -173,8 +191,8 @@ def test_changed_tree(tree, store):
         (Action.DELETE, tree + b"/replaced"),
         (Action.CREATE, tree + b"/replaced"),
     ]
-    attrib = next(r for r, _ in chs if r and r.action == Action.ATTRIB)
-    assert attrib.meta.mode == 0o600
+    chmodded = next(r for r, _ in chs if r and r.path == tree + b"/a-b/g")
+    assert chmodded.meta.mode == 0o600
     assert store.get(tree + b"/link").target == b"a"
     assert store.get(tree + b"/replaced").kind == DIR
     assert run(tree, ident, store) == []
@@ -300,6 +318,47 @@ def test_reconcile_written_file_with_same_stat_still_fwrites(tree, store):
     assert records(chs) == []
     chs, _ = reconcile(tree + b"/file", ident, store, Watches(), written=True)
     assert records(chs) == [(Action.FWRITE, tree + b"/file")]
+
+
+def _rewrite_keeping_size_and_mtime(path: bytes, content: bytes) -> None:
+    st = os.stat(path)
+    assert len(content) == st.st_size
+    with open(path, "wb") as fh:
+        fh.write(content)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.mark.parametrize("full", [True, False], ids=["boot", "overflow-or-verify"])
+def test_walk_sees_a_same_size_rewrite_with_restored_mtime(tree, store, full):
+    """A file rewritten unseen with its size and mtime put back (tar, rsync -t,
+    cp -p) is an FWRITE for a full walk (boot) and a changed-only one (overflow
+    recovery, the verification rescan): only its ctime tells."""
+    ident = Identity([tree], [tree + b"/skip"])
+    run(tree, ident, store)
+    _rewrite_keeping_size_and_mtime(
+        tree + b"/a/deep/f", b"F" * os.stat(tree + b"/a/deep/f").st_size
+    )
+    assert records(run(tree, ident, store, full=full)) == [(Action.FWRITE, tree + b"/a/deep/f")]
+    assert run(tree, ident, store, full=full) == []
+
+
+def test_live_rename_and_link_fetch_nothing_again(tree, store):
+    """A rename or a new hard link moves a file's ctime; the path's events were
+    read, so neither reconcile nor the listing that follows fetches it again."""
+    ident = Identity([tree], [tree + b"/skip"])
+    run(tree, ident, store)
+    os.link(tree + b"/file", tree + b"/a/hard")
+    chs, follow = reconcile(tree + b"/file", ident, store, Watches())
+    assert chs and records(chs) == []  # stored with its new ctime, nothing sent
+    store.commit([], [op for _, op in chs])
+    assert follow is None
+    os.rename(tree + b"/a-b/g", tree + b"/a-b/g2")
+    store.commit([], [("move", tree + b"/a-b/g", tree + b"/a-b/g2")])
+    chs, _ = reconcile(tree + b"/a-b/g2", ident, store, Watches())
+    assert records(chs) == []
+    os.link(tree + b"/a/deep/f", tree + b"/a/deep/f2")
+    chs = run(tree + b"/a/deep", ident, store, listing=True)
+    assert records(chs) == [(Action.FWRITE, tree + b"/a/deep/f2")]
 
 
 def test_reconcile_directory_follow_ups(tree, store):
