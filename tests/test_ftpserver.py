@@ -9,8 +9,12 @@ from __future__ import annotations
 import ftplib
 import io
 import os
+import signal
+import socket
+import struct
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,20 +22,27 @@ from pathlib import Path
 import pytest
 
 from mirrord.ftpserver import segments_to_path, served_path
+from tests.helpers import wait_for
 
 USER, PASSWORD = "fsm", "pa55-word"
 
 SERVER = r"""
-import os, sys
+import gc, os, signal, sys
 from twisted.internet import reactor
+from twisted.logger import globalLogBeginner, textFileLogObserver
 from mirrord.ftpserver import make_ftp_factory
 port, user, password = int(sys.argv[1]), sys.argv[2], os.fsencode(sys.argv[3]) or None
 roots = [os.fsencode(a) for a in sys.argv[4:]]
 def included(p):
     return any(p == r or p.startswith(r + b"/") for r in roots)
+def collect():
+    gc.collect()  # an unhandled error in a Deferred is logged when it is collected
+    print("log settled", file=sys.stderr, flush=True)
+signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(reactor.callLater, 0, collect))
 factory = make_ftp_factory(included, user, password)
 listening = reactor.listenTCP(port, factory, interface="127.0.0.1")
 print(listening.getHost().port, flush=True)
+globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
 reactor.run()
 """
 
@@ -40,6 +51,21 @@ reactor.run()
 class FtpServer:
     proc: subprocess.Popen[bytes]
     port: int
+    log: Path | None = None  # the server's log (its stderr), when it has one
+
+    def log_mark(self) -> int:
+        """Where the server's log ends now (see `settled_log`)."""
+        assert self.log is not None
+        return len(self.log.read_bytes())
+
+    def settled_log(self, since: int = 0) -> str:
+        """The server's log from `since` on, once all it had to do so far is logged."""
+        log = self.log
+        assert log is not None
+        before = log.read_bytes().count(b"log settled")
+        self.proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: log.read_bytes().count(b"log settled") > before, 10)
+        return log.read_bytes()[since:].decode("utf-8", "replace")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -49,13 +75,15 @@ class FtpServer:
 def start_embedded_ftp(roots: list[bytes], port: int = 0, password: str = PASSWORD) -> FtpServer:
     """Start the embedded server serving `roots`; returns once it listens."""
     argv = [sys.executable, "-c", SERVER, str(port), USER, password, *roots]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    fd, log = tempfile.mkstemp(prefix="ftpserver-", suffix=".log")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=fd)
+    os.close(fd)
     assert proc.stdout is not None
     line = proc.stdout.readline()  # the server prints its port once listening
     if not line:
         proc.wait(10)
-        raise AssertionError(f"FTP server exited with {proc.returncode}")
-    return FtpServer(proc, int(line))
+        raise AssertionError(f"FTP server exited with {proc.returncode}: {Path(log).read_text()}")
+    return FtpServer(proc, int(line), Path(log))
 
 
 @dataclass
@@ -74,6 +102,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tree]:
     (root / "index.html").write_bytes(b"<h1>hi</h1>")
     (root / "sub").mkdir()
     (root / "sub" / "f.txt").write_bytes(b"inner")
+    (root / "big").write_bytes(os.urandom(16 << 20))
     (outside / "secret").write_bytes(b"do not serve")
     os.symlink(outside / "secret", root / "escape")
     os.symlink(root / "index.html", root / "alias")
@@ -240,3 +269,64 @@ def test_served_path_through_a_symlinked_root(tmp_path: Path) -> None:
     assert served_path(included, root + b"/page") == os.fsencode(real / "page")
     assert served_path(included, root + b"/sneaky") is None
     assert served_path(included, root + b"/excluded/secret") is None
+
+
+# -- clients that go away mid-transfer ------------------------------------------------
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with a TCP reset, as a killed client's kernel would."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def _drain(conn: socket.socket) -> int:
+    received = 0
+    try:
+        while block := conn.recv(1 << 16):
+            received += len(block)
+    except ConnectionResetError:
+        pass
+    conn.close()
+    return received
+
+
+def _assert_no_error_logged(tree: Tree, since: int) -> None:
+    with login(tree) as ftp:  # the server still serves
+        assert retr(ftp, tree.root / "index.html") == b"<h1>hi</h1>"
+    log = tree.server.settled_log(since)
+    for bad in ("Unhandled", "Traceback"):
+        assert bad not in log, log[-4000:]
+
+
+@pytest.mark.parametrize("name", ["index.html", "big"])
+def test_control_connection_reset_during_retr_logs_no_error(tree: Tree, name: str) -> None:
+    """A client whose control connection dies right after RETR (killed, link cut): the
+    server logs no unhandled error and stops sending the file."""
+    mark = tree.server.log_mark()
+    ftp = login(tree)
+    ftp.voidcmd("TYPE I")
+    conn = socket.create_connection(ftp.makepasv(), timeout=10)
+    ftp.putcmd(f"RETR {tree.root / name}")
+    assert ftp.file is not None and ftp.sock is not None
+    ftp.file.close()
+    _reset(ftp.sock)
+    received = _drain(conn)
+    _assert_no_error_logged(tree, mark)
+    if name == "big":
+        assert received < (16 << 20)
+
+
+def test_data_connection_closed_mid_retr_is_no_server_error(tree: Tree) -> None:
+    """A client that drops the data connection mid-file gets a 4xx on the control
+    connection, which stays usable, and the server logs no error."""
+    mark = tree.server.log_mark()
+    with login(tree) as ftp:
+        ftp.voidcmd("TYPE I")
+        conn = ftp.transfercmd(f"RETR {tree.root / 'big'}")
+        conn.recv(1000)
+        _reset(conn)
+        with pytest.raises(ftplib.error_temp, match="^426"):
+            ftp.voidresp()
+        assert retr(ftp, tree.root / "sub" / "f.txt") == b"inner"
+    _assert_no_error_logged(tree, mark)
