@@ -232,6 +232,17 @@ def _protocol_class() -> type:
             super().connectionMade()
             self.transport.setTcpNoDelay(True)
 
+        def getDTPPort(self, factory: Any, interface: str = "") -> Any:
+            """PASV/EPSV listen on the control connection's own local address (not
+            every interface) and take a data connection from this client only."""
+            local, peer = self.transport.getHost().host, self.transport.getPeer().host
+            return super().getDTPPort(_OnlyFrom(factory, peer), interface=local)
+
+        def _refuse_active(self, *args: Any) -> defer.Deferred[Any]:
+            return defer.fail(ftp.CmdNotImplementedError("PORT/EPRT (use PASV or EPSV)"))
+
+        ftp_PORT = ftp_EPRT = _refuse_active  # no connections to third parties (FTP bounce)
+
         def connectionLost(self, reason: Any) -> None:
             self.disconnected = True  # Twisted's lineReceived resumes only if not
             dtp = self.dtpInstance
@@ -286,6 +297,21 @@ def _protocol_class() -> type:
             d.addCallbacks(opened, refused)
             d.addBoth(idle_timeout_again)
             return d
+
+    class _OnlyFrom:
+        """A listening factory that lets only `peer` connect (others are closed)."""
+
+        def __init__(self, factory: Any, peer: str) -> None:
+            self.factory, self.peer = factory, peer
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.factory, name)
+
+        def buildProtocol(self, addr: Any) -> Any:
+            if getattr(addr, "host", None) != self.peer:
+                log.warn("FTP data connection from {host} refused", host=addr)
+                return None
+            return self.factory.buildProtocol(addr)
 
     return MirrorFTP
 

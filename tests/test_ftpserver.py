@@ -330,3 +330,34 @@ def test_data_connection_closed_mid_retr_is_no_server_error(tree: Tree) -> None:
             ftp.voidresp()
         assert retr(ftp, tree.root / "sub" / "f.txt") == b"inner"
     _assert_no_error_logged(tree, mark)
+
+
+# -- data connections -------------------------------------------------------------------
+
+
+def test_port_and_eprt_are_refused(tree: Tree) -> None:
+    """Active mode would let a client make the server connect anywhere (FTP bounce): 502."""
+    with login(tree) as ftp:
+        for command in ("PORT 127,0,0,1,7,208", "EPRT |1|127.0.0.1|2000|"):
+            with pytest.raises(ftplib.error_perm, match="^502"):
+                ftp.sendcmd(command)
+
+
+def test_passive_port_listens_on_the_control_address_only(tree: Tree) -> None:
+    """The passive port is bound to the address the client reached (not 0.0.0.0), and a
+    connection to it from another source address is dropped before any data flows."""
+    with login(tree) as ftp:
+        ftp.voidcmd("TYPE I")
+        host, port = ftp.makepasv()
+        assert host == "127.0.0.1"
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.2", port), timeout=5)
+        intruder = socket.create_connection(
+            (host, port), timeout=5, source_address=("127.0.0.3", 0)
+        )
+        assert _drain(intruder) == 0  # closed without a byte
+        conn = socket.create_connection((host, port), timeout=5)  # the client itself still can
+        ftp.putcmd(f"RETR {tree.root / 'index.html'}")
+        assert ftp.getresp().startswith("125")
+        assert _drain(conn) == len(b"<h1>hi</h1>")
+        assert ftp.voidresp().startswith("226")
