@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fs_mirror.state import RESERVED
 from tests.daemons import Proc, Worker, command, mirror_of, tree_entries
 from tests.helpers import free_port, wait_for
 from tests.torture import workload
@@ -273,6 +274,15 @@ class Rig:
         return "\n".join(parts)
 
 
+def _mirrored(mirror: Path):
+    """``os.walk`` of the mirrored tree only: fs_mirror's own staging folder is not in it."""
+    for top, dirs, files in os.walk(mirror):
+        if top == str(mirror):
+            dirs[:] = [d for d in dirs if os.fsencode(d) not in RESERVED]
+            files = [f for f in files if os.fsencode(f) not in RESERVED]
+        yield top, dirs, files
+
+
 class Reader(threading.Thread):
     """Opens random files of the mirrors until stopped; keeps any sealed content cut short."""
 
@@ -288,7 +298,7 @@ class Reader(threading.Thread):
     def run(self) -> None:
         while not self.halt.is_set():
             for mirror in self.mirrors:
-                files = [os.path.join(d, f) for d, _, fs in os.walk(mirror) for f in fs]
+                files = [os.path.join(d, f) for d, _, fs in _mirrored(mirror) for f in fs]
                 for path in self.rng.sample(files, min(len(files), 40)):
                     try:
                         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
