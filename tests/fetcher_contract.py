@@ -27,14 +27,24 @@ from fs_sync.interface import Fetcher, FetchItem, Outcome
 
 
 def run_deferred(reactor: SelectReactor, d: Any, timeout: float = 30.0) -> Any:
-    """Iterate `reactor` until `d` fires; return its result or raise its error."""
+    """Drive `reactor` until `d` fires; return its result or raise its error.
+
+    The check sits between running the calls and selecting (``iterate``
+    would run a thread's result, then block in select for its whole
+    timeout); the waker makes select return when a thread calls in.
+    """
     box: list[Any] = []
     d.addBoth(box.append)
+    if reactor.waker not in reactor.getReaders():
+        reactor.addReader(reactor.waker)
     deadline = time.monotonic() + timeout
-    while not box:
+    while True:
+        reactor.runUntilCurrent()
+        if box:
+            break
         if time.monotonic() > deadline:
             raise AssertionError(f"Deferred did not fire within {timeout}s")
-        reactor.iterate(0.05)
+        reactor.doIteration(0.05)
     if isinstance(box[0], Failure):
         box[0].raiseException()
     return box[0]
