@@ -455,8 +455,10 @@ def reconcile(
     ``(dir, "tree")`` for a new directory (or ``recursive``), ``(dir,
     "listing")`` for a known one whose entries changed. A path whose parent is
     missing from the snapshot reconciles the highest missing ancestor instead.
-    ``written`` (IN_CLOSE_WRITE) forces an FWRITE for an unchanged-looking file:
-    two writes within one timestamp tick leave size and mtime equal. Without
+    ``written`` (IN_CLOSE_WRITE) forces an FWRITE for an unchanged-looking file
+    (two writes within one timestamp tick leave size and mtime equal; so does a
+    rewrite with the mtime put back), also when its mode or owner changed too:
+    the FWRITE carries them, an ATTRIB would leave the old content. Without
     it, a file whose ctime alone moved is not fetched (``diff`` with
     ``seen=True``): the path's events were read, and a write would have said so.
     Below a directory stored as unreadable nothing changes; a directory that
@@ -502,7 +504,7 @@ def reconcile(
         and new.kind == FILE
         and old is not None
         and old.kind == FILE
-        and not any(record for record, _ in found)
-    ):
+        and not any(record is not None and record.action is Action.FWRITE for record, _ in found)
+    ):  # an ATTRIB alone (a chmod read in the same turn) would leave the old content
         found = [(diff(path, None, new)[0], ("put", path, new))]
     return found, follow

@@ -342,6 +342,21 @@ def test_walk_sees_a_same_size_rewrite_with_restored_mtime(tree, store, full):
     assert run(tree, ident, store, full=full) == []
 
 
+def test_reconcile_written_and_chmodded_file_fwrites_with_its_new_mode(tree, store):
+    """chmod, then a same-size rewrite with the mtime put back, read in one turn
+    (IN_ATTRIB and IN_CLOSE_WRITE merge into one written dirty): an FWRITE
+    carrying the new mode, not an ATTRIB that leaves the old content."""
+    ident = Identity([tree], [tree + b"/skip"])
+    run(tree, ident, store)
+    os.chmod(tree + b"/file", 0o755)
+    _rewrite_keeping_size_and_mtime(tree + b"/file", b"HELLO")
+    chs, _ = reconcile(tree + b"/file", ident, store, Watches(), written=True)
+    assert records(chs) == [(Action.FWRITE, tree + b"/file")]
+    assert chs[0][0] is not None and chs[0][0].meta.mode == 0o755
+    chs, _ = reconcile(tree + b"/file", ident, store, Watches(), written=False)
+    assert records(chs) == [(Action.ATTRIB, tree + b"/file")]
+
+
 def test_live_rename_and_link_fetch_nothing_again(tree, store):
     """A rename or a new hard link moves a file's ctime; the path's events were
     read, so neither reconcile nor the listing that follows fetches it again."""
