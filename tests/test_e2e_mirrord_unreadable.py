@@ -17,7 +17,14 @@ import pytest
 
 from mirrord.control import request
 from protocol.records import Action, Record
-from tests.daemons import Replay, Worker, assert_clean_output
+from tests.daemons import (
+    Replay,
+    Worker,
+    assert_clean_output,
+    mirror_of,
+    start_fs_mirror,
+    wait_converged,
+)
 from tests.helpers import wait_for
 
 NOBODY = 65534
@@ -121,3 +128,41 @@ def test_status_counts_unreadable_directories(locked_worker):
     assert status(worker).get("unreadable") == 1
     (src / "locked").chmod(0o755)
     wait_for(lambda: status(worker).get("unreadable") == 0, 10, 0.05, "the count back to 0")
+
+
+def test_a_full_resync_from_a_mirrord_that_cannot_read_a_directory_keeps_the_backup(top):
+    """Issue 7 item 4 end to end: a mirror made by a root mirrord, then mirrord's database lost
+    and the daemon run as a user who cannot read one directory: the full resync fs_mirror does
+    keeps everything the mirror holds below that directory, and nothing else is lost."""
+    src = top / "src"
+    (src / "open").mkdir(parents=True)
+    (src / "open" / "a.txt").write_bytes(b"a")
+    (src / "locked" / "deep").mkdir(parents=True)
+    for i in range(30):
+        (src / "locked" / "deep" / f"f{i}").write_bytes(b"kept")
+    data, backup = top / "data", top / "backup"
+    root_worker = Worker(data, [src])
+    root_worker.start()
+    client = start_fs_mirror(root_worker, backup)
+    try:
+        client.wait_line("init finished", 30)
+        wait_converged(src, backup)
+        assert root_worker.stop() == 0
+        shutil.rmtree(data)  # the database is lost; the identity is made again below
+        nobody_worker = Worker(data, [src], prefix=AS_NOBODY, port=root_worker.port)
+        for path in [data, *data.rglob("*")]:
+            os.chown(path, NOBODY, -1)
+        (src / "locked").chmod(0o700)  # root's: nobody can neither list nor watch it
+        nobody_worker.start()
+        try:
+            client.wait_line("init finished", 30, count=2)
+            (src / "open" / "b.txt").write_bytes(b"after")
+            wait_for(lambda: (mirror_of(backup, src) / "open" / "b.txt").exists(), 20,
+                     message="a later change")  # fmt: skip
+            kept = list((mirror_of(backup, src) / "locked" / "deep").iterdir())
+            assert len(kept) == 30, client.output()
+            assert "removed" not in client.output()  # the sweep deleted nothing
+        finally:
+            assert nobody_worker.stop() == 0
+    finally:
+        assert client.stop() == 0
