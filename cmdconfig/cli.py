@@ -19,6 +19,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from types import FrameType
 from typing import Any, NoReturn
 
 from cmdconfig.daemon import daemonize, write_pidfile
@@ -137,7 +138,32 @@ def make_parser(
     return parser
 
 
-def _terminate(signum: int, frame: object) -> None:
+#: Code that catches BaseException around what it calls (Twisted's log
+#: publisher and event formatter do): a SystemExit raised in there by the
+#: SIGTERM handler is swallowed and the command would keep running.
+_SWALLOWS = ("twisted.logger", "twisted.python.log", "twisted.python.failure")
+_RETRY_S = 0.01
+
+
+def _in_swallowing_code(frame: FrameType | None) -> bool:
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if isinstance(module, str) and module.startswith(_SWALLOWS):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM before the reactor runs: stop with exit 0 (the reactor has its own handler).
+
+    Raised inside code that would swallow it, the stop is tried again a
+    moment later (SIGALRM) rather than lost.
+    """
+    if _in_swallowing_code(frame):
+        signal.signal(signal.SIGALRM, _terminate)
+        signal.setitimer(signal.ITIMER_REAL, _RETRY_S)
+        return
     raise SystemExit(0)
 
 
@@ -173,6 +199,7 @@ def run(
     # A shell starts background jobs with SIGINT ignored; the contract says
     # SIGINT is a clean stop, so take it back (KeyboardInterrupt -> exit 0).
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous_alrm = signal.getsignal(signal.SIGALRM)
     try:
         args, config = parser.load(argv)
         if log:
@@ -209,5 +236,7 @@ def run(
         _say(prog, "internal error (traceback above); please report it")
         return 1
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)  # a stop retry still pending
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGALRM, previous_alrm)

@@ -210,12 +210,9 @@ DEMO = textwrap.dedent(
 
 
 def demo(*argv: str, **kwargs) -> subprocess.Popen:
+    kwargs.setdefault("stderr", subprocess.PIPE)
     return subprocess.Popen(
-        [sys.executable, "-c", DEMO, *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kwargs,
+        [sys.executable, "-c", DEMO, *argv], stdout=subprocess.PIPE, text=True, **kwargs
     )
 
 
@@ -241,6 +238,21 @@ def test_sigterm_is_a_clean_stop(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_sigterm_while_logging_is_still_a_clean_stop(tmp_path):
+    """SIGTERM as the command starts (often inside Twisted's logging, which swallows
+    SystemExit) still stops it with exit 0: 20 tries, each signalled the moment it runs."""
+    for attempt in range(20):
+        pidfile = tmp_path / f"demo{attempt}.pid"
+        proc = demo("--wait", "--pidfile", str(pidfile), stderr=subprocess.DEVNULL)
+        try:
+            wait_for(pidfile.exists, interval=0.0, message="pidfile")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0, f"attempt {attempt}"
+        finally:
+            proc.kill()
+            proc.wait()
 
 
 def test_daemon_detaches_and_writes_pidfile(tmp_path):
