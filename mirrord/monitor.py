@@ -106,8 +106,10 @@ class Monitor:
         self._polled_full = False
         self.max_pending_moves = max_pending_moves
         self._pairer: MovePairer[_Half] = MovePairer(move_wait, max_pending_moves)
-        self._moving: set[int] = set()  # wds of directories with a rename half pending
-        self._rewatched: set[int] = set()  # of those, the ones watch() met again
+        # wds of directories with rename halves pending, and how many: one moved out
+        # and back in, then out again, waits twice; only the last half decides
+        self._moving: dict[int, int] = {}
+        self._rewatched: set[int] = set()  # of those, met again by watch() since their last
         self._timer: Any = None
 
     # -- watches, called by the scanner ------------------------------------
@@ -261,7 +263,7 @@ class Monitor:
         tree = self.tree
         if mask & IN_IGNORED:
             tree.remove(event.wd)
-            self._moving.discard(event.wd)
+            self._moving.pop(event.wd, None)
             self._rewatched.discard(event.wd)
             return
         base = tree.path_of(event.wd)
@@ -280,8 +282,8 @@ class Monitor:
                 # Until its other half comes, the directory is nowhere: a new
                 # directory made at the old path must not be attached below it.
                 tree.move_wd(wd, _limbo(wd))
-                if len(self._moving) < self.max_pending_moves:
-                    self._moving.add(wd)
+                if wd in self._moving or len(self._moving) < self.max_pending_moves:
+                    self._moving[wd] = self._moving.get(wd, 0) + 1
                     self._rewatched.discard(wd)
             for outcome in self._pairer.feed(_Half(event.cookie, mask, path, wd), now):
                 self._move(outcome)
@@ -317,12 +319,19 @@ class Monitor:
             self._move_outcome(outcome)
         finally:
             half = outcome.src if isinstance(outcome, Paired) else outcome.event
-            if half.wd is not None:
+            if half.wd is not None and self._last_half(half.wd):
                 where = self.tree.path_of(half.wd)
                 if where is not None and where == _limbo(half.wd):  # nobody claimed it
                     self._drop_watches(self.tree.remove_subtree(half.wd))
-                self._moving.discard(half.wd)
                 self._rewatched.discard(half.wd)
+
+    def _last_half(self, wd: int) -> bool:
+        """One pending rename half of ``wd`` is done with: was it the last one?"""
+        n = self._moving.pop(wd, 0)
+        if n > 1:
+            self._moving[wd] = n - 1
+            return False
+        return True
 
     def _move_outcome(self, outcome: MoveOutcome[_Half]) -> None:
         if isinstance(outcome, Paired):
@@ -367,9 +376,11 @@ class Monitor:
         """``half.path`` left the tree: drop the watches that went with it.
 
         Unless its directory has been watched again elsewhere in the meantime
-        (moved out and back in before the move-wait ran out): that watch lives on.
+        (moved out and back in before the move-wait ran out): that watch lives on;
+        or moved away again since (another half of it is pending): that one decides.
         """
-        if half.wd is not None and half.wd not in self._rewatched:
+        wd = half.wd
+        if wd is not None and wd not in self._rewatched and self._moving.get(wd, 0) <= 1:
             self._drop_watches(self.tree.remove_subtree(half.wd))
         self._drop_polled_below(half.path)
         self.sink.dirty(half.path)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemons import Replay, Worker, assert_clean_output
+from tests.helpers import wait_for
 from tests.test_e2e_mirrord_order import removed_then_named
 
 ROUNDS = 60
@@ -45,6 +46,13 @@ def _stop_some(w: Worker, i: int) -> None:
     """Stopped for rounds 15-29 and 45-59: those events are read all at once."""
     if i % 15 == 0:
         w.proc.signal(signal.SIGCONT if i % 30 == 0 else signal.SIGSTOP)
+
+
+def _logged(r: Replay, path: Path) -> bool:
+    """Apply what has come; has a record named ``path`` yet?"""
+    r.pump(0.05)
+    name = os.fsencode(path)
+    return any(name in line for _, line in r.received)
 
 
 def _fill(top: Path) -> None:
@@ -100,5 +108,38 @@ def test_directory_renamed_twice_then_emptied_out_of_the_tree(make_worker, tmp_p
         os.rename(top / "q" / "a2" / "b2", excl / f"b{i}")
         os.rename(top / "q", top / "q3")
     w.proc.signal(signal.SIGCONT)
+    r.converge([src], [excl], timeout=30)
+    assert removed_then_named(r.received) == []
+
+
+def test_directory_bounced_out_and_back_twice_stays_watched(make_worker, tmp_path):
+    """The torture suite's seed 7, reduced: mv a into an excluded tree and back
+    as b, then (in half the rounds once mirrord has walked b) out of the tree
+    and back as c, within one move-wait; what is made in c and below it
+    afterwards reaches the mirrors: its watch is not dropped when the second
+    move-wait ends."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    excl = src / "excl"
+    for i in range(ROUNDS):
+        _fill(src / f"r{i}")
+    excl.mkdir()
+    out.mkdir()
+    w = make_worker([src], [excl])
+    r = Replay(w.client()).init()
+    for i in range(ROUNDS):
+        top = src / f"r{i}"
+        os.rename(top / "a", excl / f"a{i}")
+        os.rename(excl / f"a{i}", top / "b")
+        if i % 2:  # mirrord has walked b (and met its watch again) before it leaves
+            b = top / "b"
+            wait_for(lambda b=b: _logged(r, b), timeout=5, message=f"{b} logged")
+        os.rename(top / "b", out / f"b{i}")
+        os.rename(out / f"b{i}", top / "c")
+    w.proc.signal(signal.SIGCONT)
+    r.converge([src], [excl], timeout=30)
+    for i in range(ROUNDS):  # after both move-waits have run out
+        top = src / f"r{i}" / "c"
+        (top / "new").write_bytes(b"n")
+        (top / "b" / "c" / "x").mkdir()
     r.converge([src], [excl], timeout=30)
     assert removed_then_named(r.received) == []

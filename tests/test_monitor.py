@@ -559,3 +559,27 @@ def test_moved_out_from_a_directory_mid_rename_is_told_before_that_rename(rig: R
     ]
     assert rig.monitor.tree.wd_of(rig.p("q")) == wd_p
     assert rig.monitor.tree.wd_of(rig.p("q/c")) is None
+
+
+def test_directory_moved_out_and_back_twice_keeps_its_watches(rig: Rig) -> None:
+    """Moved out and back in twice before the first move-wait ends: the watch
+    met again is kept when each of the two waits runs out, not only the first."""
+    os.makedirs(rig.p("d/sub"))
+    rig.sink.watch_tree(rig.p("d"))
+    os.rename(rig.p("d"), rig.outside + b"/d")
+    os.rename(rig.outside + b"/d", rig.p("d2"))
+    rig.pump(rig.called("dirty", rig.p("d2"), True))
+    rig.clock.advance(MOVE_WAIT / 2)
+    os.rename(rig.p("d2"), rig.outside + b"/d2")
+    os.rename(rig.outside + b"/d2", rig.p("d3"))
+    rig.pump(rig.called("dirty", rig.p("d3"), True))
+    rig.clock.advance(MOVE_WAIT / 2)
+    assert ("dirty", rig.p("d"), False) in rig.sink.calls
+    rig.clock.advance(MOVE_WAIT / 2)
+    assert ("dirty", rig.p("d2"), False) in rig.sink.calls
+    assert rig.monitor.status()["pending_moves"] == 0
+    assert rig.monitor.tree.wd_of(rig.p("d3/sub")) is not None
+    with open(rig.p("d3/sub/f"), "wb"):
+        pass
+    rig.sentinel()
+    assert ("dirty", rig.p("d3/sub/f"), False) in rig.sink.calls
