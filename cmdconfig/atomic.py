@@ -10,8 +10,12 @@ from __future__ import annotations
 import os
 
 
-def replace_file(path: bytes | str, data: bytes, mode: int = 0o600) -> None:
-    """Atomically make ``path`` hold ``data`` (blocking; small files only)."""
+def replace_file(path: bytes | str, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
+    """Atomically make ``path`` hold ``data`` (blocking; small files only).
+
+    ``durable=False`` skips the fsyncs: the file survives a killed process,
+    and a power loss leaves the old or the new content, not necessarily the new.
+    """
     path = os.fsencode(path)
     directory = os.path.dirname(path) or b"."
     temp = b"%s.%d.tmp" % (path, os.getpid())
@@ -20,13 +24,16 @@ def replace_file(path: bytes | str, data: bytes, mode: int = 0o600) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         os.unlink(temp)
         raise
     os.close(fd)
     os.rename(temp, path)
+    if not durable:
+        return
     dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dfd)

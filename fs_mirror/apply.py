@@ -25,7 +25,7 @@ import ctypes
 import os
 import shutil
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
@@ -230,12 +230,22 @@ class Applier:
     mirrors = True
 
     def apply_batch(
-        self, records: Iterable[Record], serial: int | None = None, *, init: bool = False
+        self,
+        records: Iterable[Record],
+        serial: int | None = None,
+        *,
+        init: bool = False,
+        replayed: int = 0,
+        local_done: Callable[[], None] | None = None,
     ) -> Deferred[Stats]:
         """Apply ``records`` in order, then fetch the batch's files once.
 
-        ``serial`` and ``init`` say where the records come from; replay does
-        not depend on them.
+        ``serial`` and ``init`` say where the records come from.  The first
+        ``replayed`` records were already applied to the disk by a run that
+        was killed before it could save their serial: for them only what
+        they owe is worked out again (their fetches), since repeating a MOVE
+        whose source earlier records made anew would replace the moved tree.
+        ``local_done`` runs once the disk changes are made, before the fetch.
 
         A record that cannot be applied (a refused path, a name too long for
         this file system, ...) is logged in one line, counted and skipped:
@@ -247,10 +257,13 @@ class Applier:
         """
         self._dirs.clear()
         try:
-            for record in records:
+            for index, record in enumerate(records):
                 self.stats.records += 1
                 try:
-                    self._apply(record)
+                    if index < replayed:
+                        self._book(record)
+                    else:
+                        self._apply(record)
                 except (HostilePath, ReservedPath) as e:
                     self._refused(record.action.value, record.path, e)
                 except OSError as e:
@@ -260,6 +273,8 @@ class Applier:
                 finally:
                     if record.action in _RESHAPING:
                         self._dirs.clear()
+            if local_done is not None:
+                local_done()
             return self._fetch_pending()
         except Exception:
             self._pending.clear()
@@ -319,6 +334,37 @@ class Applier:
             if path in owed:  # still owed: the fetch to come sets these too
                 owed.add(path, _merge(owed.meta(path), record.meta))
             self._attrib(path, local, record.meta)
+
+    def _book(self, record: Record) -> None:
+        """What ``record`` owes, without touching the disk (its change is already made)."""
+        action, path, owed = record.action, record.path, self.owed
+        if action is Action.FWRITE:
+            owed.settle_tree(path)
+            self._drop(path)
+            self._add(path, record.meta)
+        elif action is Action.CREATE:
+            owed.settle(path)
+            self._pending.pop(path, None)
+            self._guessed.discard(path)
+        elif action in (Action.DELETE, Action.SYMLINK):
+            owed.settle_tree(path)
+            self._drop(path)
+        elif action is Action.MOVE:
+            assert record.target is not None
+            dst = record.target
+            owed.settle_tree(dst)
+            taken = dict(owed.take_tree(path))
+            meta = _merge(taken.pop(path, _NO_META), record.meta)
+            src_pending = self._move_pending(path, dst)
+            for key, owed_meta in taken.items():
+                self._add(dst + key[len(path) :], owed_meta)
+            if not src_pending:  # fetched again: cheap, and right whatever the first run did
+                self._add(dst, meta, guessed=True)
+        elif action is Action.ATTRIB:
+            if path in self._pending:
+                self._pending[path] = _merge(self._pending[path], record.meta)
+            if path in owed:
+                owed.add(path, _merge(owed.meta(path), record.meta))
 
     def _create(self, path: bytes, local: bytes, meta: Meta) -> None:
         self._pending.pop(path, None)

@@ -96,6 +96,8 @@ class MirrorProtocol(protocol.Protocol):
         self.session: str | None = None
         self.serial: int | None = None  # reached once the data in hand is applied
         self.initializing = False
+        self._next_serial: int | None = None  # serial of the next record of a NEXT batch
+        self._first: int | None = None  # serial of self.records[0] (NEXT batches)
         self.busy = False
         self.closed = False
         self._pumping = False
@@ -189,6 +191,24 @@ class MirrorProtocol(protocol.Protocol):
 
         d.addCallbacks(done, failed)
 
+    def _replay_plan(self, records: list[Record]) -> tuple[int, Callable[[], None] | None]:
+        """How many of ``records`` a killed run already applied, and what to note once done.
+
+        A chunk with a MOVE notes, before its fetch, that its disk changes
+        are made: replaying such a MOVE would take the source that earlier
+        records made anew for the moved tree (fs_mirror.apply, ``_book``).
+        """
+        if self.initializing or self._first is None or self.session is None:
+            return 0, None
+        first, last, session = self._first, self._first + len(records) - 1, self.session
+        done = self.client.state.load_applied()
+        replayed = 0
+        if done is not None and done[0] == session:
+            replayed = max(0, min(len(records), done[1] - first + 1))
+        if not any(r.action is Action.MOVE for r in records[replayed:]):
+            return replayed, None
+        return replayed, lambda: self.client.state.save_applied(session, last)
+
     def _apply(self, records: list[Record], serial: int | None, init: bool) -> Deferred:
         """Apply one chunk; while the disk or the backend must be waited for, retry it.
 
@@ -204,7 +224,13 @@ class MirrorProtocol(protocol.Protocol):
             if self.closed or client.stopping:
                 result.errback(Stopped())
                 return
-            d = client.gate.run(lambda: sink.apply_batch(records, serial, init=init))
+            def apply() -> Deferred:
+                replayed, local_done = self._replay_plan(records)  # a retry replays too
+                return sink.apply_batch(
+                    records, serial, init=init, replayed=replayed, local_done=local_done
+                )
+
+            d = client.gate.run(apply)
             d.addCallbacks(result.callback, retry_later)
 
         def retry_later(failure: Failure) -> None:
@@ -255,6 +281,10 @@ class MirrorProtocol(protocol.Protocol):
         if isinstance(event, SendLine):
             self._send(event.line)
         elif isinstance(event, RecordReceived):
+            if not self.initializing and self._next_serial is not None:
+                if not self.records:  # records of NEXT batches are numbered one by one
+                    self._first = self._next_serial
+                self._next_serial += 1
             self.records.append(event.record)
             limit = self.client.init_chunk if self.initializing else self.client.chunk
             if len(self.records) >= limit:
@@ -271,6 +301,7 @@ class MirrorProtocol(protocol.Protocol):
             self._run(self._finish_init, "applying the INIT stream")
         elif isinstance(event, Resumed):
             self.session, self.serial = event.session, event.serial
+            self._next_serial = event.serial + 1
             self.log.info("resumed session {s} at serial {n}", s=event.session, n=event.serial)
             self._next()
         elif isinstance(event, BatchStarted):
@@ -313,6 +344,7 @@ class MirrorProtocol(protocol.Protocol):
     def _saved_init(self) -> None:
         assert self.session is not None and self.serial is not None
         self.client.save(self.session, self.serial)
+        self._next_serial = self.serial + 1
         self.initializing = False
         self.client.progress.finish()
         began, base = self._init_start

@@ -6,6 +6,7 @@ prints every record (the INIT baseline too) and changes nothing on disk.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from twisted.internet.defer import Deferred, succeed
@@ -22,7 +23,13 @@ class Sink(Protocol):
     stats: Stats  # running counters
 
     def apply_batch(
-        self, records: list[Record], serial: int | None = None, *, init: bool = False
+        self,
+        records: list[Record],
+        serial: int | None = None,
+        *,
+        init: bool = False,
+        replayed: int = 0,
+        local_done: Callable[[], None] | None = None,
     ) -> Deferred: ...
 
     def checkpoint(self) -> None:
@@ -45,9 +52,15 @@ class ReportSink:
         self.stats = Stats()
 
     def apply_batch(
-        self, records: list[Record], serial: int | None = None, *, init: bool = False
+        self,
+        records: list[Record],
+        serial: int | None = None,
+        *,
+        init: bool = False,
+        replayed: int = 0,
+        local_done: Callable[[], None] | None = None,
     ) -> Deferred[Stats]:
-        for record in records:
+        for record in records[replayed:]:  # what a killed run reported is not reported again
             self.stats.records += 1
             self.reporter.report(record, serial)
         return succeed(self.stats)

@@ -31,9 +31,12 @@ import fcntl
 import os
 from collections.abc import Callable, Collection, Iterator
 
+from cmdconfig.atomic import replace_file
+
 SN_NAME = b"sn"
 LOCK_NAME = b".fs_mirror.lock"
 STAGING_NAME = b".fs_mirror.d"
+APPLIED_NAME = b"applied"  # in STAGING_NAME: see State.save_applied
 #: fs_sync.registry's default rsync staging directory (we pass our own, but
 #: an older run may have used it).
 RSYNC_STAGING_NAME = b".fs_mirror-staging"
@@ -176,6 +179,27 @@ class State:
         old, self._sn_fd = self._sn_fd, fd
         if old is not None:
             os.close(old)
+
+    # -- how far the disk changes of an unsaved batch got ----------------------
+    @property
+    def applied_path(self) -> bytes:
+        return os.path.join(self.staging, APPLIED_NAME)
+
+    def load_applied(self) -> tuple[str, int] | None:
+        """``(session, serial)`` up to which records changed the disk, or None.
+
+        Written before a batch's fetch (``save_applied``); past the saved
+        serial it says which records a killed run already applied.
+        """
+        try:
+            with open(self.applied_path, "rb") as f:
+                return parse_sn(f.read())
+        except (FileNotFoundError, StateCorrupt):
+            return None
+
+    def save_applied(self, session: str, serial: int) -> None:
+        """Say that records up to ``serial`` changed the disk (no fsync: see ``replace_file``)."""
+        replace_file(self.applied_path, f"{session},{serial}\n".encode("ascii"), durable=False)
 
     def forget(self) -> None:
         """Remove sn (the next start does a full INIT); keeps the lock file."""
