@@ -223,6 +223,16 @@ class Rig:
             self.worker.proc.kill()
         if self.rsyncd is not None:
             self.rsyncd.stop()
+        self.keep_logs()
+
+    def keep_logs(self) -> None:
+        """Every process's whole output in TMP/logs, for the replay of a failure."""
+        logs = self.tmp / "logs"
+        logs.mkdir(exist_ok=True)
+        runs = {"mirrord": self.mirrord_history, **self.history}
+        for name, procs in runs.items():
+            for i, proc in enumerate(procs):
+                (logs / f"{name}-{i}.log").write_text(proc.output(), errors="replace")
 
     def head(self) -> int:
         """mirrord's head serial (records logged so far), from ``-k status --json``.
