@@ -107,9 +107,10 @@ class Monitor:
         self.max_pending_moves = max_pending_moves
         self._pairer: MovePairer[_Half] = MovePairer(move_wait, max_pending_moves)
         # wds of directories with rename halves pending, and how many: one moved out
-        # and back in, then out again, waits twice; only the last half decides
+        # and back in, then out again, waits twice. A half that runs out drops the
+        # watch only when it is the last one and the watch is still in limbo: met
+        # again by watch() or placed by a later rename, it lives on where it is now
         self._moving: dict[int, int] = {}
-        self._rewatched: set[int] = set()  # of those, met again by watch() since their last
         self._timer: Any = None
 
     # -- watches, called by the scanner ------------------------------------
@@ -133,11 +134,9 @@ class Monitor:
         except WatchLimitReached as e:
             self._add_polled(dir_path, str(e))
             return False
-        if wd in self._moving:
-            # the directory that a pending "moved away" is about, met again in
-            # the tree (moved out and back in before the move-wait ran out): the
-            # watch it still needs must not be dropped with its old path
-            self._rewatched.add(wd)
+        # a directory that a pending "moved away" is about, met again in the tree
+        # (moved out and back in before the move-wait ran out), leaves limbo here:
+        # the watch it still needs is not dropped with its old path
         self.tree.add(wd, dir_path)
         if dir_path in self._polled:
             # watched now, but not what is below it: one walk watches (or polls) that
@@ -264,7 +263,6 @@ class Monitor:
         if mask & IN_IGNORED:
             tree.remove(event.wd)
             self._moving.pop(event.wd, None)
-            self._rewatched.discard(event.wd)
             return
         base = tree.path_of(event.wd)
         if base is None:
@@ -284,7 +282,6 @@ class Monitor:
                 tree.move_wd(wd, _limbo(wd))
                 if wd in self._moving or len(self._moving) < self.max_pending_moves:
                     self._moving[wd] = self._moving.get(wd, 0) + 1
-                    self._rewatched.discard(wd)
             for outcome in self._pairer.feed(_Half(event.cookie, mask, path, wd), now):
                 self._move(outcome)
             return
@@ -319,11 +316,12 @@ class Monitor:
             self._move_outcome(outcome)
         finally:
             half = outcome.src if isinstance(outcome, Paired) else outcome.event
-            if half.wd is not None and self._last_half(half.wd):
-                where = self.tree.path_of(half.wd)
-                if where is not None and where == _limbo(half.wd):  # nobody claimed it
-                    self._drop_watches(self.tree.remove_subtree(half.wd))
-                self._rewatched.discard(half.wd)
+            if half.wd is not None and self._last_half(half.wd) and self._in_limbo(half.wd):
+                self._drop_watches(self.tree.remove_subtree(half.wd))  # nobody claimed it
+
+    def _in_limbo(self, wd: int) -> bool:
+        """``wd`` still waits where its last "moved away" put it: no path claimed it."""
+        return self.tree.path_of(wd) == _limbo(wd)
 
     def _last_half(self, wd: int) -> bool:
         """One pending rename half of ``wd`` is done with: was it the last one?"""
@@ -375,13 +373,15 @@ class Monitor:
     def _gone(self, half: _Half) -> None:
         """``half.path`` left the tree: drop the watches that went with it.
 
-        Unless its directory has been watched again elsewhere in the meantime
-        (moved out and back in before the move-wait ran out): that watch lives on;
-        or moved away again since (another half of it is pending): that one decides.
+        Unless its watch has left limbo in the meantime: watched again by a walk
+        (moved out and back in, or into a directory whose events we did not get
+        yet, before the move-wait ran out) or placed by a later rename seen whole;
+        that watch lives on where it is now. Or unless the directory was moved
+        away again since (another half of it is pending): that one decides.
         """
         wd = half.wd
-        if wd is not None and wd not in self._rewatched and self._moving.get(wd, 0) <= 1:
-            self._drop_watches(self.tree.remove_subtree(half.wd))
+        if wd is not None and self._moving.get(wd, 0) <= 1 and self._in_limbo(wd):
+            self._drop_watches(self.tree.remove_subtree(wd))
         self._drop_polled_below(half.path)
         self.sink.dirty(half.path)
 

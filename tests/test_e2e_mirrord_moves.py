@@ -30,8 +30,8 @@ ROUNDS = 60
 def make_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
-    def make(includes: list[Path], excludes: list[Path] = ()) -> Worker:
-        w = Worker(tmp_path / "data", includes, excludes)
+    def make(includes: list[Path], excludes: list[Path] = (), options: list[str] = ()) -> Worker:
+        w = Worker(tmp_path / "data", includes, excludes, options)
         w.start()
         workers.append(w)
         return w
@@ -53,6 +53,13 @@ def _logged(r: Replay, path: Path) -> bool:
     r.pump(0.05)
     name = os.fsencode(path)
     return any(name in line for _, line in r.received)
+
+
+def _deleted(r: Replay, path: Path) -> bool:
+    """Apply what has come; has a DELETE of ``path`` itself come yet?"""
+    r.pump(0.05)
+    line = b"DELETE:" + os.fsencode(path)
+    return any(rec.split(b"\t")[0] == line for _, rec in r.received)
 
 
 def _fill(top: Path) -> None:
@@ -142,4 +149,45 @@ def test_directory_bounced_out_and_back_twice_stays_watched(make_worker, tmp_pat
         (top / "new").write_bytes(b"n")
         (top / "b" / "c" / "x").mkdir()
     r.converge([src], [excl], timeout=30)
+    assert removed_then_named(r.received) == []
+
+
+def test_directory_moved_into_an_unwalked_directory_then_renamed_twice(make_worker, tmp_path):
+    """The torture suite's seed 1 (ftp), reduced: mv d into a new directory p
+    before mirrord watches p (the IN_MOVED_TO goes unheard), and once mirrord
+    has walked p, mv p/d1 p/d2 and mv p/d2 q/d3 within the first rename's
+    move-wait; when that wait runs out, what is made, linked and moved out in
+    d3 afterwards still reaches the mirrors: d3 keeps its watch."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    rounds = 50
+    for i in range(rounds):
+        _fill(src / f"r{i}")
+        (src / f"r{i}" / "q").mkdir()
+    out.mkdir()
+    # long enough for the walk of p and two renames to land within it
+    w = make_worker([src], [], ["-o", "move.wait=3"])
+    r = Replay(w.client()).init()
+    w.proc.signal(signal.SIGSTOP)  # p is made and filled in one read: not watched yet
+    for i in range(rounds):
+        top = src / f"r{i}"
+        (top / "p").mkdir()
+        os.rename(top / "a", top / "p" / "d1")
+    w.proc.signal(signal.SIGCONT)
+    for i in range(rounds):
+        d1 = src / f"r{i}" / "p" / "d1" / "b"
+        wait_for(lambda d1=d1: _logged(r, d1), timeout=10, message=f"{d1} logged")
+    for i in range(rounds):
+        top = src / f"r{i}"
+        os.rename(top / "p" / "d1", top / "p" / "d2")
+        os.rename(top / "p" / "d2", top / "q" / "d3")
+    for i in range(rounds):  # the first rename's move-wait has run out: a is deleted
+        gone = src / f"r{i}" / "a"
+        wait_for(lambda gone=gone: _deleted(r, gone), timeout=20, message=f"{gone} deleted")
+    for i in range(rounds):
+        d3 = src / f"r{i}" / "q" / "d3"
+        (d3 / "new").write_bytes(b"n")
+        os.symlink("nowhere", d3 / "link")
+        os.rename(d3 / "b" / "h", src / f"r{i}" / "h")
+        (d3 / "b" / "c" / "x").mkdir()
+    r.converge([src], [], timeout=30)
     assert removed_then_named(r.received) == []

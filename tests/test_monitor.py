@@ -583,3 +583,37 @@ def test_directory_moved_out_and_back_twice_keeps_its_watches(rig: Rig) -> None:
         pass
     rig.sentinel()
     assert ("dirty", rig.p("d3/sub/f"), False) in rig.sink.calls
+
+
+def test_directory_moved_into_an_unwalked_directory_then_renamed_keeps_its_watch(
+    rig: Rig,
+) -> None:
+    """A directory moved into a directory not watched yet (its TO half unseen),
+    met again by the walk there, then renamed twice while the first half still
+    waits: when that half runs out, the watch, by then at its newest path, stays."""
+    os.makedirs(rig.p("d/sub"))
+    rig.sink.watch_tree(rig.p("d"))
+    rig.sink.monitor = None  # the walk of p has not run yet
+    os.mkdir(rig.p("p"))
+    rig.pump(rig.called("dirty", rig.p("p"), True))
+    rig.sink.monitor = rig.monitor
+    os.mkdir(rig.p("q"))
+    rig.pump(rig.called("dirty", rig.p("q"), True))
+    os.rename(rig.p("d"), rig.p("p/d1"))  # IN_MOVED_TO in p: nobody hears it
+    rig.pump(lambda: rig.monitor.status()["pending_moves"] == 1)
+    rig.sink.watch_tree(rig.p("p"))  # the walk meets the directory again
+    os.rename(rig.p("p/d1"), rig.p("p/d2"))
+    rig.pump(rig.called("moved", rig.p("p/d1"), rig.p("p/d2")))
+    os.rename(rig.p("p/d2"), rig.p("q/d3"))
+    rig.pump(rig.called("moved", rig.p("p/d2"), rig.p("q/d3")))
+    rig.clock.advance(MOVE_WAIT)
+    assert ("dirty", rig.p("d"), False) in rig.sink.calls
+    assert rig.monitor.status()["pending_moves"] == 0
+    assert rig.monitor.tree.wd_of(rig.p("q/d3")) is not None
+    assert rig.monitor.tree.wd_of(rig.p("q/d3/sub")) is not None
+    with open(rig.p("q/d3/sub/f"), "wb"):
+        pass
+    os.symlink(b"nowhere", rig.p("q/d3/l"))
+    rig.sentinel()
+    assert ("dirty", rig.p("q/d3/sub/f"), False) in rig.sink.calls
+    assert ("dirty", rig.p("q/d3/l"), False) in rig.sink.calls
