@@ -22,6 +22,7 @@ A directory the walks cannot read is logged once and counted
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -50,6 +51,7 @@ Watch = Callable[[bytes], bool]
 _REMAP_LIMIT = 10_000  # longer queues skip re-queueing (still correct, only noisier)
 _WARNED_MAX = 10_000  # paths whose read problem was logged, remembered to log each once
 _RETRY_MAX = 30.0  # seconds between attempts while the store keeps failing
+LOST_KEPT = 4096  # paths kept as lost until their rename is told (oldest dropped)
 
 
 class WalkFailed(OSError):
@@ -110,20 +112,29 @@ class Journal:
         self._failures = 0  # failed commits in a row
         self._walk_failures = 0  # failed walks in a row
         self._stopped = False
+        # Paths an event said exist but that were gone when their turn was
+        # written (see ``dirty``): path -> written, oldest first, bounded.
+        self._lost: OrderedDict[bytes, bool] = OrderedDict()
         self._coop = task.Cooperator(scheduler=lambda f: reactor.callLater(0, f))
 
     # -- the sink the monitor calls ------------------------------------------------
-    def dirty(self, path: bytes, recursive: bool = False, written: bool = False) -> None:
+    def dirty(
+        self, path: bytes, recursive: bool = False, written: bool = False, present: bool = False
+    ) -> None:
         """``path`` may have changed; ``recursive``: so may everything below it;
-        ``written``: its content was written (FWRITE even if its stat looks unchanged)."""
+        ``written``: its content was written (FWRITE even if its stat looks unchanged);
+        ``present``: the event said it exists (created, written, chmodded), so if it
+        is gone when the turn is written, a rename still to be told took it: it is
+        kept, and looked at again under its new name when that rename comes."""
         at = self._at.get(path)
         if at and at[-1] > self._mark:  # queued since the last move: merge
-            _, _, was_recursive, was_written = self._queue[at[-1]]  # type: ignore[misc]
+            _, _, was_recursive, was_written, was_present = self._queue[at[-1]]  # type: ignore[misc]
             self._queue[at[-1]] = (
                 "dirty",
                 path,
                 recursive or was_recursive,
                 written or was_written,
+                present and was_present,  # a delete among them says it is gone
             )
         else:
             if at is None:
@@ -132,7 +143,7 @@ class Journal:
                 while up != b"/" and (up := parent_path(up)) not in above:
                     above.add(up)  # ancestors of a known one are known
             at.append(len(self._queue))
-            self._queue.append(("dirty", path, recursive, written))
+            self._queue.append(("dirty", path, recursive, written, present))
         self._schedule()
 
     def moved(self, src: bytes, dst: bytes) -> None:
@@ -141,7 +152,7 @@ class Journal:
         Paths queued dirty under ``src`` are re-queued under ``dst`` after the
         move: by the end of the turn they only exist there.
         """
-        follow: list[tuple[bytes, bool, bool]] = []
+        follow: list[tuple[bytes, bool, bool, bool]] = []
         if src not in self._above:  # nothing queued below ``src``: O(1) per queued ``src``
             for index in self._at.pop(src, ()):
                 follow.append((dst, *self._queue[index][2:]))  # type: ignore[index]
@@ -154,7 +165,7 @@ class Journal:
                     and overlaps(item[1], src)
                     and len(item[1]) >= len(src)
                 ):
-                    follow.append((dst + item[1][len(src) :], item[2], item[3]))
+                    follow.append((dst + item[1][len(src) :], item[2], item[3], item[4]))
                     self._queue[index] = None
                     self._at.pop(item[1], None)
         # A walk that has not yet passed ``src`` may run before this move is
@@ -163,8 +174,8 @@ class Journal:
         stale = any(job.missed(src) for job in self._jobs)
         self._queue.append(("move", src, dst, stale))
         self._mark = len(self._queue) - 1
-        for path, recursive, written in follow:
-            self.dirty(path, recursive, written)
+        for path, recursive, written, present in follow:
+            self.dirty(path, recursive, written, present)
         self._schedule()
 
     def add(self, changes: Iterable[Change]) -> None:
@@ -269,7 +280,7 @@ class Journal:
                 if item is None:
                     continue
                 if item[0] == "dirty":
-                    follow += self._reconcile(batch, item[1], item[2], item[3])
+                    follow += self._reconcile(batch, item[1], item[2], item[3], item[4])
                 elif item[0] == "move":
                     follow += self._move(batch, item[1], item[2])
                     if item[3] or any(job.missed(item[1]) for job in self._jobs):
@@ -306,7 +317,7 @@ class Journal:
             if item is None:
                 continue
             if item[0] == "dirty":
-                self.dirty(item[1], item[2], item[3])
+                self.dirty(item[1], item[2], item[3])  # not ``present``: a delete may be due
             elif item[0] == "move":  # the snapshot still has src: delete it, walk dst
                 self.dirty(item[1])
                 self.dirty(item[2], recursive=True)
@@ -367,8 +378,21 @@ class Journal:
         )
 
     def _reconcile(
-        self, batch: Any, path: bytes, recursive: bool, written: bool = False
+        self,
+        batch: Any,
+        path: bytes,
+        recursive: bool,
+        written: bool = False,
+        present: bool = False,
     ) -> list[tuple[bytes, str]]:
+        if present and path in self.identity and batch.get(path) is not None:
+            if disk_entry(path) is None:  # renamed away with a parent, told later
+                self._lost[path] = written
+                if len(self._lost) > LOST_KEPT:
+                    self._lost.popitem(last=False)
+                return []
+        elif self._lost and disk_entry(path) is None:
+            self._forget_lost(path)  # deleted for real: nothing to look for below it
         changes, follow = reconcile(
             path,
             self.identity,
@@ -402,9 +426,29 @@ class Journal:
             return self._reconcile(batch, src, False) + self._reconcile(batch, dst, True)
         record = Record(Action.MOVE, src, target=dst, meta=move_meta(entry))
         self._apply(batch, [(record, ("move", src, dst))])
+        follow = self._found_again(batch, src, dst)
         if disk_entry(dst) is None:
+            return follow
+        return follow + self._reconcile(batch, dst, False)
+
+    def _found_again(self, batch: Any, src: bytes, dst: bytes) -> list[tuple[bytes, str]]:
+        """Paths kept as lost below ``src`` are looked at under ``dst`` now that it moved."""
+        if not self._lost:
             return []
-        return self._reconcile(batch, dst, False)
+        under = src + b"/"
+        found = [p for p in self._lost if p == src or p.startswith(under)]
+        follow: list[tuple[bytes, str]] = []
+        for path in found:
+            written = self._lost.pop(path)
+            follow += self._reconcile(batch, dst + path[len(src) :], False, written, True)
+        return follow
+
+    def _forget_lost(self, path: bytes) -> None:
+        """``path`` is deleted: what was kept as lost at or below it is settled."""
+        self._lost.pop(path, None)
+        under = path + b"/"
+        for key in [p for p in self._lost if p.startswith(under)]:
+            del self._lost[key]
 
     def _has_parent(self, batch: Any, path: bytes) -> bool:
         """Is ``path``'s directory in the snapshot (or ``path`` a top of the tree)?"""

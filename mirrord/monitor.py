@@ -287,13 +287,17 @@ class Monitor:
             return
         if not self.is_included(path):
             return
+        # ``present``: the event says the path exists; gone by the time the
+        # journal looks, a rename of it or of a parent is still to be told.
         if mask & IN_CREATE:
-            self.sink.dirty(path, recursive=bool(mask & IN_ISDIR))
+            self.sink.dirty(path, recursive=bool(mask & IN_ISDIR), present=True)
         elif mask & IN_CLOSE_WRITE:
             # Written and closed: content changed even when size and mtime look
             # the same (two writes within one timestamp tick).
-            self.sink.dirty(path, written=True)
-        elif mask & (IN_DELETE | IN_ATTRIB):
+            self.sink.dirty(path, written=True, present=True)
+        elif mask & IN_ATTRIB:
+            self.sink.dirty(path, present=True)
+        elif mask & IN_DELETE:
             self.sink.dirty(path)
 
     def _self_event(self, event: RawEvent, base: bytes) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import pytest
 from twisted.internet import defer, task
@@ -516,3 +517,30 @@ def test_unreadable_directories_are_logged_once_and_counted(s):
     s.pump()
     assert s.journal.unreadable == set()
     assert (Action.CREATE, s.root + b"/moved/sub") in s.records()
+
+
+def test_chmod_told_before_its_directory_rename_of_a_later_turn_is_kept(s):
+    """chmod d/f, then mv d e, the rename told a turn later (it waited for its other half).
+
+    When the chmod's turn is written d/f is gone: that is no DELETE (the
+    event said it exists), and once the rename comes the file is looked at
+    under e, so the log ends with e/f and its new mode, as the disk has it.
+    """
+    d = s.root + b"/d"
+    os.mkdir(d)
+    f = d + b"/f"
+    with open(f, "wb") as fh:
+        fh.write(b"content")
+    s.booted()
+    os.chmod(f, 0o444)
+    e = s.root + b"/e"
+    os.rename(d, e)
+    s.journal.dirty(f, present=True)
+    s.pump()
+    assert (Action.DELETE, f) not in s.records()
+    s.journal.moved(d, e)
+    s.pump()
+    records = s.records()
+    assert (Action.DELETE, f) not in records and (Action.MOVE, d, e) in records
+    assert stat.S_IMODE(s.store.get(e + b"/f").mode) == 0o444
+    assert records[-1][1] == e + b"/f"  # the chmod, told under the new name

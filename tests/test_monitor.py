@@ -35,7 +35,9 @@ class RecordingSink:
         self.calls: list[tuple] = []
         self.monitor: Monitor | None = None
 
-    def dirty(self, path: bytes, recursive: bool = False, written: bool = False) -> None:
+    def dirty(
+        self, path: bytes, recursive: bool = False, written: bool = False, present: bool = False
+    ) -> None:
         self.calls.append(("dirty", path, recursive))
         if recursive and self.monitor is not None and os.path.isdir(path):
             self.watch_tree(path)
@@ -392,7 +394,9 @@ def test_sink_without_watch_limit_method(tmp_path: Path) -> None:
     class MinimalSink:
         """Only the required sink calls."""
 
-        def dirty(self, path: bytes, recursive: bool = False, written: bool = False) -> None:
+        def dirty(
+            self, path: bytes, recursive: bool = False, written: bool = False, present: bool = False
+        ) -> None:
             pass
 
         def moved(self, src: bytes, dst: bytes) -> None:
@@ -455,7 +459,9 @@ class FailingSink(RecordingSink):
         super().__init__()
         self.fail = 1
 
-    def dirty(self, path: bytes, recursive: bool = False, written: bool = False) -> None:
+    def dirty(
+        self, path: bytes, recursive: bool = False, written: bool = False, present: bool = False
+    ) -> None:
         if self.fail:
             self.fail -= 1
             raise RuntimeError("handler bug")
