@@ -226,7 +226,7 @@ class Workload:
         # without an inotify event naming them (caught only by mirrord's verification
         # rescan, contract 2.2 notwithstanding), so in-place changes avoid them
         self.linked: set[str] = set()
-        # paths holding a sealed content: never cut short in place
+        # paths holding a sealed content: only replaced by rename, or grown in place
         self.sealed: set[str] = set()
         self.counter = 0
         self.emitted: Counter[str] = Counter()
@@ -347,7 +347,7 @@ class Workload:
                 return Write(path, content)
             case "overwrite" | "overwrite-same-size":
                 path = self._pick("file", unlinked=True)
-                if path is None:
+                if path is None or path in self.sealed:  # sealed contents change atomically
                     return None
                 same = kind == "overwrite-same-size"
                 content = self._content(self.sizes[path] if same else None)
@@ -364,8 +364,10 @@ class Workload:
                 path = self._pick("file", unlinked=True)
                 if path is None:
                     return None
-                shorter = () if path in self.sealed else (self.sizes[path] // 2, 1)
-                size = rng.choice((0, self.sizes[path] + 100, *shorter))
+                # a sealed content is never cut in place (a copy taken meanwhile
+                # would be cut short): it only grows
+                shorter = () if path in self.sealed else (0, self.sizes[path] // 2, 1)
+                size = rng.choice((self.sizes[path] + 100, *shorter))
                 self.sizes[path] = size
                 return Truncate(path, size)
             case "delete":
