@@ -224,6 +224,7 @@ class MirrorProtocol(protocol.Protocol):
             if self.closed or client.stopping:
                 result.errback(Stopped())
                 return
+
             def apply() -> Deferred:
                 replayed, local_done = self._replay_plan(records)  # a retry replays too
                 return sink.apply_batch(

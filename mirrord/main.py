@@ -25,9 +25,7 @@ def _extra(parser: argparse.ArgumentParser) -> None:
         dest="control",
         help="talk to the running daemon: 'status', 'include PATH' or 'exclude PATH'",
     )
-    parser.add_argument(
-        "--json", action="store_true", help="with -k status: print one JSON object"
-    )
+    parser.add_argument("--json", action="store_true", help="with -k status: print one JSON object")
 
 
 def control_socket(config: Any) -> str:

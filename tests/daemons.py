@@ -482,8 +482,9 @@ def assert_clean_output(proc: Proc) -> None:
         assert bad not in out, f"{bad} in output:\n{out[-4000:]}"
 
 
-def start_fs_mirror(worker: Worker, datadir: Path, *extra: str, kind: str = "local",
-                    verbose: bool = False) -> Proc:
+def start_fs_mirror(
+    worker: Worker, datadir: Path, *extra: str, kind: str = "local", verbose: bool = False
+) -> Proc:
     """fs_mirror pulling from ``worker`` through the ``kind`` backend, retrying within 1 s."""
     return Proc([command("fs_mirror"), *(["-v"] if verbose else []),
                  "-o", f"host={worker.bind}", "-o", f"port={worker.port}",

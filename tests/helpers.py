@@ -10,8 +10,12 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.01,
-             message: str = "condition") -> T:
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    message: str = "condition",
+) -> T:
     """Poll ``predicate`` until it returns a truthy value or ``timeout`` passes.
 
     Returns the truthy value; raises AssertionError naming ``message`` on timeout.

@@ -52,4 +52,3 @@ def test_a_tree_too_deep_for_the_mirror_is_skipped_and_later_changes_arrive(tmp_
     finally:
         assert client.stop() == 0
         w.stop()
-
