@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 
 from mirrord.scan import (
     DIRLIST,
+    LOST,
     Change,
     ScanStats,
     disk_entry,
@@ -385,14 +386,6 @@ class Journal:
         written: bool = False,
         present: bool = False,
     ) -> list[tuple[bytes, str]]:
-        if present and path in self.identity and batch.get(path) is not None:
-            if disk_entry(path) is None:  # renamed away with a parent, told later
-                self._lost[path] = written
-                if len(self._lost) > LOST_KEPT:
-                    self._lost.popitem(last=False)
-                return []
-        elif self._lost and disk_entry(path) is None:
-            self._forget_lost(path)  # deleted for real: nothing to look for below it
         changes, follow = reconcile(
             path,
             self.identity,
@@ -400,8 +393,16 @@ class Journal:
             self.watch,
             recursive=recursive,
             written=written,
+            present=present,
             report=self._warn,
         )
+        if follow is not None and follow[1] == LOST:  # renamed away with a parent, told later
+            self._lost[path] = written
+            if len(self._lost) > LOST_KEPT:
+                self._lost.popitem(last=False)
+            return []
+        if self._lost and any(r is not None and r.action is Action.DELETE for r, _ in changes):
+            self._forget_lost(path)  # deleted for real: nothing to look for below it
         self._apply(batch, changes)
         return [follow] if follow is not None else []
 

@@ -70,6 +70,7 @@ FULL, CHANGED, LISTING, NONE, FORCE = range(5)
 UNREADABLE: Any = object()  # what ``_Walk.listdir`` returns for a directory it cannot read
 TREE = "tree"  # follow-up kinds returned by reconcile
 DIRLIST = "listing"
+LOST = "lost"  # not a walk: a ``present`` path gone, kept as the snapshot has it
 
 
 class Reader(Protocol):
@@ -447,6 +448,7 @@ def reconcile(
     *,
     recursive: bool = False,
     written: bool = False,
+    present: bool = False,
     report: Report | None = None,
 ) -> tuple[list[Change], tuple[bytes, str] | None]:
     """Bring one path's snapshot entry up to date (O(1) work).
@@ -461,6 +463,9 @@ def reconcile(
     the FWRITE carries them, an ATTRIB would leave the old content. Without
     it, a file whose ctime alone moved is not fetched (``diff`` with
     ``seen=True``): the path's events were read, and a write would have said so.
+    ``present``: the event said the path exists; found gone, it is no
+    DELETE but ``(path, LOST)`` (a rename of it or of a parent is still to be
+    told, see ``Journal.dirty``).
     Below a directory stored as unreadable nothing changes; a directory that
     can no longer be read is stored as unreadable and not walked; one that
     can be read again keeps the flag until its walk has sent what is below it.
@@ -486,6 +491,8 @@ def reconcile(
     except OSError as e:  # cannot stat it: it stays as the snapshot has it
         (report or _ignore)(path, e)
         return [], None
+    if new is None and present and old is not None and path in identity:
+        return [], (path, LOST)
     follow = None
     if new is not None and new.kind == DIR:
         if not dir_readable(path):
