@@ -351,15 +351,9 @@ class Applier:
             self._drop(path)
         elif action is Action.MOVE:
             assert record.target is not None
-            dst = record.target
-            owed.settle_tree(dst)
-            taken = dict(owed.take_tree(path))
-            meta = _merge(taken.pop(path, _NO_META), record.meta)
-            src_pending = self._move_pending(path, dst)
-            for key, owed_meta in taken.items():
-                self._add(dst + key[len(path) :], owed_meta)
+            meta, src_pending, src_owed = self._follow_move(path, record.target, record.meta)
             if not src_pending:  # fetched again: cheap, and right whatever the first run did
-                self._add(dst, meta, guessed=True)
+                self._add(record.target, meta, guessed=not src_owed)
         elif action is Action.ATTRIB:
             if path in self._pending:
                 self._pending[path] = _merge(self._pending[path], record.meta)
@@ -391,15 +385,9 @@ class Applier:
             return
         if dst.startswith(src + b"/"):
             raise HostilePath("MOVE of a directory into itself")
-        self.owed.settle_tree(dst)
-        owed = dict(self.owed.take_tree(src))
-        src_owed = src in owed
-        meta = _merge(owed.pop(src, _NO_META), meta)
-        src_pending = self._move_pending(src, dst)
+        meta, src_pending, src_owed = self._follow_move(src, dst, meta)
         src_st = _lstat(src_local)
         self._echo(f"MOVE '{show(src)}' -> '{show(dst)}'")
-        for key, owed_meta in owed.items():  # fetched too late under the old name
-            self._add(dst + key[len(src) :], owed_meta)
         if src_owed and not src_pending:
             self._add(dst, meta)  # what the mirror has under src is not what moved
         if src_st is None:
@@ -413,6 +401,21 @@ class Applier:
         os.rename(src_local, dst_local)
         if meta != _NO_META:
             self._set_meta(dst_local, meta)
+
+    def _follow_move(self, src: bytes, dst: bytes, meta: Meta) -> tuple[Meta, bool, bool]:
+        """Move what is pending and owed at or below ``src`` to ``dst`` (no disk change).
+
+        Returns the metadata for ``dst``, whether ``src`` itself was pending
+        (its fetch now goes to ``dst``) and whether it was owed.
+        """
+        self.owed.settle_tree(dst)
+        owed = dict(self.owed.take_tree(src))
+        src_owed = src in owed
+        meta = _merge(owed.pop(src, _NO_META), meta)
+        src_pending = self._move_pending(src, dst)
+        for key, owed_meta in owed.items():  # fetched too late under the old name
+            self._add(dst + key[len(src) :], owed_meta)
+        return meta, src_pending, src_owed
 
     def _symlink(self, path: bytes, local: bytes, target: bytes, meta: Meta) -> None:
         self._drop(path)
