@@ -57,6 +57,18 @@ def _listening(port: int) -> bool:
         return False
 
 
+def rsync_fs_mirror(tmp_path: Path, w: Worker, rsyncd: int, backup: Path, password: str) -> Proc:
+    """fs_mirror pulling from ``w`` through the rsync daemon as user backup with ``password``."""
+    pw = tmp_path / "pw"
+    pw.write_text(f"rsync {password}\n")
+    os.chmod(pw, 0o600)
+    return Proc(
+        [command("fs_mirror"), "-o", "host=127.0.0.1", "-o", f"port={w.port}",
+         "-o", "fssync.type=rsync", "-o", f"fssync.port={rsyncd}", "-o", "fssync.user=backup",
+         "-o", "fssync.root=/w", f"--password-from={pw}:rsync", f"--datadir={backup}"]
+    )  # fmt: skip
+
+
 def test_rsync_backend_converges(tmp_path: Path, rsyncd: int):
     """INIT then live changes through a real rsync daemon with a password."""
     src = tmp_path / "srv"
@@ -65,29 +77,8 @@ def test_rsync_backend_converges(tmp_path: Path, rsyncd: int):
         (src / "d" / f"f{i}").write_bytes(os.urandom(300))
     w = Worker(tmp_path / "mirrord", [src])
     w.start()
-    pw = tmp_path / "pw"
-    pw.write_text("rsync rsync-pass\n")
-    os.chmod(pw, 0o600)
     backup = tmp_path / "backup"
-    client = Proc(
-        [
-            command("fs_mirror"),
-            "-o",
-            "host=127.0.0.1",
-            "-o",
-            f"port={w.port}",
-            "-o",
-            "fssync.type=rsync",
-            "-o",
-            f"fssync.port={rsyncd}",
-            "-o",
-            "fssync.user=backup",
-            "-o",
-            "fssync.root=/w",
-            f"--password-from={pw}:rsync",
-            f"--datadir={backup}",
-        ]
-    )
+    client = rsync_fs_mirror(tmp_path, w, rsyncd, backup, "rsync-pass")
     try:
         client.wait_line("init finished", 60)
         wait_converged(src, backup)
@@ -111,15 +102,8 @@ def test_wrong_rsync_password_is_its_own_error_and_never_a_new_init(tmp_path: Pa
     (src / "f").write_bytes(b"content")
     w = Worker(tmp_path / "mirrord", [src])
     w.start()
-    pw = tmp_path / "pw"
-    pw.write_text("rsync wrong-pass\n")
-    os.chmod(pw, 0o600)
     backup = tmp_path / "backup"
-    client = Proc(
-        [command("fs_mirror"), "-o", "host=127.0.0.1", "-o", f"port={w.port}",
-         "-o", "fssync.type=rsync", "-o", f"fssync.port={rsyncd}", "-o", "fssync.user=backup",
-         "-o", "fssync.root=/w", f"--password-from={pw}:rsync", f"--datadir={backup}"]
-    )  # fmt: skip
+    client = rsync_fs_mirror(tmp_path, w, rsyncd, backup, "wrong-pass")
     try:
         client.wait_line("retrying in 2 s", 30)  # the second try of the same batch
         out = client.output()

@@ -73,6 +73,14 @@ def test_vanished_exploded_and_moved_away_files_end_right(tmp_path: Path):
     assert_clean_output(again)
 
 
+def _restarted_on_a_new_database(tmp_path: Path, w: Worker, src: Path) -> Worker:
+    """``w`` (stopped) loses its database; a new mirrord starts on the same port."""
+    shutil.rmtree(tmp_path / "mirrord")
+    w2 = Worker(tmp_path / "mirrord", [src], port=w.port)
+    w2.start()
+    return w2
+
+
 def test_new_mirrord_database_means_a_logged_full_resync(tmp_path: Path):
     """mirrord's database lost: SN is refused, fs_mirror says 'full resync', re-INITs, sweeps."""
     src = tmp_path / "src"
@@ -91,9 +99,7 @@ def test_new_mirrord_database_means_a_logged_full_resync(tmp_path: Path):
         old_session = (backup / "sn").read_text().split(",")[0]
         w.stop()
         os.unlink(src / "b")  # unseen by any mirrord: only the sweep after INIT removes it
-        shutil.rmtree(tmp_path / "mirrord")
-        w2 = Worker(tmp_path / "mirrord", [src], port=w.port)
-        w2.start()
+        w2 = _restarted_on_a_new_database(tmp_path, w, src)
         try:
             client.wait_line("full resync", 30)
             client.wait_line("init finished", 30, count=2)
@@ -120,9 +126,7 @@ def test_full_resync_that_would_wipe_the_mirror_stops_and_keeps_it(tmp_path: Pat
         wait_converged(src, backup)
         w.stop()
         shutil.rmtree(src / "data")  # a wrong mount, an emptied disk: not a real shrink
-        shutil.rmtree(tmp_path / "mirrord")
-        w2 = Worker(tmp_path / "mirrord", [src], port=w.port)
-        w2.start()
+        w2 = _restarted_on_a_new_database(tmp_path, w, src)
         try:
             assert client.popen.wait(60) == 1
             assert "would delete 31 of the" in client.output()

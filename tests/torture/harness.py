@@ -257,10 +257,10 @@ class Rig:
     def converge(self, timeout: float = CONVERGE_S) -> dict[str, list[str]]:
         """Wait until every mirror equals the worker; the differences left per backend."""
         t0 = time.monotonic()
-        deadline = t0 + timeout
         left: dict[str, list[str]] = {}
         pending = set(self.backends)
-        while pending:
+
+        def settled() -> bool:
             for b in sorted(pending):
                 diff = self.differences(b)
                 if diff:
@@ -269,9 +269,12 @@ class Rig:
                     left.pop(b, None)
                     pending.discard(b)
                     self.figures.converge_s[b] = time.monotonic() - t0
-            if not pending or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)  # polling interval of a condition with a deadline
+            return not pending
+
+        try:
+            wait_for(settled, timeout, 0.05, "the mirrors to equal the worker")
+        except AssertionError:
+            pass  # what is left is the caller's to report, with its replay
         self.figures.differences += sum(len(v) for v in left.values())
         return left
 
