@@ -386,6 +386,10 @@ class Journal:
         written: bool = False,
         present: bool = False,
     ) -> list[tuple[bytes, str]]:
+        if not present and self._lost:
+            # told again without "it exists" (deleted, or moved away itself), and
+            # after any rename of a parent that would explain it: settled
+            self._lost.pop(path, None)
         changes, follow = reconcile(
             path,
             self.identity,

@@ -465,7 +465,9 @@ def reconcile(
     ``seen=True``): the path's events were read, and a write would have said so.
     ``present``: the event said the path exists; found gone, it is no
     DELETE but ``(path, LOST)`` (a rename of it or of a parent is still to be
-    told, see ``Journal.dirty``).
+    told, see ``Journal.dirty``), also when the snapshot never had it: that
+    rename carries only what the snapshot holds, so a new entry deep below
+    it would otherwise never be told.
     Below a directory stored as unreadable nothing changes; a directory that
     can no longer be read is stored as unreadable and not walked; one that
     can be read again keeps the flag until its walk has sent what is below it.
@@ -491,7 +493,7 @@ def reconcile(
     except OSError as e:  # cannot stat it: it stays as the snapshot has it
         (report or _ignore)(path, e)
         return [], None
-    if new is None and present and old is not None and path in identity:
+    if new is None and present and path in identity:  # also one the snapshot never had
         return [], (path, LOST)
     follow = None
     if new is not None and new.kind == DIR:

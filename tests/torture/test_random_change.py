@@ -15,13 +15,7 @@ CI_OPS = 1000  # about 5 s of change at the seeded pace
 #: CI seeds that still find a mirrord bug not fixed yet, seen in some runs
 #: only (timing).  Each stays in CI, reported as XFAIL or XPASS, never hidden;
 #: an explicit --seed runs it as a plain test.  Remove an entry with its fix.
-KNOWN_OPEN = {
-    (3, "ftp"): (
-        "issue 7, open: mirrord now and then misses an event in a tree moved in from"
-        " outside and renamed while its walk runs (seed 3 op 468/519/532: the symlink"
-        " 'x.y 486' never logged; mirrord's next smooth boot finds it)"
-    ),
-}
+KNOWN_OPEN: dict[tuple[int, str], str] = {}  # (seed, backend) -> why it is expected to fail
 
 
 def test_random_change_converges(
