@@ -114,8 +114,9 @@ class Journal:
         self._walk_failures = 0  # failed walks in a row
         self._stopped = False
         # Paths an event said exist but that were gone when their turn was
-        # written (see ``dirty``): path -> written, oldest first, bounded.
-        self._lost: OrderedDict[bytes, bool] = OrderedDict()
+        # written (see ``dirty``), and roots of follow-up walks found gone:
+        # path -> (written, recursive), oldest first, bounded.
+        self._lost: OrderedDict[bytes, tuple[bool, bool]] = OrderedDict()
         self._coop = task.Cooperator(scheduler=lambda f: reactor.callLater(0, f))
 
     # -- the sink the monitor calls ------------------------------------------------
@@ -301,7 +302,7 @@ class Journal:
         if head != before:
             self._wake()
         for path, kind in follow:
-            self._walk([path], ScanStats(), "", listing=kind == DIRLIST)
+            self._walk([path], ScanStats(), "", listing=kind == DIRLIST, follow_up=True)
         for path in rescans:
             self.dirty(path, recursive=True)
 
@@ -401,9 +402,7 @@ class Journal:
             report=self._warn,
         )
         if follow is not None and follow[1] == LOST:  # renamed away with a parent, told later
-            self._lost[path] = written
-            if len(self._lost) > LOST_KEPT:
-                self._lost.popitem(last=False)
+            self._keep_lost(path, written, recursive)
             return []
         if self._lost and any(r is not None and r.action is Action.DELETE for r, _ in changes):
             self._forget_lost(path)  # deleted for real: nothing to look for below it
@@ -444,9 +443,26 @@ class Journal:
         found = [p for p in self._lost if p == src or p.startswith(under)]
         follow: list[tuple[bytes, str]] = []
         for path in found:
-            written = self._lost.pop(path)
-            follow += self._reconcile(batch, dst + path[len(src) :], False, written, True)
+            written, recursive = self._lost.pop(path)
+            follow += self._reconcile(batch, dst + path[len(src) :], recursive, written, True)
         return follow
+
+    def _keep_lost(self, path: bytes, written: bool, recursive: bool) -> None:
+        self._lost[path] = (written, recursive)
+        if len(self._lost) > LOST_KEPT:
+            self._lost.popitem(last=False)
+
+    def _walk_root_gone(self, root: bytes) -> None:
+        """A follow-up walk found its directory gone: the event saying why is to come.
+
+        It was there when its turn was written, and its parent is watched, so
+        a delete or a rename of it or of a parent is still unread. Deleting it
+        now would drop it from that rename's MOVE, and what is below it, never
+        walked, would be missed for good: it is kept as lost instead, to be
+        walked whole under its new name (a delete settles it, see
+        ``_reconcile``; a lost event, the next verification).
+        """
+        self._keep_lost(root, False, True)
 
     def _forget_lost(self, path: bytes) -> None:
         """``path`` is deleted: what was kept as lost at or below it is settled."""
@@ -474,6 +490,7 @@ class Journal:
         listing: bool = False,
         first: bool = False,
         strict: bool = False,
+        follow_up: bool = False,
     ) -> defer.Deferred[None]:
         """Walk ``roots`` cooperatively, committing chunk by chunk.
 
@@ -498,6 +515,7 @@ class Journal:
                         listing=listing,
                         stats=stats,
                         report=self._warn,
+                        on_root_gone=self._walk_root_gone if follow_up else None,
                     ):
                         if first:
                             ops = [op for _, op in chunk]

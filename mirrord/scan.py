@@ -260,10 +260,18 @@ class _SnapChildren:
 
 class _Walk:
     def __init__(
-        self, identity: Membership, store: Reader, watch: Watch, stats: ScanStats, report: Report
+        self,
+        identity: Membership,
+        store: Reader,
+        watch: Watch,
+        stats: ScanStats,
+        report: Report,
+        on_root_gone: Callable[[bytes], None] | None = None,
     ) -> None:
         self.identity, self.store, self.watch, self.stats = identity, store, watch, stats
         self.report = report
+        self.on_root_gone = on_root_gone
+        self.root: bytes | None = None
         self.out: list[Change] = []
 
     def entry(self, path: bytes, old: Entry | None) -> Entry | None:
@@ -319,6 +327,8 @@ class _Walk:
                 else:
                     if names is None:  # vanished or replaced between lstat and listdir
                         new = self.entry(path, None)
+                        if new is None and self._root_gone(path, old):
+                            return None
                         names = [] if new is not None and new.kind == DIR else None
                     if names is not None:
                         child = _child_mode(mode, fresh, locked)
@@ -336,6 +346,13 @@ class _Walk:
             found = [(None, ("put", path, new))]  # unchanged, but the journal counts it
         self.out.extend(found)
         return frame
+
+    def _root_gone(self, path: bytes, old: Entry | None) -> bool:
+        """The walk's own root, stored, is gone: tell ``on_root_gone`` instead of deleting."""
+        if path != self.root or old is None or self.on_root_gone is None:
+            return False
+        self.on_root_gone(path)
+        return True
 
     def merge(self, dir_path: bytes, names: list[bytes] | None) -> Iterator[Any]:
         """(path, old, new) for each child, in name order; ``names`` None trusts the snapshot."""
@@ -366,8 +383,11 @@ class _Walk:
     def run(self, root: bytes, mode: int) -> Iterator[list[Change]]:
         started = time.monotonic()
         stack = []
+        self.root = root
         old = self.store.get(root)
-        frame = self.visit(root, old, self.entry(root, old), mode)
+        new = self.entry(root, old)
+        gone = new is None and self._root_gone(root, old)
+        frame = None if gone else self.visit(root, old, new, mode)
         if frame is not None:
             stack.append(frame)
         seen = self.stats.entries_seen
@@ -400,6 +420,7 @@ def scan_tree(
     listing: bool = False,
     stats: ScanStats | None = None,
     report: Report | None = None,
+    on_root_gone: Callable[[bytes], None] | None = None,
 ) -> Iterator[list[Change]]:
     """Walk ``root`` against the snapshot, yielding lists of changes (maybe empty).
 
@@ -407,10 +428,11 @@ def scan_tree(
     ``listing=True`` lists ``root`` and descends only into new directories.
     Pass ``stats`` to read the cost afterwards, ``report`` to hear of each
     directory that cannot be read and each entry that cannot be stat-ed.
+    ``on_root_gone(root)``: called instead of deleting a stored ``root`` found gone.
     """
     mode = LISTING if listing else FULL if full else CHANGED
     stats = stats if stats is not None else ScanStats()
-    return _Walk(identity, store, watch, stats, report or _ignore).run(root, mode)
+    return _Walk(identity, store, watch, stats, report or _ignore, on_root_gone).run(root, mode)
 
 
 def parent_path(path: bytes) -> bytes:

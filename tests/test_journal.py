@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 
 import pytest
 from twisted.internet import defer, task
@@ -25,6 +26,7 @@ class Setup:
         self.clock = task.Clock()
         self.events: list[dict] = []
         self.watched: list[bytes] = []
+        self.on_watch: dict[bytes, Callable[[], object]] = {}  # path -> done when it is watched
         self.identity = Identity([self.root], [self.root + b"/x"])
         self.journal = self.make()
 
@@ -39,6 +41,9 @@ class Setup:
 
     def watch(self, path: bytes) -> bool:
         self.watched.append(path)
+        hook = self.on_watch.pop(path, None)
+        if hook is not None:
+            hook()
         return True
 
     def pump(self) -> None:
@@ -588,3 +593,29 @@ def test_entry_created_and_deleted_before_its_turn_is_not_kept_as_lost(s):
     s.pump()
     assert tmp not in s.journal._lost
     assert all(r[1] != tmp for r in s.records())
+
+
+def test_walk_of_a_new_directory_after_its_parent_was_renamed_keeps_it(s):
+    """mkdir -p d/a/deep d/b/deep, then mv d e while their walks run, the rename told later.
+
+    The walks find d/a and d/b gone (one as it lists, one before it starts):
+    that is no DELETE, the rename that explains it is still to be told. Once
+    it is, both are walked whole under e, so what is below them reaches the
+    log and is watched (torture seed 7: a directory made just before its
+    parent's rename, its later contents never seen).
+    """
+    d, e = s.root + b"/d", s.root + b"/e"
+    os.mkdir(d)
+    s.booted()
+    for name in (b"a", b"b"):
+        os.makedirs(d + b"/" + name + b"/deep")
+        s.journal.dirty(d + b"/" + name, recursive=True, present=True)
+    s.on_watch[d + b"/a"] = lambda: os.rename(d, e)  # as the first walk lists d/a
+    s.pump()
+    assert not [r for r in s.records() if r[0] is Action.DELETE]
+    s.journal.moved(d, e)
+    s.pump()
+    for name in (b"a", b"b"):
+        deep = e + b"/" + name + b"/deep"
+        assert s.store.get(deep) is not None and deep in s.watched
+    assert not [r for r in s.records() if r[0] is Action.DELETE]
