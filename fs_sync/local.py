@@ -18,6 +18,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from fs_sync.atomic import copy_fd, refuse_directory
+from fs_sync.beneath import SymlinkInPath, open_beneath
 from fs_sync.interface import FetchItem, Outcome, Result, is_local_disk_error
 
 _GONE = (errno.ENOENT, errno.ENOTDIR)
@@ -26,15 +27,20 @@ _GONE = (errno.ENOENT, errno.ENOTDIR)
 def fetch_one(
     root: bytes, item: FetchItem, tmpdir: bytes | None = None, fsync: bool = True
 ) -> Result:
-    """Copy `root + item.remote` to `item.local` (blocking; runs in a thread)."""
+    """Copy `root + item.remote` to `item.local` (blocking; runs in a thread).
+
+    No symlink below ``root`` is followed, in the file's name or in any
+    directory above it (:mod:`fs_sync.beneath`): on a mount of the worker, a
+    symlink resolves on this host and could pull its own files into the mirror.
+    """
     refused = refuse_directory(item)
     if refused:
         return refused
-    source = root + item.remote
     try:
-        # O_NONBLOCK: a FIFO must not hang the copy; O_NOFOLLOW: a symlink
-        # here is not what the worker's FWRITE described.
-        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        # O_NONBLOCK: a FIFO must not hang the copy.
+        fd = open_beneath(root or b"/", item.remote, os.O_RDONLY | os.O_NONBLOCK)
+    except SymlinkInPath:
+        return (item, Outcome.NOT_A_FILE, "a directory in its path is a symlink")
     except OSError as e:
         if e.errno in _GONE:
             return (item, Outcome.VANISHED, os.strerror(e.errno))

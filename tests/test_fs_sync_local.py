@@ -35,6 +35,20 @@ class TestLocalContract(FetcherContract):
         assert outcome is Outcome.NOT_A_FILE
         assert not os.path.lexists(os.path.join(self.dst, b"link"))
 
+    def test_symlinked_directory_on_the_worker_side_is_never_followed(self) -> None:
+        """``FWRITE:/w/srclink/canary`` with ``srclink`` an absolute symlink out of the
+        root copies nothing: on an NFS mount of the worker that link resolves on
+        the backup host, and would pull the backup host's own files in (issue 9)."""
+        outside = os.path.join(os.path.dirname(self.src), b"backup-host-etc")
+        os.mkdir(outside)
+        with open(os.path.join(outside, b"canary"), "wb") as f:
+            f.write(b"backup host secret")
+        os.symlink(outside, os.path.join(self.src, b"srclink"))
+        os.makedirs(os.path.join(self.dst, b"srclink"), exist_ok=True)  # the mirror's side is fine
+        [(_, outcome, _)] = self.fetch(self.item(b"srclink/canary"))
+        assert outcome is Outcome.NOT_A_FILE
+        assert not os.path.lexists(os.path.join(self.dst, b"srclink/canary"))
+
     def test_fifo_is_not_a_file(self) -> None:
         """A FIFO is NOT_A_FILE and does not hang the copy."""
         os.mkfifo(os.path.join(self.src, b"pipe"))
