@@ -3,9 +3,11 @@
 It lets an fs_mirror with `fssync.type=ftp` fetch file contents from a
 worker that runs no other file server. It serves the worker's real absolute
 paths (FTP `/var/www/x` is the file `/var/www/x`), but only paths the
-daemon's identity includes (`is_included`), and only when the path with
-every symlink resolved is included too, so a symlink cannot lead out of the
-trees. Every write command is refused and anonymous login is refused.
+daemon's identity includes (`is_included`), opened below their include root
+one component at a time without following any symlink (`fs_sync.beneath`):
+a symlink, or a directory flipped to one while the request runs, cannot lead
+out of the trees, and the descriptor served is the one that was checked.
+Every write command is refused and anonymous login is refused.
 
 Path bytes: Twisted's FTP protocol decodes each command line as latin-1, so
 encoding a path segment back with latin-1 gives the client's exact bytes;
@@ -26,6 +28,8 @@ import stat
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from fs_sync.beneath import open_beneath
+
 IsIncluded = Callable[[bytes], bool]
 
 
@@ -34,23 +38,19 @@ def segments_to_path(segments: Sequence[str]) -> bytes:
     return b"/" + b"/".join(s.encode("latin-1") for s in segments)
 
 
-def served_path(is_included: IsIncluded, path: bytes) -> bytes | None:
-    """The real path to open for `path`, or None when it must not be served.
+def open_served(is_included: IsIncluded, path: bytes, flags: int) -> int:
+    """An fd for `path` opened with `flags`; ``ENOENT`` when it must not be served.
 
-    The path as asked must be included, and so must the place its symlinks
-    lead to. A target inside the same include root is judged by its name
-    under that root (so an include root reached through a symlink, such as
-    /var/www -> /srv/www, still works and excluded sub-trees stay excluded);
-    any other target must be included under its own real name.
+    The path as asked must be included. It is opened below its include root
+    without following a symlink (the root itself may be one, such as
+    /var/www -> /srv/www: the administrator chose it), so the name checked
+    is the file opened and excluded sub-trees stay excluded. A symlink in the
+    way is ``ELOOP`` (never followed: fs_mirror gets symlinks as records).
     """
     if not is_included(path):
-        return None
-    base = _include_root(is_included, path)
-    real, real_base = os.path.realpath(path), os.path.realpath(base)
-    if real == real_base or real.startswith(real_base.rstrip(b"/") + b"/"):
-        logical = base + real[len(real_base) :]
-        return real if is_included(logical) else None
-    return real if is_included(real) else None
+        raise FileNotFoundError(errno.ENOENT, "not served", path)
+    root = _include_root(is_included, path)
+    return open_beneath(root, path[len(root) :], flags)
 
 
 def _include_root(is_included: IsIncluded, path: bytes) -> bytes:
@@ -102,11 +102,15 @@ def _classes() -> tuple[type, type, type]:
         def __init__(self, is_included: IsIncluded) -> None:
             self.is_included = is_included
 
-        def _real(self, path: Sequence[str]) -> bytes:
-            real = served_path(self.is_included, segments_to_path(path))
-            if real is None:
-                raise ftp.FileNotFoundError("/".join(path))
-            return real
+        def _open(self, path: Sequence[str], flags: int) -> int:
+            return open_served(self.is_included, segments_to_path(path), flags)
+
+        def _stat(self, path: Sequence[str]) -> os.stat_result:
+            fd = self._open(path, os.O_PATH)  # the entry itself: a symlink is not followed
+            try:
+                return os.fstat(fd)
+            finally:
+                os.close(fd)
 
         def _refuse(self, *args: Any) -> defer.Deferred[Any]:
             return defer.fail(ftp.PermissionDeniedError("read-only server"))
@@ -116,21 +120,15 @@ def _classes() -> tuple[type, type, type]:
 
         def access(self, path: Sequence[str]) -> defer.Deferred[None]:
             try:
-                real = self._real(path)
-                if not stat.S_ISDIR(os.stat(real).st_mode):
+                if not stat.S_ISDIR(self._stat(path).st_mode):
                     return defer.fail(ftp.IsNotADirectoryError(path))
-            except ftp.FTPCmdError:
-                return defer.fail()
             except OSError as e:
                 return fail_os(e, path)
             return defer.succeed(None)
 
         def openForReading(self, path: Sequence[str]) -> defer.Deferred[Any]:
             try:
-                real = self._real(path)
-                fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-            except ftp.FTPCmdError:
-                return defer.fail()
+                fd = self._open(path, os.O_RDONLY | os.O_NONBLOCK)
             except OSError as e:
                 return fail_os(e, path)
             mode = os.fstat(fd).st_mode
@@ -144,31 +142,30 @@ def _classes() -> tuple[type, type, type]:
 
         def stat(self, path: Sequence[str], keys: Sequence[str] = ()) -> defer.Deferred[Any]:
             try:
-                return defer.succeed(_stat_values(os.stat(self._real(path)), keys))
-            except ftp.FTPCmdError:
-                return defer.fail()
+                return defer.succeed(_stat_values(self._stat(path), keys))
             except OSError as e:
                 return fail_os(e, path)
 
         def list(self, path: Sequence[str], keys: Sequence[str] = ()) -> defer.Deferred[Any]:
             logical = segments_to_path(path)
             try:
-                real = self._real(path)
-                st = os.stat(real)
+                st = self._stat(path)
                 if not stat.S_ISDIR(st.st_mode):
                     name = os.path.basename(logical)
                     return defer.succeed([(name, _stat_values(st, keys))])
-                entries = []
-                for name in os.listdir(real):
-                    if not self.is_included(logical.rstrip(b"/") + b"/" + name):
-                        continue
-                    try:
-                        child = os.lstat(os.path.join(real, name))
-                    except OSError:
-                        continue  # gone meanwhile
-                    entries.append((name, _stat_values(child, keys)))
-            except ftp.FTPCmdError:
-                return defer.fail()
+                fd = self._open(path, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    entries = []
+                    for name in os.listdir(fd):
+                        if not self.is_included(logical.rstrip(b"/") + b"/" + os.fsencode(name)):
+                            continue
+                        try:
+                            child = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                        except OSError:
+                            continue  # gone meanwhile
+                        entries.append((os.fsencode(name), _stat_values(child, keys)))
+                finally:
+                    os.close(fd)
             except OSError as e:
                 return fail_os(e, path)
             return defer.succeed(entries)

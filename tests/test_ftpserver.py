@@ -6,22 +6,26 @@ reactor); the tests talk to it over TCP on 127.0.0.1.
 
 from __future__ import annotations
 
+import errno
 import ftplib
 import io
 import os
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from mirrord.ftpserver import segments_to_path, served_path
+from mirrord.ftpserver import open_served, segments_to_path
 from tests.helpers import wait_for
 
 USER, PASSWORD = "fsm", "pa55-word"
@@ -136,10 +140,14 @@ def test_serves_included_file_by_real_path(tree: Tree) -> None:
         assert retr(ftp, tree.root / "sub" / "f.txt") == b"inner"
 
 
-def test_symlink_inside_the_tree_is_served(tree: Tree) -> None:
-    """A symlink whose target is included is followed."""
-    with login(tree) as ftp:
-        assert retr(ftp, tree.root / "alias") == b"<h1>hi</h1>"
+def test_symlink_inside_the_tree_is_not_followed(tree: Tree) -> None:
+    """Even a symlink to an included file is not followed (contract 5): 550.
+
+    fs_mirror gets symlinks as SYMLINK records and never fetches one; following
+    them is what let a directory flipped to a symlink leak files (issue 9).
+    """
+    with login(tree) as ftp, pytest.raises(ftplib.error_perm, match="^550"):
+        retr(ftp, tree.root / "alias")
 
 
 @pytest.mark.parametrize(
@@ -236,23 +244,37 @@ def test_segments_to_path() -> None:
     assert segments_to_path([]) == b"/"
 
 
-def test_served_path_checks_the_resolved_path(tmp_path: Path) -> None:
-    """A path is served only if it and its symlink-resolved form are included."""
+def _served(included: Callable[[bytes], bool], path: bytes) -> bytes:
+    fd = open_served(included, path, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+def test_open_served_refuses_what_is_not_included_and_every_symlink(tmp_path: Path) -> None:
+    """Only included paths open, and no symlink below the include root is followed."""
     inside = tmp_path / "in"
-    inside.mkdir()
+    (inside / "d").mkdir(parents=True)
+    (inside / "d" / "file").write_bytes(b"ok")
     (tmp_path / "out").write_bytes(b"x")
     os.symlink(tmp_path / "out", inside / "link")
+    os.symlink(tmp_path, inside / "dirlink")
     root = os.fsencode(inside)
 
     def included(p: bytes) -> bool:
         return p == root or p.startswith(root + b"/")
 
-    assert served_path(included, root + b"/file") == root + b"/file"
-    assert served_path(included, root + b"/link") is None
-    assert served_path(included, os.fsencode(tmp_path / "out")) is None
+    assert _served(included, root + b"/d/file") == b"ok"
+    for path, error in (
+        (root + b"/link", errno.ELOOP),
+        (root + b"/dirlink/out", errno.ELOOP),
+        (os.fsencode(tmp_path / "out"), errno.ENOENT),
+    ):
+        with pytest.raises(OSError) as info:
+            _served(included, path)
+        assert info.value.errno == error, path
 
 
-def test_served_path_through_a_symlinked_root(tmp_path: Path) -> None:
+def test_open_served_through_a_symlinked_root(tmp_path: Path) -> None:
     """An include root reached through a symlink serves its files; excludes still hold."""
     real = tmp_path / "srv"
     (real / "excluded").mkdir(parents=True)
@@ -266,9 +288,54 @@ def test_served_path_through_a_symlinked_root(tmp_path: Path) -> None:
         inside = p == root or p.startswith(root + b"/")
         return inside and not p.startswith(root + b"/excluded")
 
-    assert served_path(included, root + b"/page") == os.fsencode(real / "page")
-    assert served_path(included, root + b"/sneaky") is None
-    assert served_path(included, root + b"/excluded/secret") is None
+    assert _served(included, root + b"/page") == b"y"
+    for path in (root + b"/sneaky", root + b"/excluded/secret"):
+        with pytest.raises(OSError):
+            _served(included, path)
+
+
+def test_a_directory_flipped_to_a_symlink_during_retrs_never_leaks(tree: Tree) -> None:
+    """A worker user who owns a directory in the tree flips it to a symlink to a
+    private directory and back while RETRs run: every RETR returns the inside
+    file or 550, never the private file (issue 9: 3 leaks in 75 fetches)."""
+    flip_dir, parked = tree.root / "flip", tree.root / "flip.real"
+    flip_dir.mkdir()
+    (flip_dir / "f").write_bytes(b"inside")
+    (tree.outside / "f").write_bytes(b"do not serve")
+    link = tree.root / "flip.link"
+    os.symlink(tree.outside, link)
+    stop = threading.Event()
+
+    def flip() -> None:
+        while not stop.is_set():
+            os.rename(flip_dir, parked)
+            os.rename(link, flip_dir)
+            os.rename(flip_dir, link)
+            os.rename(parked, flip_dir)
+
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    seen: dict[bytes, int] = {}
+    deadline = time.monotonic() + 60
+    try:
+        with login(tree) as ftp:
+            while sum(seen.values()) < 300 or not (b"inside" in seen and b"550" in seen):
+                if time.monotonic() > deadline:
+                    break
+                try:
+                    got = retr(ftp, flip_dir / "f")
+                except ftplib.error_perm as e:
+                    got = str(e)[:3].encode()
+                seen[got] = seen.get(got, 0) + 1
+    finally:
+        stop.set()
+        flipper.join()
+        shutil.rmtree(flip_dir, ignore_errors=True)
+        for leftover in (parked, link):
+            if os.path.lexists(leftover):
+                os.unlink(leftover) if leftover.is_symlink() else shutil.rmtree(leftover)
+    assert b"do not serve" not in seen, seen
+    assert b"inside" in seen and b"550" in seen, seen  # both sides of the flip were met
 
 
 # -- clients that go away mid-transfer ------------------------------------------------
