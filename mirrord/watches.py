@@ -17,20 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from mirrord.paths import is_below, join, split
+
+__all__ = ["WatchTree", "is_below", "join", "split"]
+
 _MAX_DEPTH = 4096  # PATH_MAX / 2 components: anything deeper is a corrupted chain
-
-
-def split(path: bytes) -> tuple[bytes, bytes]:
-    """``/a/b`` -> (``/a``, ``b``); ``/a`` -> (``/``, ``a``); ``/`` -> (``/``, ``b""``)."""
-    i = path.rfind(b"/")
-    return (path[:i] or b"/"), path[i + 1 :]
-
-
-def join(parent: bytes, name: bytes) -> bytes:
-    """Inverse of :func:`split` for a non-empty ``name``."""
-    if parent == b"/":
-        return b"/" + name
-    return parent + b"/" + name
 
 
 def _node(parent_wd: int, name: bytes) -> bytes:
@@ -39,13 +30,6 @@ def _node(parent_wd: int, name: bytes) -> bytes:
 
 def _parent(node: bytes) -> int:
     return int.from_bytes(node[:4], "little")
-
-
-def is_below(path: bytes, top: bytes) -> bool:
-    """``path`` is ``top`` or inside it, by whole components."""
-    if top == b"/":
-        return path.startswith(b"/")
-    return path == top or path.startswith(top + b"/")
 
 
 class WatchTree:
