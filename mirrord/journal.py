@@ -22,63 +22,38 @@ A directory the walks cannot read is logged once and counted
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
 
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
-from mirrord.scan import (
-    DIRLIST,
-    LOST,
+from mirrord.lost import LostPaths
+from mirrord.paths import overlaps, parent_path
+from mirrord.reconcile import reconcile
+from mirrord.scan import ScanStats, disk_entry, scan_roots
+from mirrord.seams import Clock, DelayedCall, Identity, Watch
+from mirrord.store import Store
+from mirrord.turn import TurnQueue
+from mirrord.unreadable import Unreadable
+from mirrord.values import (
+    DIR,
     Change,
-    ScanStats,
-    disk_entry,
+    Computed,
+    Dirty,
+    Drop,
+    DropTree,
+    ListingWalk,
+    Lost,
+    MoveTree,
+    QueueItem,
+    Renamed,
+    Walk,
     move_meta,
-    overlaps,
-    parent_path,
-    reconcile,
-    scan_roots,
-    scan_tree,
 )
-from mirrord.store import DIR, Store, path_key
+from mirrord.walks import RETRY_MAX, Walker, WalkFailed
 from protocol.records import Action, Record
 
 __all__ = ["Journal", "WalkFailed", "scan_roots"]
-
-Watch = Callable[[bytes], bool]
-_REMAP_LIMIT = 10_000  # longer queues skip re-queueing (still correct, only noisier)
-_WARNED_MAX = 10_000  # paths whose read problem was logged, remembered to log each once
-_RETRY_MAX = 30.0  # seconds between attempts while the store keeps failing
-LOST_KEPT = 4096  # paths kept as lost until their rename is told (oldest dropped)
-
-
-class WalkFailed(OSError):
-    """The boot walk of an include root failed: nothing may be served (exit 1)."""
-
-
-class _Job:
-    """A cooperative walk of one sub-tree, from when it is asked for until it ends.
-
-    A walk waits for the cooperator before it starts; a rename in between
-    would move its whole root out from under it, so a job that has not
-    started yet misses every overlapping move.
-    """
-
-    def __init__(self, root: bytes, stats: ScanStats) -> None:
-        self.root, self.stats = root, stats
-        self.started = False
-
-    def missed(self, src: bytes) -> bool:
-        """Could moving ``src`` away hide entries this walk has not checked yet?"""
-        if not overlaps(self.root, src):
-            return False
-        if not self.started:
-            return True
-        pos, skey = path_key(self.stats.position), path_key(src)
-        return not (pos > skey and not pos.startswith(skey + b"\0"))  # not passed yet
 
 
 class Journal:
@@ -87,37 +62,34 @@ class Journal:
     def __init__(
         self,
         store: Store,
-        identity: Any,
+        identity: Identity,
         watch: Watch,
-        reactor: Any,
+        reactor: Clock,
         log: Logger | None = None,
         *,
         progress_every: float = 5.0,
     ) -> None:
         self.store, self.identity, self.watch, self.reactor = store, identity, watch, reactor
         self.log = log if log is not None else Logger()
-        self.progress_every = progress_every
-        self._queue: list[tuple[Any, ...] | None] = []  # None: re-queued by a move
-        self._mark = -1  # index of the last move queued: dirty paths merge only after it
-        # so a rename finds what it re-queues without reading the whole queue:
-        self._at: dict[bytes, list[int]] = {}  # dirty path -> its queue indices
-        self._above: set[bytes] = set()  # ancestors of those paths (a superset: may be stale)
-        self._call: Any = None
+        self._queue = TurnQueue()
+        self._call: DelayedCall | None = None
         self._waiters: list[tuple[int, defer.Deferred[int]]] = []
-        self._jobs: set[_Job] = set()
         self._overflow: defer.Deferred[None] | None = None
         self._overflow_again: str | None = None  # label of a recheck asked for meanwhile
         self.commits = 0
-        self.unreadable: set[bytes] = set()  # directories stored as unreadable
-        self._warned: set[bytes] = set()
+        self._unreadable = Unreadable(self.log)
         self._failures = 0  # failed commits in a row
-        self._walk_failures = 0  # failed walks in a row
         self._stopped = False
         # Paths an event said exist but that were gone when their turn was
-        # written (see ``dirty``), and roots of follow-up walks found gone:
-        # path -> (written, recursive), oldest first, bounded.
-        self._lost: OrderedDict[bytes, tuple[bool, bool]] = OrderedDict()
-        self._coop = task.Cooperator(scheduler=lambda f: reactor.callLater(0, f))
+        # written (see ``dirty``), and roots of follow-up walks found gone,
+        # looked at again when their rename is told.
+        self._lost = LostPaths()
+        self.walker = Walker(store, identity, watch, reactor, self, self.log, progress_every)
+
+    @property
+    def unreadable(self) -> set[bytes]:
+        """The directories stored as unreadable (for ``-k status``)."""
+        return self._unreadable.paths
 
     # -- the sink the monitor calls ------------------------------------------------
     def dirty(
@@ -128,24 +100,7 @@ class Journal:
         ``present``: the event said it exists (created, written, chmodded), so if it
         is gone when the turn is written, a rename still to be told took it: it is
         kept, and looked at again under its new name when that rename comes."""
-        at = self._at.get(path)
-        if at and at[-1] > self._mark:  # queued since the last move: merge
-            _, _, was_recursive, was_written, was_present = self._queue[at[-1]]  # type: ignore[misc]
-            self._queue[at[-1]] = (
-                "dirty",
-                path,
-                recursive or was_recursive,
-                written or was_written,
-                present and was_present,  # a delete among them says it is gone
-            )
-        else:
-            if at is None:
-                at = self._at[path] = []
-                up, above = path, self._above
-                while up != b"/" and (up := parent_path(up)) not in above:
-                    above.add(up)  # ancestors of a known one are known
-            at.append(len(self._queue))
-            self._queue.append(("dirty", path, recursive, written, present))
+        self._queue.dirty(Dirty(path, recursive, written, present))
         self._schedule()
 
     def moved(self, src: bytes, dst: bytes) -> None:
@@ -154,35 +109,15 @@ class Journal:
         Paths queued dirty under ``src`` are re-queued under ``dst`` after the
         move: by the end of the turn they only exist there.
         """
-        follow: list[tuple[bytes, bool, bool, bool]] = []
-        if src not in self._above:  # nothing queued below ``src``: O(1) per queued ``src``
-            for index in self._at.pop(src, ()):
-                follow.append((dst, *self._queue[index][2:]))  # type: ignore[index]
-                self._queue[index] = None
-        elif len(self._queue) <= _REMAP_LIMIT:
-            for index, item in enumerate(self._queue):
-                if (
-                    item
-                    and item[0] == "dirty"
-                    and overlaps(item[1], src)
-                    and len(item[1]) >= len(src)
-                ):
-                    follow.append((dst + item[1][len(src) :], item[2], item[3], item[4]))
-                    self._queue[index] = None
-                    self._at.pop(item[1], None)
         # A walk that has not yet passed ``src`` may run before this move is
         # committed and record, at ``src``, what the disk holds there after the
         # rename: the destination then needs a walk of its own.
-        stale = any(job.missed(src) for job in self._jobs)
-        self._queue.append(("move", src, dst, stale))
-        self._mark = len(self._queue) - 1
-        for path, recursive, written, present in follow:
-            self.dirty(path, recursive, written, present)
+        self._queue.renamed(Renamed(src, dst, stale=self.walker.missed(src)))
         self._schedule()
 
     def add(self, changes: Iterable[Change]) -> None:
         """Changes computed elsewhere, committed with this turn's."""
-        self._queue.append(("changes", list(changes)))
+        self._queue.add(changes)
         self._schedule()
 
     def overflow(self) -> defer.Deferred[None]:
@@ -205,7 +140,7 @@ class Journal:
         started = time.monotonic()
         stats = ScanStats()
         roots = scan_roots(self.identity, self.identity.roots())
-        d = self._walk(roots, stats, label, full=False)
+        d = self.walker.walk(roots, stats, label, full=False)
 
         def done(result: object) -> object:
             self.log.info(
@@ -226,7 +161,7 @@ class Journal:
 
     def rescan(self, root: bytes) -> defer.Deferred[None]:
         """Compare all of ``root`` with the snapshot (a newly included tree)."""
-        return self._walk(scan_roots(self.identity, [root]), ScanStats(), "rescan")
+        return self.walker.walk(scan_roots(self.identity, [root]), ScanStats(), "rescan")
 
     # -- waiting -------------------------------------------------------------------
     def wait_after(self, serial: int) -> defer.Deferred[int]:
@@ -261,52 +196,49 @@ class Journal:
         if self._call is not None and self._call.active():
             self._call.cancel()  # the rescans that flush queued: the next boot does them
         self._call = None
-        self._coop.stop()
+        self.walker.stop()
 
     # -- the per-turn commit -------------------------------------------------------
     def _schedule(self) -> None:
         if self._call is None and not self._stopped:
             n = self._failures  # at once after one failure, then backing off
-            delay = 0.0 if n <= 1 else min(0.05 * 2**n, _RETRY_MAX)
+            delay = 0.0 if n <= 1 else min(0.05 * 2**n, RETRY_MAX)
             self._call = self.reactor.callLater(delay, self._flush)
 
     def _flush(self) -> None:
         self._call = None
-        queue, self._queue, self._mark = self._queue, [], -1
-        self._at, self._above = {}, set()
-        follow: list[tuple[bytes, str]] = []
+        queue = self._queue.drain()
+        walks: list[Walk] = []
         rescans: list[bytes] = []
-        batch = self.store.transaction()
+        before = self.store.head
         try:
-            for item in queue:
-                if item is None:
-                    continue
-                if item[0] == "dirty":
-                    follow += self._reconcile(batch, item[1], item[2], item[3], item[4])
-                elif item[0] == "move":
-                    follow += self._move(batch, item[1], item[2])
-                    if item[3] or any(job.missed(item[1]) for job in self._jobs):
-                        rescans.append(item[2])
-                else:
-                    self._apply(batch, item[1])
-            before = self.store.head
-            head = batch.commit()
+            with self.store.transaction():  # its reads see the turn's own writes
+                for item in queue:
+                    match item:
+                        case Dirty(path, recursive, written, present):
+                            walks += self._reconcile(path, recursive, written, present)
+                        case Renamed(src, dst, stale):
+                            walks += self._move(src, dst)
+                            if stale or self.walker.missed(src):
+                                rescans.append(dst)
+                        case Computed(changes):
+                            self._apply(changes)
         except Exception as e:
-            batch.abort()
             self._redo(queue, e)
             return
         if self._failures:
             self.log.info("commits work again after {n} failed", n=self._failures)
             self._failures = 0
         self.commits += 1
-        if head != before:
+        if self.store.head != before:
             self._wake()
-        for path, kind in follow:
-            self._walk([path], ScanStats(), "", listing=kind == DIRLIST, follow_up=True)
+        for walk in walks:
+            listing = isinstance(walk, ListingWalk)
+            self.walker.walk([walk.path], ScanStats(), "", listing=listing, follow_up=True)
         for path in rescans:
             self.dirty(path, recursive=True)
 
-    def _redo(self, queue: Sequence[tuple[Any, ...] | None], error: Exception) -> None:
+    def _redo(self, queue: Sequence[QueueItem], error: Exception) -> None:
         """A turn's commit failed: queue dirty again what it touched, so nothing is lost."""
         self._failures += 1
         if self._failures == 1:
@@ -316,100 +248,50 @@ class Journal:
                 error=error,
             )
         for item in queue:
-            if item is None:
-                continue
-            if item[0] == "dirty":
-                self.dirty(item[1], item[2], item[3])  # not ``present``: a delete may be due
-            elif item[0] == "move":  # the snapshot still has src: delete it, walk dst
-                self.dirty(item[1])
-                self.dirty(item[2], recursive=True)
-            else:
-                self.add(item[1])
+            match item:
+                case Dirty(path, recursive, written):
+                    self.dirty(path, recursive, written)  # not ``present``: a delete may be due
+                case Renamed(src, dst):  # the snapshot still has src: delete it, walk dst
+                    self.dirty(src)
+                    self.dirty(dst, recursive=True)
+                case Computed(changes):
+                    self.add(changes)
 
-    def _apply(self, batch: Any, changes: Sequence[Change]) -> None:
-        ops = [op for _, op in changes if op is not None]
-        batch.apply(ops)
-        batch.append(record for record, _ in changes if record is not None)
-        self._track(ops)
-
-    def _track(self, ops: Iterable[Any]) -> None:
-        """Keep ``unreadable`` equal to the snapshot's unreadable directories."""
-        found = self.unreadable
-        for op in ops:
-            name, path = op[0], op[1]
-            if name == "put":
-                entry = op[2]
-                if entry.unreadable:
-                    if path not in found:
-                        found.add(path)
-                        self._warn(path, "permission denied")
-                elif found and path in found:
-                    found.discard(path)
-                    self._warned.discard(path)
-                    self.log.info("{path} can be read again", path=_show(path))
-            elif not found:
-                continue
-            elif name == "del":
-                found.discard(path)
-            elif name == "deltree":
-                for p in [p for p in found if overlaps(p, path) and len(p) >= len(path)]:
-                    found.discard(p)
-            elif name == "move":
-                dst = op[2]
-                for p in [p for p in found if overlaps(p, path) and len(p) >= len(path)]:
-                    found.discard(p)
-                    found.add(dst + p[len(path) :])
-
-    def _warn(self, path: bytes, error: object) -> None:
-        """Log a path we cannot read, once (until it can be read again)."""
-        if path in self._warned:
-            return
-        if len(self._warned) >= _WARNED_MAX:
-            if len(self._warned) == _WARNED_MAX:
-                self._warned.add(b"")  # a marker: say once that we stop saying it
-                self.log.warn(
-                    "cannot read more than {n} paths; not logging the rest", n=_WARNED_MAX
-                )
-            return
-        self._warned.add(path)
-        self.log.warn(
-            "cannot read {path} ({error}): kept as it was, what is below it neither sent "
-            "nor deleted, until it can be read",
-            path=_show(path),
-            error=error,
-        )
+    def _apply(self, changes: Sequence[Change]) -> None:
+        """Write ``changes`` in the open transaction (snapshot ops, then records)."""
+        ops = [change.op for change in changes]
+        self.store.apply(ops)
+        self.store.append(change.record for change in changes if change.record is not None)
+        self._unreadable.track(ops)
 
     def _reconcile(
-        self,
-        batch: Any,
-        path: bytes,
-        recursive: bool,
-        written: bool = False,
-        present: bool = False,
-    ) -> list[tuple[bytes, str]]:
+        self, path: bytes, recursive: bool, written: bool = False, present: bool = False
+    ) -> list[Walk]:
         if not present and self._lost:
             # told again without "it exists" (deleted, or moved away itself), and
             # after any rename of a parent that would explain it: settled
-            self._lost.pop(path, None)
+            self._lost.discard(path)
         changes, follow = reconcile(
             path,
             self.identity,
-            batch,
+            self.store,
             self.watch,
             recursive=recursive,
             written=written,
             present=present,
-            report=self._warn,
+            report=self._unreadable.warn,
         )
-        if follow is not None and follow[1] == LOST:  # renamed away with a parent, told later
-            self._keep_lost(path, written, recursive)
+        if isinstance(follow, Lost):  # renamed away with a parent, told later
+            self._lost.keep(path, written, recursive)
             return []
-        if self._lost and any(r is not None and r.action is Action.DELETE for r, _ in changes):
-            self._forget_lost(path)  # deleted for real: nothing to look for below it
-        self._apply(batch, changes)
+        if self._lost and any(
+            c.record is not None and c.record.action is Action.DELETE for c in changes
+        ):
+            self._lost.forget(path)  # deleted for real: nothing to look for below it
+        self._apply(changes)
         return [follow] if follow is not None else []
 
-    def _move(self, batch: Any, src: bytes, dst: bytes) -> list[tuple[bytes, str]]:
+    def _move(self, src: bytes, dst: bytes) -> list[Walk]:
         """One queued rename, told in the log's story, which may lag the disk.
 
         Walks and reconciles look at the disk as it is *now*, ahead of events
@@ -422,37 +304,57 @@ class Journal:
         and tells it in order, as a MOVE where it is one.
         """
         if dst not in self.identity:  # moved out of the mirrored trees
-            return self._reconcile(batch, src, False)
-        entry = batch.get(src)
+            return self._reconcile(src, False)
+        entry = self.store.get(src)
         if entry is None or src not in self.identity:
-            return self._reconcile(batch, dst, True)
-        if not self._has_parent(batch, dst):
-            return self._reconcile(batch, src, False) + self._reconcile(batch, dst, True)
+            return self._reconcile(dst, True)
+        if not self._has_parent(dst):
+            return self._reconcile(src, False) + self._reconcile(dst, True)
         record = Record(Action.MOVE, src, target=dst, meta=move_meta(entry))
-        self._apply(batch, [(record, ("move", src, dst))])
-        follow = self._found_again(batch, src, dst)
+        self._apply([Change(MoveTree(src, dst), record)])
+        follow = self._found_again(src, dst)
         if disk_entry(dst) is None:
             return follow
-        return follow + self._reconcile(batch, dst, False)
+        return follow + self._reconcile(dst, False)
 
-    def _found_again(self, batch: Any, src: bytes, dst: bytes) -> list[tuple[bytes, str]]:
+    def _found_again(self, src: bytes, dst: bytes) -> list[Walk]:
         """Paths kept as lost below ``src`` are looked at under ``dst`` now that it moved."""
         if not self._lost:
             return []
-        under = src + b"/"
-        found = [p for p in self._lost if p == src or p.startswith(under)]
-        follow: list[tuple[bytes, str]] = []
-        for path in found:
-            written, recursive = self._lost.pop(path)
-            follow += self._reconcile(batch, dst + path[len(src) :], recursive, written, True)
+        follow: list[Walk] = []
+        for path, written, recursive in self._lost.take(src):
+            follow += self._reconcile(dst + path[len(src) :], recursive, written, True)
         return follow
 
-    def _keep_lost(self, path: bytes, written: bool, recursive: bool) -> None:
-        self._lost[path] = (written, recursive)
-        if len(self._lost) > LOST_KEPT:
-            self._lost.popitem(last=False)
+    def _has_parent(self, path: bytes) -> bool:
+        """Is ``path``'s directory in the snapshot (or ``path`` a top of the tree)?"""
+        parent = parent_path(path)
+        known = self.store.get(parent)
+        if known is not None and known.kind == DIR:
+            return True
+        return parent not in self.identity or path in set(self.identity.roots())
 
-    def _walk_root_gone(self, root: bytes) -> None:
+    # -- what the walks hand back (``walks.WalkSink``) -----------------------------
+    def commit_chunk(self, changes: Sequence[Change]) -> int:
+        """Commit one chunk of a walk (or the boot's stale trees) on its own."""
+        ops = [change.op for change in changes]
+        head = self.store.commit([c.record for c in changes if c.record is not None], ops)
+        self._unreadable.track(ops)
+        self.commits += 1
+        self._wake()
+        return head
+
+    def load_chunk(self, changes: Sequence[Change], *, sync: bool) -> None:
+        """Load one chunk of the first boot's walk silently (no records)."""
+        ops = [change.op for change in changes]
+        self.store.load(ops, sync=sync)
+        self._unreadable.track(ops)
+
+    def report(self, path: bytes, error: OSError) -> None:
+        """A walk could not read or stat ``path``: logged once."""
+        self._unreadable.warn(path, error)
+
+    def root_gone(self, root: bytes) -> None:
         """A follow-up walk found its directory gone: the event saying why is to come.
 
         It was there when its turn was written, and its parent is watched, so
@@ -462,123 +364,13 @@ class Journal:
         walked whole under its new name (a delete settles it, see
         ``_reconcile``; a lost event, the next verification).
         """
-        self._keep_lost(root, False, True)
+        self._lost.keep(root, False, True)
 
-    def _forget_lost(self, path: bytes) -> None:
-        """``path`` is deleted: what was kept as lost at or below it is settled."""
-        self._lost.pop(path, None)
-        under = path + b"/"
-        for key in [p for p in self._lost if p.startswith(under)]:
-            del self._lost[key]
-
-    def _has_parent(self, batch: Any, path: bytes) -> bool:
-        """Is ``path``'s directory in the snapshot (or ``path`` a top of the tree)?"""
-        parent = parent_path(path)
-        known = batch.get(parent)
-        if known is not None and known.kind == DIR:
-            return True
-        return parent not in self.identity or path in set(self.identity.roots())
-
-    # -- cooperative walks ---------------------------------------------------------
-    def _walk(
-        self,
-        roots: Iterable[bytes],
-        stats: ScanStats,
-        label: str,
-        *,
-        full: bool = True,
-        listing: bool = False,
-        first: bool = False,
-        strict: bool = False,
-        follow_up: bool = False,
-    ) -> defer.Deferred[None]:
-        """Walk ``roots`` cooperatively, committing chunk by chunk.
-
-        A failure ends the walk; ``strict`` (the boot) makes it a
-        :class:`WalkFailed`, otherwise the roots are marked dirty again.
-        """
-        jobs = [_Job(root, stats) for root in roots]  # registered before they start
-        self._jobs.update(jobs)
-
-        def steps() -> Iterator[None]:
-            last = self.reactor.seconds()
-            for job in jobs:
-                root = job.root
-                job.started = True
-                try:
-                    for chunk in scan_tree(
-                        root,
-                        self.identity,
-                        self.store,
-                        self.watch,
-                        full=full,
-                        listing=listing,
-                        stats=stats,
-                        report=self._warn,
-                        on_root_gone=self._walk_root_gone if follow_up else None,
-                    ):
-                        if first:
-                            ops = [op for _, op in chunk]
-                            self.store.load(ops, sync=False)
-                            self._track(ops)
-                        elif chunk:
-                            self._commit(chunk)
-                        now = self.reactor.seconds()
-                        if label and now - last >= self.progress_every:
-                            last = now
-                            self.log.info(
-                                "{label}: {entries} entries, {rate:.0f}/s",
-                                label=label,
-                                entries=stats.entries_seen,
-                                rate=stats.entries_seen / max(stats.seconds, 1e-6),
-                            )
-                        yield None
-                finally:
-                    self._jobs.discard(job)
-            if first:
-                self.store.load((), sync=True)
-            self._walk_failures = 0
-
-        def forget(result: object) -> object:
-            self._jobs.difference_update(jobs)  # also those a failure skipped
-            return result
-
-        def failed(f: Failure) -> None:
-            if f.check(task.SchedulerStopped):  # ended by ``stop``: not a failure
-                return
-            roots = [j.root for j in jobs]
-            if strict:
-                self.log.failure("walk of {roots} failed", f, roots=roots)
-                raise WalkFailed(
-                    f"the boot scan of {', '.join(map(_show, roots))} failed "
-                    f"({f.value!r}); not serving a snapshot known to be incomplete"
-                )
-            if self._stopped:
-                return
-            self.log.error(
-                "walk of {roots} failed ({error!r}); walking them again",
-                roots=", ".join(map(_show, roots)),
-                error=f.value,
-            )
-            self._walk_failures += 1
-            delay = min(0.1 * 2**self._walk_failures, _RETRY_MAX)
-            self.reactor.callLater(delay, self._walk_again, roots)
-
-        d = self._coop.coiterate(steps()).addBoth(forget).addErrback(failed)
-        return d.addCallback(lambda _: None)
-
-    def _walk_again(self, roots: Sequence[bytes]) -> None:
+    def walk_again(self, roots: Sequence[bytes]) -> None:
+        """A walk failed: its roots are looked at again (unless stopping)."""
         if not self._stopped:
             for root in roots:
                 self.dirty(root, recursive=True)
-
-    def _commit(self, changes: Sequence[Change]) -> int:
-        ops = [op for _, op in changes if op is not None]
-        head = self.store.commit([r for r, _ in changes if r is not None], ops)
-        self._track(ops)
-        self.commits += 1
-        self._wake()
-        return head
 
     def boot(self, roots: Sequence[bytes], first: bool) -> defer.Deferred[None]:
         """First boot loads the snapshot silently; a smooth boot logs the differences."""
@@ -587,8 +379,10 @@ class Journal:
         if not first:
             stale = list(self._stale(set(roots)))
             if stale:
-                self._commit(stale)
-        d = self._walk(scan_roots(self.identity, roots), stats, "boot", first=first, strict=True)
+                self.commit_chunk(stale)
+        d = self.walker.walk(
+            scan_roots(self.identity, roots), stats, "boot", first=first, strict=True
+        )
 
         def done(_: object) -> None:
             if self._stopped:
@@ -614,11 +408,7 @@ class Journal:
                 skip = True
             elif any(overlaps(path, root) for root in roots):  # an ancestor of a root
                 skip = False
-                yield None, ("del", path)
+                yield Change(Drop(path))
             else:
                 skip = True
-                yield Record(Action.DELETE, path), ("deltree", path)
-
-
-def _show(path: bytes) -> str:
-    return path.decode(errors="replace")
+                yield Change(DropTree(path), Record(Action.DELETE, path))

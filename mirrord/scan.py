@@ -1,7 +1,9 @@
 """Compare the disk with the snapshot and turn the differences into changes.
 
-A change is ``(record_or_None, op)``: the record goes to the wmLog, the op
-(as ``Store.commit`` takes it) keeps the snapshot equal to the disk.
+A :class:`~mirrord.values.Change` is a snapshot op and the record, if any,
+the wmLog gets for it (``diff.py`` decides both); the op keeps the snapshot
+equal to the disk. One path seen by an event goes through ``reconcile.py``
+instead, which costs O(1) and asks for a walk here only when it must.
 
 The walk is a generator for ``task.Cooperator``: it visits the disk depth
 first with children sorted by name bytes, the snapshot's key order, and
@@ -35,53 +37,34 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Final
 
-from mirrord.store import DIR, FILE, LINK, Entry, Op, kind_of, path_key
-from protocol.records import Action, Meta, Record
+from mirrord.diff import changes, forced
+from mirrord.paths import overlaps, parent_path
+from mirrord.seams import Identity, Membership, Report, SnapshotReader, Watch
+from mirrord.values import DIR, LINK, Change, Entry, Put, WalkMode, kind_of
 
 __all__ = [
-    "Change",
     "ScanStats",
-    "changes",
-    "diff",
     "dir_readable",
     "disk_entry",
-    "overlaps",
-    "parent_path",
-    "reconcile",
     "scan_roots",
     "scan_tree",
 ]
 
-Change = tuple[Record | None, Op]
-Watch = Callable[[bytes], bool]
-Report = Callable[[bytes, OSError], None]
 BATCH = 500
 GONE = (errno.ENOENT, errno.ENOTDIR)
 # os.access with the effective ids: mirrord may run set-uid, or under setpriv
 _EFFECTIVE = os.access in os.supports_effective_ids
 
-# how a directory is handled: FULL lists it; CHANGED lists it only when its
-# mtime/ctime moved; LISTING lists it and descends into new directories only;
-# NONE descends into new directories only; FORCE lists it and sends every entry
-# below as new (the directory was unreadable until now).
-FULL, CHANGED, LISTING, NONE, FORCE = range(5)
-UNREADABLE: Any = object()  # what ``_Walk.listdir`` returns for a directory it cannot read
-TREE = "tree"  # follow-up kinds returned by reconcile
-DIRLIST = "listing"
-LOST = "lost"  # not a walk: a ``present`` path gone, kept as the snapshot has it
+
+class _Unreadable:
+    """What ``_Walk.listdir`` returns for a directory it cannot watch or read."""
 
 
-class Reader(Protocol):
-    def get(self, path: bytes) -> Entry | None: ...
-    def children_chunk(
-        self, dir_path: bytes, after: bytes | None = None, limit: int = ...
-    ) -> list[tuple[bytes, Entry]]: ...
-
-
-class Membership(Protocol):
-    def __contains__(self, path: object) -> bool: ...
+UNREADABLE: Final = _Unreadable()
+#: a directory's children, each as (path, snapshot entry, disk entry), in name order
+Children = Iterator[tuple[bytes, Entry | None, Entry | None]]
 
 
 @dataclass
@@ -92,93 +75,6 @@ class ScanStats:
     entries_seen: int = 0
     seconds: float = 0.0
     position: bytes = b""  # the path visited last, so a caller can tell what is done
-
-
-def diff(path: bytes, old: Entry | None, new: Entry | None, *, seen: bool = False) -> list[Record]:
-    """The records that turn ``old`` into ``new`` on a client (pure).
-
-    A file's content is known to be unchanged only when nothing that a write
-    changes has changed. Size and mtime can both be put back (a rewrite of the
-    same size followed by ``os.utime``, as tar, ``rsync -t`` and ``cp -p`` do);
-    ctime cannot be set and moves on every write, but also on a chmod, chown,
-    link, unlink of another name, rename or xattr change, which stat cannot
-    tell from a write. So, for a file whose size and mtime are unchanged:
-
-    - ctime unchanged: ATTRIB if mode, uid or gid changed, else nothing;
-    - ctime changed, ``seen=False`` (a walk: boot, overflow or verification
-      rescan, a directory listing; nobody saw what happened): FWRITE, which
-      carries mode, uid and gid as well. A needless fetch costs one transfer;
-      a missed rewrite is a mirror that silently differs for good;
-    - ctime changed, ``seen=True`` (``reconcile`` of a path whose events were
-      read, or the listing of a directory that events said changed: a write
-      there came as IN_CLOSE_WRITE, which passes ``written`` and forces an
-      FWRITE): ATTRIB if mode, uid or gid changed, else nothing; a file
-      renamed or linked live (which moves its ctime) must not be fetched again.
-
-    Content written through mmap or through a hard link outside the tree
-    raises no event: the verification rescan (``seen=False``) finds it.
-    """
-    if new is None:
-        return [] if old is None else [Record(Action.DELETE, path)]
-    out = []
-    if old is not None and old.kind != new.kind:
-        out.append(Record(Action.DELETE, path))
-        old = None
-    owner_changed = old is not None and (old.mode, old.uid, old.gid) != (
-        new.mode,
-        new.uid,
-        new.gid,
-    )
-    if new.kind == DIR:
-        if old is None or (new.unreadable and not old.unreadable):
-            out.append(Record(Action.CREATE, path, meta=_meta(new, size=False)))
-        elif owner_changed:
-            out.append(Record(Action.ATTRIB, path, meta=_meta(new, size=False, mtime=False)))
-    elif new.kind == FILE:
-        if (
-            old is None
-            or (old.size, old.mtime_ns) != (new.size, new.mtime_ns)
-            or (not seen and old.ctime_ns != new.ctime_ns)
-        ):
-            out.append(Record(Action.FWRITE, path, meta=_meta(new)))
-        elif owner_changed:
-            out.append(Record(Action.ATTRIB, path, meta=_meta(new, size=False, mtime=False)))
-    elif new.kind == LINK and (old is None or old.target != new.target):
-        out.append(Record(Action.SYMLINK, path, target=new.target))
-    return out
-
-
-def move_meta(e: Entry) -> Meta:
-    """The fields a MOVE carries: the moved entry's metadata, so a client that
-    must fetch instead (its source is missing) still ends with the right mode."""
-    if e.kind == LINK:
-        return Meta()
-    return _meta(e, size=e.kind == FILE, unreadable=False)
-
-
-def _meta(e: Entry, size: bool = True, mtime: bool = True, unreadable: bool = True) -> Meta:
-    return Meta(
-        mode=e.mode,
-        uid=e.uid,
-        gid=e.gid,
-        size=e.size if size else None,
-        mtime_ns=e.mtime_ns if mtime else None,
-        unreadable=unreadable and e.unreadable,
-    )
-
-
-def changes(
-    path: bytes, old: Entry | None, new: Entry | None, *, seen: bool = False
-) -> list[Change]:
-    """``diff`` paired with the snapshot ops; a change without a record only updates."""
-    if old == new:
-        return []
-    records = diff(path, old, new, seen=seen)
-    if new is None:
-        return [(records[0], ("deltree", path))]
-    if old is not None and old.kind != new.kind:
-        return [(records[0], ("deltree", path)), (records[1], ("put", path, new))]
-    return [(records[0] if records else None, ("put", path, new))]
 
 
 def disk_entry(path: bytes, *, strict: bool = False) -> Entry | None:
@@ -208,21 +104,13 @@ def dir_readable(path: bytes) -> bool:
     return os.access(path, os.R_OK | os.X_OK, effective_ids=_EFFECTIVE)
 
 
-def forced(path: bytes, old: Entry | None, new: Entry | None) -> list[Change]:
-    """Like ``changes``, but ``new`` is sent in full even if ``old`` equals it."""
-    if new is None or (old is not None and old.kind != new.kind):
-        return changes(path, old, new)
-    records = diff(path, None, new)
-    return [(records[0] if records else None, ("put", path, new))]
-
-
-def _child_mode(mode: int, fresh: bool, locked: bool) -> int:
+def _child_mode(mode: WalkMode, fresh: bool, locked: bool) -> WalkMode:
     """How the children of a directory listed in ``mode`` are handled."""
-    if locked or mode == FORCE:
-        return FORCE
+    if locked or mode is WalkMode.FORCE:
+        return WalkMode.FORCE
     if fresh:
-        return FULL
-    return mode if mode in (FULL, CHANGED) else NONE
+        return WalkMode.FULL
+    return mode if mode in (WalkMode.FULL, WalkMode.CHANGED) else WalkMode.NEW_ONLY
 
 
 def _ignore(path: bytes, error: OSError) -> None:
@@ -237,7 +125,7 @@ class _SnapChildren:
     not mistaken for old ones.
     """
 
-    def __init__(self, store: Reader, dir_path: bytes) -> None:
+    def __init__(self, store: SnapshotReader, dir_path: bytes) -> None:
         self.store, self.dir_path = store, dir_path
         self.cut = 1 if dir_path == b"/" else len(dir_path) + 1
         self.buf: deque[tuple[bytes, Entry]] = deque()
@@ -262,7 +150,7 @@ class _Walk:
     def __init__(
         self,
         identity: Membership,
-        store: Reader,
+        store: SnapshotReader,
         watch: Watch,
         stats: ScanStats,
         report: Report,
@@ -285,7 +173,7 @@ class _Walk:
             self.report(path, e)
             return old
 
-    def listdir(self, path: bytes) -> Any:
+    def listdir(self, path: bytes) -> list[bytes] | _Unreadable | None:
         """Sorted names; None when gone; ``UNREADABLE`` when it cannot be watched or read."""
         try:
             self.watch(path)  # before listing: nothing created after it escapes both
@@ -311,8 +199,8 @@ class _Walk:
         return True
 
     def visit(
-        self, path: bytes, old: Entry | None, new: Entry | None, mode: int
-    ) -> tuple[Iterator[Any], int] | None:
+        self, path: bytes, old: Entry | None, new: Entry | None, mode: WalkMode
+    ) -> tuple[Children, WalkMode] | None:
         """Emit the changes of one path; return the frame to descend with, if any."""
         frame = None
         self.stats.position = path
@@ -320,9 +208,10 @@ class _Walk:
             fresh = old is None or old.kind != DIR
             locked = not fresh and old is not None and old.unreadable  # until now
             moved = old is not None and (old.mtime_ns, old.ctime_ns) != (new.mtime_ns, new.ctime_ns)
-            if fresh or locked or mode in (FULL, LISTING, FORCE) or (mode == CHANGED and moved):
+            listed = mode in (WalkMode.FULL, WalkMode.LISTING, WalkMode.FORCE)
+            if fresh or locked or listed or (mode is WalkMode.CHANGED and moved):
                 names = self.listdir(path)
-                if names is UNREADABLE:
+                if isinstance(names, _Unreadable):
                     new = replace(new, unreadable=True)
                 else:
                     if names is None:  # vanished or replaced between lstat and listdir
@@ -333,17 +222,17 @@ class _Walk:
                     if names is not None:
                         child = _child_mode(mode, fresh, locked)
                         frame = (self.merge(path, names), child)
-            elif mode == CHANGED:
+            elif mode is WalkMode.CHANGED:
                 if self.watch_only(path):
-                    frame = (self.merge(path, None), CHANGED)
+                    frame = (self.merge(path, None), WalkMode.CHANGED)
                 else:
                     new = replace(new, unreadable=True)
-        if mode == FORCE:
+        if mode is WalkMode.FORCE:
             found = forced(path, old, new)
         else:  # a listing after events compares names whose own events are read too
-            found = changes(path, old, new, seen=mode in (LISTING, NONE))
+            found = changes(path, old, new, seen=mode in (WalkMode.LISTING, WalkMode.NEW_ONLY))
         if not found and new is not None and new.unreadable:
-            found = [(None, ("put", path, new))]  # unchanged, but the journal counts it
+            found = [Change(Put(path, new))]  # unchanged, but the journal counts it
         self.out.extend(found)
         return frame
 
@@ -354,7 +243,7 @@ class _Walk:
         self.on_root_gone(path)
         return True
 
-    def merge(self, dir_path: bytes, names: list[bytes] | None) -> Iterator[Any]:
+    def merge(self, dir_path: bytes, names: list[bytes] | None) -> Children:
         """(path, old, new) for each child, in name order; ``names`` None trusts the snapshot."""
         snap = _SnapChildren(self.store, dir_path)
         base = b"" if dir_path == b"/" else dir_path
@@ -380,9 +269,9 @@ class _Walk:
             snap.buf.popleft()
             yield base + b"/" + head[0], head[1], None
 
-    def run(self, root: bytes, mode: int) -> Iterator[list[Change]]:
+    def run(self, root: bytes, mode: WalkMode) -> Iterator[list[Change]]:
         started = time.monotonic()
-        stack = []
+        stack: list[tuple[Children, WalkMode]] = []
         self.root = root
         old = self.store.get(root)
         new = self.entry(root, old)
@@ -396,7 +285,7 @@ class _Walk:
             if item is None:
                 stack.pop()
                 continue
-            frame = self.visit(*item, stack[-1][1])
+            frame = self.visit(item[0], item[1], item[2], stack[-1][1])
             if frame is not None:
                 stack.append(frame)
             if len(self.out) >= BATCH or self.stats.entries_seen - seen >= BATCH:
@@ -413,7 +302,7 @@ class _Walk:
 def scan_tree(
     root: bytes,
     identity: Membership,
-    store: Reader,
+    store: SnapshotReader,
     watch: Watch,
     *,
     full: bool = True,
@@ -430,22 +319,13 @@ def scan_tree(
     directory that cannot be read and each entry that cannot be stat-ed.
     ``on_root_gone(root)``: called instead of deleting a stored ``root`` found gone.
     """
-    mode = LISTING if listing else FULL if full else CHANGED
+    mode = WalkMode.LISTING if listing else WalkMode.FULL if full else WalkMode.CHANGED
     stats = stats if stats is not None else ScanStats()
-    return _Walk(identity, store, watch, stats, report or _ignore, on_root_gone).run(root, mode)
+    walk = _Walk(identity, store, watch, stats, report or _ignore, on_root_gone)
+    return walk.run(root, mode)
 
 
-def parent_path(path: bytes) -> bytes:
-    return path.rpartition(b"/")[0] or b"/"
-
-
-def overlaps(a: bytes, b: bytes) -> bool:
-    """True when one path is the other or inside it (whole components)."""
-    ka, kb = path_key(a), path_key(b)
-    return ka == kb or ka.startswith(kb + b"\0") or kb.startswith(ka + b"\0")
-
-
-def scan_roots(identity: Any, roots: Iterable[bytes]) -> list[bytes]:
+def scan_roots(identity: Identity, roots: Iterable[bytes]) -> list[bytes]:
     """``roots`` plus the includes inside them that an exclude cuts off from above."""
     roots = list(roots)
     nested = getattr(identity, "identities", None)
@@ -460,82 +340,3 @@ def scan_roots(identity: Any, roots: Iterable[bytes]) -> list[bytes]:
         and any(overlaps(p, root) for root in roots)
     ]
     return roots + sorted(extra)
-
-
-def reconcile(
-    path: bytes,
-    identity: Any,
-    store: Reader,
-    watch: Watch,
-    *,
-    recursive: bool = False,
-    written: bool = False,
-    present: bool = False,
-    report: Report | None = None,
-) -> tuple[list[Change], tuple[bytes, str] | None]:
-    """Bring one path's snapshot entry up to date (O(1) work).
-
-    Returns its changes and the follow-up walk its directory needs, if any:
-    ``(dir, "tree")`` for a new directory (or ``recursive``), ``(dir,
-    "listing")`` for a known one whose entries changed. A path whose parent is
-    missing from the snapshot reconciles the highest missing ancestor instead.
-    ``written`` (IN_CLOSE_WRITE) forces an FWRITE for an unchanged-looking file
-    (two writes within one timestamp tick leave size and mtime equal; so does a
-    rewrite with the mtime put back), also when its mode or owner changed too:
-    the FWRITE carries them, an ATTRIB would leave the old content. Without
-    it, a file whose ctime alone moved is not fetched (``diff`` with
-    ``seen=True``): the path's events were read, and a write would have said so.
-    ``present``: the event said the path exists; found gone, it is no
-    DELETE but ``(path, LOST)`` (a rename of it or of a parent is still to be
-    told, see ``Journal.dirty``), also when the snapshot never had it: that
-    rename carries only what the snapshot holds, so a new entry deep below
-    it would otherwise never be told.
-    Below a directory stored as unreadable nothing changes; a directory that
-    can no longer be read is stored as unreadable and not walked; one that
-    can be read again keeps the flag until its walk has sent what is below it.
-    """
-    roots: set[bytes] | None = None  # computed only to climb: not once per event
-    while path != b"/":
-        parent = parent_path(path)
-        known = store.get(parent)
-        if known is not None and known.kind == DIR:
-            if known.unreadable:  # what is below it stays as it was until it is read
-                return [], None
-            break
-        if parent not in identity:
-            break
-        if roots is None:
-            roots = set(identity.roots())
-        if path in roots:
-            break
-        path, recursive = parent, True
-    old = store.get(path)
-    try:
-        new = disk_entry(path, strict=True) if path in identity else None
-    except OSError as e:  # cannot stat it: it stays as the snapshot has it
-        (report or _ignore)(path, e)
-        return [], None
-    if new is None and present and path in identity:  # also one the snapshot never had
-        return [], (path, LOST)
-    follow = None
-    if new is not None and new.kind == DIR:
-        if not dir_readable(path):
-            new = replace(new, unreadable=True)
-        elif old is not None and old.kind == DIR and old.unreadable:
-            # readable again: the walk sends all below it, and needs to know it was not
-            new, follow = replace(new, unreadable=True), (path, TREE)
-        elif recursive or old is None or old.kind != DIR:
-            follow = (path, TREE)
-        elif old.mtime_ns != new.mtime_ns:
-            follow = (path, DIRLIST)
-    found = changes(path, old, new, seen=True)  # its events were read: see ``diff``
-    if (
-        written
-        and new is not None
-        and new.kind == FILE
-        and old is not None
-        and old.kind == FILE
-        and not any(record is not None and record.action is Action.FWRITE for record, _ in found)
-    ):  # an ATTRIB alone (a chmod read in the same turn) would leave the old content
-        found = [(diff(path, None, new)[0], ("put", path, new))]
-    return found, follow

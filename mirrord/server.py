@@ -27,6 +27,7 @@ from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
 from cmdconfig.tls import twisted_ssl
+from mirrord.values import Entry, record_of
 from protocol.conversation import (
     BeginInit,
     CheckResume,
@@ -39,32 +40,15 @@ from protocol.conversation import (
 from protocol.errors import ProtocolError
 from protocol.linebuffer import LineBuffer
 from protocol.messages import SERIAL_OVERDUE
-from protocol.records import Action, Meta, Record
 
 MAX_LINE = 65536
 CRLF = b"\r\n"
 INIT_CHUNK = 512  # snapshot entries written per reactor turn (~40 KB)
 
-_DIR, _FILE, _LINK = b"d", b"f", b"l"
 
-
-def snapshot_line(path: bytes, entry: Any) -> bytes:
+def snapshot_line(path: bytes, entry: Entry) -> bytes:
     """The INIT record for one snapshot entry (directory, file or symlink)."""
-    kind = bytes(entry.kind)
-    if kind == _LINK:
-        return Record(Action.SYMLINK, path, target=entry.target).encode()
-    mode = entry.mode & 0o7777
-    if kind == _DIR:
-        meta = Meta(
-            mode=mode,
-            uid=entry.uid,
-            gid=entry.gid,
-            mtime_ns=entry.mtime_ns,
-            unreadable=bool(getattr(entry, "unreadable", False)),
-        )
-        return Record(Action.CREATE, path, meta=meta).encode()
-    meta = Meta(mode=mode, uid=entry.uid, gid=entry.gid, size=entry.size, mtime_ns=entry.mtime_ns)
-    return Record(Action.FWRITE, path, meta=meta).encode()
+    return record_of(path, entry).encode()
 
 
 def _peer_text(address: Any) -> str:

@@ -30,6 +30,7 @@ from mirrord.kernel import Inotify, InotifyReader, check_limits, read_limits
 from mirrord.monitor import Monitor
 from mirrord.server import MirrorServerFactory, listen
 from mirrord.store import Store
+from mirrord.values import Change, DropTree
 from protocol.records import Action, Record
 
 log = Logger(namespace="mirrord")
@@ -278,7 +279,7 @@ class MirrordService(MultiService):
         self.identity.replace(name, ident)
         self.monitor.unwatch_tree(path)
         if self.store.get(path) is not None:
-            self.journal.add([(Record(Action.DELETE, path), ("deltree", path))])
+            self.journal.add([Change(DropTree(path), Record(Action.DELETE, path))])
         for inc in ident.includes:  # an include nested below takes its part back
             if inc != path and is_under(inc, path):
                 self.journal.rescan(inc)

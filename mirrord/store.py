@@ -2,13 +2,14 @@
 
 This is the only module that imports Berkeley DB. Every call runs on the
 reactor thread, in short transactions that begin and end inside one call or
-one reactor callback: a turn's changes (``transaction()``), one chunk of a
-bulk load, one chunk of a read. Nothing holds a cursor or a transaction
-across reactor turns, because the same thread is the only writer: a cursor
-left open by an INIT stream would hold page locks that the next commit on
-this thread waits for forever. One thread also means no BDB thread handles
-(no DB_THREAD) and no lock contention; the price is that a commit (one
-fsync) runs on the reactor, which is why the journal batches a turn.
+one reactor callback: a turn's changes (``with store.transaction():``, whose
+reads see its own writes), one chunk of a bulk load, one chunk of a read.
+Nothing holds a cursor or a transaction across reactor turns, because the
+same thread is the only writer: a cursor left open by an INIT stream would
+hold page locks that the next commit on this thread waits for forever. One
+thread also means no BDB thread handles (no DB_THREAD) and no lock
+contention; the price is that a commit (one fsync) runs on the reactor,
+which is why the journal batches a turn.
 
 Layout: ``meta`` (schema version, session id, head serial, ``loading`` while
 a first load runs), ``snapshot`` (key = path with ``/`` replaced by NUL, so
@@ -25,25 +26,22 @@ import fcntl
 import os
 import struct
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from contextlib import AbstractContextManager, contextmanager
+from typing import cast
 
 try:  # pragma: no cover - whichever binding is installed
     from berkeleydb import db  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover
-    from bsddb3 import db  # type: ignore[import-not-found,no-redef]
+    from bsddb3 import db  # type: ignore[import-not-found,import-untyped,no-redef]
 
+from mirrord.snapshot import CHUNK, SnapshotReads, Table, Txn, path_key
+from mirrord.values import DIR, FILE, LINK, Drop, DropTree, Entry, MoveTree, Op, Put, kind_of
 from protocol.records import Record
 
-__all__ = ["DIR", "FILE", "LINK", "Entry", "Store", "StoreError", "path_key"]
+__all__ = ["DIR", "FILE", "LINK", "Entry", "Store", "StoreError", "kind_of", "path_key"]
 
 SCHEMA_VERSION = 2  # 2: the unreadable flag on directories (version 1 never sets it)
-DIR, FILE, LINK = b"d", b"f", b"l"
-_KINDS = {0o040000: DIR, 0o100000: FILE, 0o120000: LINK}
-_ENTRY = struct.Struct(">cHIIQqq")
-_UNREADABLE = 0x8000  # in the stored mode field, above the 12 permission bits
 _SERIAL = struct.Struct(">Q")
-_CHUNK = 1000
 _ENV_FLAGS = db.DB_CREATE | db.DB_INIT_TXN | db.DB_INIT_LOCK | db.DB_INIT_LOG | db.DB_INIT_MPOOL
 _ENV_FLAGS |= db.DB_RECOVER
 
@@ -52,160 +50,7 @@ class StoreError(Exception):
     """The database cannot be used (newer schema, locked by another process)."""
 
 
-def kind_of(st_mode: int) -> bytes | None:
-    """``DIR``, ``FILE`` or ``LINK`` for a stat mode; None for types never mirrored."""
-    return _KINDS.get(st_mode & 0o170000)
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """What the snapshot remembers of one path: enough to detect any change."""
-
-    kind: bytes
-    mode: int
-    uid: int
-    gid: int
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    target: bytes = b""
-    #: a directory mirrord could not list: what is below it stays as it was
-    unreadable: bool = False
-
-    @classmethod
-    def from_stat(cls, st: os.stat_result, target: bytes = b"") -> Entry:
-        kind = kind_of(st.st_mode)
-        if kind is None:
-            raise ValueError(f"file type {st.st_mode & 0o170000:#o} is not mirrored")
-        size = st.st_size if kind == FILE else 0
-        mode, uid, gid = st.st_mode & 0o7777, st.st_uid, st.st_gid
-        return cls(kind, mode, uid, gid, size, st.st_mtime_ns, st.st_ctime_ns, target)
-
-    def pack(self) -> bytes:
-        mode = self.mode | _UNREADABLE if self.unreadable else self.mode
-        fields = (self.kind, mode, self.uid, self.gid, self.size, self.mtime_ns, self.ctime_ns)
-        return _ENTRY.pack(*fields) + self.target
-
-    @classmethod
-    def unpack(cls, data: bytes) -> Entry:
-        kind, mode, uid, gid, size, mtime_ns, ctime_ns = _ENTRY.unpack_from(data)
-        return cls(
-            kind,
-            mode & ~_UNREADABLE,
-            uid,
-            gid,
-            size,
-            mtime_ns,
-            ctime_ns,
-            data[_ENTRY.size :],
-            bool(mode & _UNREADABLE),
-        )
-
-
-def path_key(path: bytes) -> bytes:
-    """The snapshot key of an absolute path (``/`` itself is the empty key)."""
-    return b"" if path == b"/" else path.replace(b"/", b"\0")
-
-
-Op = tuple[Any, ...]
-
-
-class _Reader:
-    """Reads of the snapshot and log; ``_txn`` None reads committed data."""
-
-    _snap: Any
-    _log: Any
-    _txn: Any = None
-
-    def get(self, path: bytes) -> Entry | None:
-        data = self._snap.get(path_key(path), txn=self._txn)
-        return None if data is None else Entry.unpack(data)
-
-    def _range(
-        self,
-        start: bytes,
-        inclusive: bool,
-        within: bytes | None,
-        limit: int,
-        skip_children: bool = False,
-    ) -> list[tuple[bytes, bytes]]:
-        """Rows from ``start`` in key order; with ``within``, only that key and its sub-tree."""
-        out: list[tuple[bytes, bytes]] = []
-        below = None if within is None else within + b"\0"
-        cursor = self._snap.cursor(txn=self._txn)
-        try:
-            item = cursor.set_range(start)
-            while item is not None and len(out) < limit:
-                key, data = item
-                if below is not None and key != within and not key.startswith(below):
-                    break
-                if skip_children and below is not None and b"\0" in key[len(below) :]:
-                    name = key[len(below) :].partition(b"\0")[0]  # a grandchild: skip its branch
-                    item = cursor.set_range(below + name + b"\x01")
-                    continue
-                if key == start and not inclusive:
-                    item = cursor.set_range(key + b"\x01") if skip_children else cursor.next()
-                    continue
-                out.append((key, data))
-                # skip_children jumps over this row's own sub-tree
-                item = cursor.set_range(key + b"\x01") if skip_children else cursor.next()
-        finally:
-            cursor.close()
-        return out
-
-    def iter_tree(
-        self,
-        root: bytes | None = None,
-        after: bytes | None = None,
-        limit: int = _CHUNK,
-        skip_subtree: bool = False,
-    ) -> list[tuple[bytes, Entry]]:
-        """One chunk of the snapshot in key (depth-first) order, no cursor left open.
-
-        Starts after path ``after`` (or after its whole sub-tree with
-        ``skip_subtree``), restricted to ``root`` and its sub-tree when given.
-        """
-        within = None if root is None else path_key(root)
-        start, inclusive = (b"" if within is None else within), True
-        if after is not None:
-            akey = path_key(after)
-            start, inclusive = (akey + b"\x01", True) if skip_subtree else (akey, False)
-        rows = self._range(start, inclusive, within, limit)
-        return [(k.replace(b"\0", b"/") or b"/", Entry.unpack(v)) for k, v in rows]  # key -> path
-
-    def walk(self, root: bytes | None = None, chunk: int = _CHUNK) -> Iterator[tuple[bytes, Entry]]:
-        """Every entry under ``root`` in key order, read chunk by chunk."""
-        after = None
-        while True:
-            rows = self.iter_tree(root, after, chunk)
-            yield from rows
-            if len(rows) < chunk:
-                return
-            after = rows[-1][0]
-
-    def children_chunk(
-        self, dir_path: bytes, after: bytes | None = None, limit: int = _CHUNK
-    ) -> list[tuple[bytes, Entry]]:
-        """Up to ``limit`` direct children of ``dir_path`` whose name sorts after ``after``."""
-        dkey = path_key(dir_path)
-        prefix = dkey + b"\0"
-        start, inclusive = (prefix, True) if after is None else (prefix + after, False)
-        rows = self._range(start, inclusive, dkey, limit, skip_children=True)
-        base = b"" if dir_path == b"/" else dir_path
-        return [(base + b"/" + k[len(prefix) :], Entry.unpack(v)) for k, v in rows]
-
-    def children(self, dir_path: bytes, chunk: int = _CHUNK) -> Iterator[tuple[bytes, Entry]]:
-        """Direct children of ``dir_path`` as (path, entry), chunk by chunk."""
-        after = None
-        while True:
-            rows = self.children_chunk(dir_path, after, chunk)
-            yield from rows
-            if len(rows) < chunk:
-                return
-            after = rows[-1][0].rpartition(b"/")[2]
-
-
-class Store(_Reader):
+class Store(SnapshotReads):
     """One BDB environment in ``home``: snapshot, wmLog and session."""
 
     def __init__(self, home: str, cache_bytes: int = 64 << 20, loglen: int = 1_000_000) -> None:
@@ -234,13 +79,15 @@ class Store(_Reader):
         self._snap = self._open("snapshot")
         self._log = self._open("wmlog")
         self._commits = 0
+        self._txn_head = self._txn_oldest = 0  # the open transaction's head and oldest
         self._setup()
 
-    def _open(self, name: str) -> Any:
+    def _open(self, name: str) -> Table:
         handle = db.DB(self._env)
         handle.set_get_returns_none(2)
         handle.open(name, dbtype=db.DB_BTREE, flags=db.DB_CREATE | db.DB_AUTO_COMMIT)
-        return handle
+        table: Table = handle
+        return table
 
     def _setup(self) -> None:
         version = self._meta.get(b"schema")
@@ -262,8 +109,9 @@ class Store(_Reader):
             self._meta.put(b"session", os.urandom(16).hex().encode("ascii"), txn=txn)
             self._meta.put(b"head", _SERIAL.pack(0), txn=txn)
             txn.commit()
-        self.session: str = self._meta.get(b"session").decode("ascii")
-        self.head: int = _SERIAL.unpack(self._meta.get(b"head"))[0]
+        # both written with the session, in one transaction: present from here on
+        self.session: str = cast(bytes, self._meta.get(b"session")).decode("ascii")
+        self.head: int = _SERIAL.unpack(cast(bytes, self._meta.get(b"head")))[0]
         cursor = self._log.cursor()
         try:
             first = cursor.first()
@@ -271,20 +119,29 @@ class Store(_Reader):
             cursor.close()
         self.oldest: int = _SERIAL.unpack(first[0])[0] if first else self.head + 1
 
-    def transaction(self) -> Batch:
-        """A write batch whose reads see its own writes; ``commit()`` makes it durable."""
-        return Batch(self)
+    # -- writing: one transaction at a time, on the reactor thread ---------------
+    def transaction(self, *, sync: bool = True) -> AbstractContextManager[None]:
+        """A write transaction for a ``with`` block: the store's reads see its
+        writes until it ends; the block's end commits it (durably unless ``sync`` is
+        False), an exception aborts it. Transactions do not nest."""
+        return self._transaction(sync)
+
+    @contextmanager
+    def _transaction(self, sync: bool) -> Iterator[None]:
+        self._begin()
+        try:
+            yield
+            self._finish(sync)
+        except BaseException:
+            self._abort()
+            raise
 
     def commit(self, records: Sequence[Record], ops: Iterable[Op]) -> int:
         """Append ``records`` as head+1.., apply ``ops``, trim the log: one durable txn."""
-        batch = Batch(self)
-        try:
-            batch.apply(ops)
-            batch.append(records)
-        except BaseException:
-            batch.abort()
-            raise
-        return batch.commit()
+        with self._transaction(True):
+            self.apply(ops)
+            self.append(records)
+        return self.head
 
     def load(self, ops: Iterable[Op], chunk: int = 5000, *, sync: bool = True) -> None:
         """Bulk snapshot load (first boot): chunked transactions, one sync at the end.
@@ -292,27 +149,109 @@ class Store(_Reader):
         ``sync=False`` leaves the sync to a later call (a caller loading piecemeal).
         Until a ``sync=True`` call ends the load, a reopened store is ``created``.
         """
-        batch = Batch(self)
+        self._begin()
         try:
             if not self._loading:
-                self._meta.put(b"loading", b"1", txn=batch._txn)
+                self._meta.put(b"loading", b"1", txn=self._txn)
             for n, op in enumerate(ops, 1):
-                batch.apply((op,))
+                self.apply((op,))
                 if n % chunk == 0:
-                    batch.commit(sync=False)
-                    batch = Batch(self)
+                    self._finish(sync=False)
+                    self._begin()
             if sync:
-                self._meta.delete(b"loading", txn=batch._txn)
+                self._meta.delete(b"loading", txn=self._txn)
+            self._finish(sync=False)
         except BaseException:
-            batch.abort()
+            self._abort()
             raise
-        batch.commit(sync=False)
         self._loading = not sync
         if sync:
             self._env.log_flush()
             self._env.txn_checkpoint(0, 0)
 
-    def log_after(self, serial: int, limit: int = _CHUNK) -> list[tuple[int, bytes]]:
+    def append(self, records: Iterable[Record]) -> None:
+        """Log ``records`` after the head, in the open transaction; trim to ``loglen``."""
+        txn = self._open_txn()
+        for record in records:
+            self._txn_head += 1
+            self._log.put(_SERIAL.pack(self._txn_head), record.encode(), txn=txn)
+        while self._txn_head - self._txn_oldest + 1 > self.loglen:
+            self._log.delete(_SERIAL.pack(self._txn_oldest), txn=txn)
+            self._txn_oldest += 1
+
+    def apply(self, ops: Iterable[Op]) -> None:
+        """Change the snapshot by ``ops``, in order, in the open transaction."""
+        snap, txn = self._snap, self._open_txn()
+        for op in ops:
+            match op:
+                case Put(path, entry):
+                    snap.put(path_key(path), entry.pack(), txn=txn)
+                case Drop(path):
+                    try:
+                        snap.delete(path_key(path), txn=txn)
+                    except db.DBNotFoundError:
+                        pass
+                case DropTree(path):
+                    self._deltree(path_key(path))
+                case MoveTree(src, dst):
+                    self._move(src, dst)
+                case _:
+                    raise TypeError(f"not a snapshot op: {op!r}")
+
+    def _subtree(self, key: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        return self._range(key, True, key, limit)
+
+    def _deltree(self, key: bytes) -> None:
+        while rows := self._subtree(key, CHUNK):
+            for k, _ in rows:
+                self._snap.delete(k, txn=self._txn)
+            if len(rows) < CHUNK:
+                return
+
+    def _move(self, src: bytes, dst: bytes) -> None:
+        skey, dkey = path_key(src), path_key(dst)
+        if skey == dkey:
+            return
+        if dkey.startswith(skey + b"\0"):
+            raise ValueError(f"cannot move {src!r} into itself")
+        self._deltree(dkey)
+        while rows := self._subtree(skey, CHUNK):
+            for k, v in rows:
+                self._snap.delete(k, txn=self._txn)
+                self._snap.put(dkey + k[len(skey) :], v, txn=self._txn)
+            if len(rows) < CHUNK:
+                return
+
+    def _begin(self) -> None:
+        if self._txn is not None:
+            raise RuntimeError("a store transaction is already open")
+        self._txn = self._env.txn_begin()
+        self._txn_head, self._txn_oldest = self.head, self.oldest
+
+    def _open_txn(self) -> Txn:
+        if self._txn is None:
+            raise RuntimeError("snapshot and log writes need an open store transaction")
+        return self._txn
+
+    def _abort(self) -> None:
+        txn, self._txn = self._txn, None
+        if txn is not None:
+            txn.abort()
+
+    def _finish(self, sync: bool) -> None:
+        """Commit the open transaction and publish its head and oldest serial."""
+        head = self._txn_head
+        if head != self.head:
+            self._meta.put(b"head", _SERIAL.pack(head), txn=self._txn)
+        txn, self._txn = self._open_txn(), None  # a commit that fails has ended it too
+        txn.commit(0 if sync else db.DB_TXN_NOSYNC)
+        self.head = head
+        self.oldest = self._txn_oldest if self._txn_oldest <= head else head + 1
+        self._commits += 1
+        if self._commits % 256 == 0:  # lets DB_LOG_AUTO_REMOVE drop old log files
+            self._env.txn_checkpoint(1024, 1)
+
+    def log_after(self, serial: int, limit: int = CHUNK) -> list[tuple[int, bytes]]:
         """Up to ``limit`` (serial, encoded record) pairs with serials above ``serial``."""
         out: list[tuple[int, bytes]] = []
         cursor = self._log.cursor()
@@ -334,82 +273,3 @@ class Store(_Reader):
         self._env.close()
         self._env = None
         self._lockfile.close()
-
-
-class Batch(_Reader):
-    """One open write transaction; lives inside a single call or reactor turn."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._snap, self._log = store._snap, store._log
-        self._txn = store._env.txn_begin()
-        self.head = store.head
-        self._oldest = store.oldest
-
-    def append(self, records: Iterable[Record]) -> None:
-        for record in records:
-            self.head += 1
-            self._log.put(_SERIAL.pack(self.head), record.encode(), txn=self._txn)
-        while self.head - self._oldest + 1 > self._store.loglen:
-            self._log.delete(_SERIAL.pack(self._oldest), txn=self._txn)
-            self._oldest += 1
-
-    def apply(self, ops: Iterable[Op]) -> None:
-        snap, txn = self._snap, self._txn
-        for op in ops:
-            name = op[0]
-            if name == "put":
-                snap.put(path_key(op[1]), op[2].pack(), txn=txn)
-            elif name == "del":
-                try:
-                    snap.delete(path_key(op[1]), txn=txn)
-                except db.DBNotFoundError:
-                    pass
-            elif name == "deltree":
-                self._deltree(path_key(op[1]))
-            elif name == "move":
-                self._move(op[1], op[2])
-            else:
-                raise ValueError(f"unknown op {name!r}")
-
-    def _subtree(self, key: bytes, limit: int) -> list[tuple[bytes, bytes]]:
-        return self._range(key, True, key, limit)
-
-    def _deltree(self, key: bytes) -> None:
-        while rows := self._subtree(key, _CHUNK):
-            for k, _ in rows:
-                self._snap.delete(k, txn=self._txn)
-            if len(rows) < _CHUNK:
-                return
-
-    def _move(self, src: bytes, dst: bytes) -> None:
-        skey, dkey = path_key(src), path_key(dst)
-        if skey == dkey:
-            return
-        if dkey.startswith(skey + b"\0"):
-            raise ValueError(f"cannot move {src!r} into itself")
-        self._deltree(dkey)
-        while rows := self._subtree(skey, _CHUNK):
-            for k, v in rows:
-                self._snap.delete(k, txn=self._txn)
-                self._snap.put(dkey + k[len(skey) :], v, txn=self._txn)
-            if len(rows) < _CHUNK:
-                return
-
-    def abort(self) -> None:
-        if self._txn is not None:
-            self._txn.abort()
-            self._txn = None
-
-    def commit(self, sync: bool = True) -> int:
-        store = self._store
-        if self.head != store.head:
-            store._meta.put(b"head", _SERIAL.pack(self.head), txn=self._txn)
-        self._txn.commit(0 if sync else db.DB_TXN_NOSYNC)
-        self._txn = None
-        store.head = self.head
-        store.oldest = self._oldest if self._oldest <= self.head else self.head + 1
-        store._commits += 1
-        if store._commits % 256 == 0:  # lets DB_LOG_AUTO_REMOVE drop old log files
-            store._env.txn_checkpoint(1024, 1)
-        return self.head

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 from twisted.internet import defer, task
@@ -12,7 +13,8 @@ from twisted.logger import Logger
 
 from fs_info.identity import Identity
 from mirrord.journal import Journal, WalkFailed, scan_roots
-from mirrord.store import Batch, Store
+from mirrord.store import Store
+from mirrord.values import Change, DropTree
 from protocol.records import Action, Record
 
 
@@ -230,7 +232,7 @@ def test_wait_after_fires_after_commit_and_can_be_cancelled(s):
     s.pump()
     assert fired == [1]
     assert not later.called
-    s.journal.add([(Record(Action.DELETE, s.root + b"/a"), ("deltree", s.root + b"/a"))])
+    s.journal.add([Change(DropTree(s.root + b"/a"), Record(Action.DELETE, s.root + b"/a"))])
     s.pump()
     assert s.successful(later) == 2
 
@@ -300,10 +302,10 @@ def test_scan_roots_adds_includes_cut_off_by_excludes(s):
 
 def test_move_under_running_walk_needs_rescan():
     """A walk that has not finished a moved sub-tree must re-walk its destination."""
-    from mirrord.journal import _Job
     from mirrord.scan import ScanStats
+    from mirrord.walks import Job
 
-    job = _Job(b"/r", ScanStats(position=b"/r/b/c"))
+    job = Job(b"/r", ScanStats(position=b"/r/b/c"))
     assert job.missed(b"/r/a")  # not started yet: its whole root may move away
     job.started = True
     assert job.missed(b"/r/b")  # inside it now
@@ -426,21 +428,18 @@ def test_move_whose_destination_moved_on_since_stays_a_move(s):
 
 
 # -- failures lose nothing -----------------------------------------------------------
-class FlakyBatch(Batch):
-    def commit(self, sync: bool = True) -> int:
-        if self._store.fail:
-            self._store.fail -= 1
-            raise OSError(28, "No space left on device (injected)")
-        return super().commit(sync)
-
-
 class FlakyStore(Store):
     """A real store whose next ``fail`` turn commits raise, as BDB does on a full disk."""
 
     fail = 0
 
-    def transaction(self) -> Batch:
-        return FlakyBatch(self)
+    @contextmanager
+    def transaction(self, *, sync: bool = True) -> Iterator[None]:
+        with super().transaction(sync=sync):
+            yield
+            if self.fail:
+                self.fail -= 1
+                raise OSError(28, "No space left on device (injected)")
 
 
 def test_failed_commit_is_logged_once_and_its_changes_rescanned(tmp_path):

@@ -7,8 +7,11 @@ import os
 import pytest
 
 from fs_info.identity import Identity
-from mirrord.scan import ScanStats, changes, diff, disk_entry, reconcile, scan_tree
+from mirrord.diff import changes, diff
+from mirrord.reconcile import reconcile
+from mirrord.scan import ScanStats, disk_entry, scan_tree
 from mirrord.store import DIR, FILE, LINK, Entry, Store
+from mirrord.values import Change, DropTree, ListingWalk, MoveTree, Put, TreeWalk
 from protocol.records import Action, Meta, Record
 
 
@@ -59,7 +62,7 @@ def test_diff_file_whose_ctime_alone_moved():
     fwrite = [Record(Action.FWRITE, P, meta=Meta(mode=0o644, uid=1, gid=2, size=3, mtime_ns=10))]
     assert diff(P, E(), E(ctime=99)) == fwrite
     assert diff(P, E(), E(ctime=99), seen=True) == []
-    assert changes(P, E(), E(ctime=99), seen=True) == [(None, ("put", P, E(ctime=99)))]
+    assert changes(P, E(), E(ctime=99), seen=True) == [Change(Put(P, E(ctime=99)))]
     assert diff(P, E(), E(mode=0o600, ctime=99)) == [
         Record(Action.FWRITE, P, meta=Meta(mode=0o600, uid=1, gid=2, size=3, mtime_ns=10))
     ]
@@ -73,7 +76,7 @@ def test_diff_file_whose_ctime_alone_moved():
 def test_diff_dir_and_link_changes():
     """Dir mtime alone -> nothing (snapshot still updated); dir chmod -> ATTRIB; retarget."""
     assert diff(P, E(DIR), E(DIR, mtime=99)) == []
-    assert changes(P, E(DIR), E(DIR, mtime=99)) == [(None, ("put", P, E(DIR, mtime=99)))]
+    assert changes(P, E(DIR), E(DIR, mtime=99)) == [Change(Put(P, E(DIR, mtime=99)))]
     assert [r.action for r in diff(P, E(DIR), E(DIR, gid=7))] == [Action.ATTRIB]
     assert diff(P, E(LINK, target=b"a"), E(LINK, target=b"b")) == [
         Record(Action.SYMLINK, P, target=b"b")
@@ -84,10 +87,10 @@ def test_diff_dir_and_link_changes():
 def test_changes_pair_records_with_ops():
     """A kind change deletes the old sub-tree then puts the new entry."""
     assert changes(P, E(DIR), E()) == [
-        (Record(Action.DELETE, P), ("deltree", P)),
-        (diff(P, None, E())[0], ("put", P, E())),
+        Change(DropTree(P), Record(Action.DELETE, P)),
+        Change(Put(P, E()), diff(P, None, E())[0]),
     ]
-    assert changes(P, E(), None) == [(Record(Action.DELETE, P), ("deltree", P))]
+    assert changes(P, E(), None) == [Change(DropTree(P), Record(Action.DELETE, P))]
 
 
 # -- walks of real trees ------------------------------------------------------------
@@ -135,12 +138,12 @@ def run(root, ident, store, watch=None, commit=True, **kw):
     for chunk in scan_tree(root, ident, store, watch or Watches(), **kw):
         out += chunk
         if commit and chunk:
-            store.commit([r for r, _ in chunk if r], [op for _, op in chunk])
+            store.commit([c.record for c in chunk if c.record], [c.op for c in chunk])
     return out
 
 
 def records(chs):
-    return [(r.action, r.path) for r, _ in chs if r is not None]
+    return [(c.record.action, c.record.path) for c in chs if c.record is not None]
 
 
 def test_first_scan_then_nothing(tree, store):
@@ -191,7 +194,7 @@ def test_changed_tree(tree, store):
         (Action.DELETE, tree + b"/replaced"),
         (Action.CREATE, tree + b"/replaced"),
     ]
-    chmodded = next(r for r, _ in chs if r and r.path == tree + b"/a-b/g")
+    chmodded = next(c.record for c in chs if c.record and c.record.path == tree + b"/a-b/g")
     assert chmodded.meta.mode == 0o600
     assert store.get(tree + b"/link").target == b"a"
     assert store.get(tree + b"/replaced").kind == DIR
@@ -264,7 +267,7 @@ def test_chunk_commits_between_yields_are_not_seen_as_old(tmp_path, store):
     assert len(chunks) > 3
     for i in range(0, 2000, 3):
         os.unlink(root / f"f{i:05d}")
-    store.commit([], [op for chunk in chunks for _, op in chunk])
+    store.commit([], [c.op for chunk in chunks for c in chunk])
     chs = run(broot, ident, store)
     assert records(chs) == [(Action.DELETE, broot + b"/f%05d" % i) for i in range(0, 2000, 3)]
     assert len(list(store.children(broot))) == 3000 - 667
@@ -301,7 +304,7 @@ def test_reconcile_vanished_and_type_races(tree, store):
     os.mkdir(tree + b"/file")
     chs, follow = reconcile(tree + b"/file", ident, store, Watches())
     assert records(chs) == [(Action.DELETE, tree + b"/file"), (Action.CREATE, tree + b"/file")]
-    assert follow == (tree + b"/file", "tree")
+    assert follow == TreeWalk(tree + b"/file")
     chs, follow = reconcile(tree + b"/never", ident, store, Watches())
     assert (chs, follow) == ([], None)
 
@@ -352,7 +355,7 @@ def test_reconcile_written_and_chmodded_file_fwrites_with_its_new_mode(tree, sto
     _rewrite_keeping_size_and_mtime(tree + b"/file", b"HELLO")
     chs, _ = reconcile(tree + b"/file", ident, store, Watches(), written=True)
     assert records(chs) == [(Action.FWRITE, tree + b"/file")]
-    assert chs[0][0] is not None and chs[0][0].meta.mode == 0o755
+    assert chs[0].record is not None and chs[0].record.meta.mode == 0o755
     chs, _ = reconcile(tree + b"/file", ident, store, Watches(), written=False)
     assert records(chs) == [(Action.ATTRIB, tree + b"/file")]
 
@@ -365,10 +368,10 @@ def test_live_rename_and_link_fetch_nothing_again(tree, store):
     os.link(tree + b"/file", tree + b"/a/hard")
     chs, follow = reconcile(tree + b"/file", ident, store, Watches())
     assert chs and records(chs) == []  # stored with its new ctime, nothing sent
-    store.commit([], [op for _, op in chs])
+    store.commit([], [c.op for c in chs])
     assert follow is None
     os.rename(tree + b"/a-b/g", tree + b"/a-b/g2")
-    store.commit([], [("move", tree + b"/a-b/g", tree + b"/a-b/g2")])
+    store.commit([], [MoveTree(tree + b"/a-b/g", tree + b"/a-b/g2")])
     chs, _ = reconcile(tree + b"/a-b/g2", ident, store, Watches())
     assert records(chs) == []
     os.link(tree + b"/a/deep/f", tree + b"/a/deep/f2")
@@ -383,13 +386,13 @@ def test_reconcile_directory_follow_ups(tree, store):
     with open(tree + b"/a/new", "wb"):
         pass
     chs, follow = reconcile(tree + b"/a", ident, store, Watches())
-    assert records(chs) == [] and [op[0] for _, op in chs] == ["put"]
-    assert follow == (tree + b"/a", "listing")
-    store.commit([], [op for _, op in chs])
+    assert records(chs) == [] and [type(c.op) for c in chs] == [Put]
+    assert follow == ListingWalk(tree + b"/a")
+    store.commit([], [c.op for c in chs])
     listing = run(tree + b"/a", ident, store, listing=True)
     assert records(listing) == [(Action.FWRITE, tree + b"/a/new")]
     _, follow = reconcile(tree + b"/a", ident, store, Watches(), recursive=True)
-    assert follow == (tree + b"/a", "tree")
+    assert follow == TreeWalk(tree + b"/a")
 
 
 def test_reconcile_anchors_at_highest_missing_ancestor(tree, store):
@@ -401,7 +404,7 @@ def test_reconcile_anchors_at_highest_missing_ancestor(tree, store):
         pass
     chs, follow = reconcile(tree + b"/n1/n2/f", ident, store, Watches())
     assert records(chs) == [(Action.CREATE, tree + b"/n1")]
-    assert follow == (tree + b"/n1", "tree")
+    assert follow == TreeWalk(tree + b"/n1")
 
 
 def test_disk_entry_skips_unmirrored(tree):
@@ -413,7 +416,7 @@ def test_disk_entry_skips_unmirrored(tree):
 
 def test_move_meta_carries_the_moved_entrys_fields():
     """A MOVE names the moved file's mode, owner, size and mtime; a link's carries none."""
-    from mirrord.scan import move_meta
+    from mirrord.values import move_meta
 
     meta = move_meta(E(kind=FILE, mode=0o640, uid=7, gid=8, size=42, mtime=99))
     assert (meta.mode, meta.uid, meta.gid, meta.size, meta.mtime_ns) == (0o640, 7, 8, 42, 99)
@@ -457,15 +460,15 @@ def test_unreadable_directory_never_fails_a_walk_nor_deletes_below_it(tmp_path, 
     reported: list[bytes] = []
     chs = run(root, ident, store, Refusing(locked), report=lambda p, e: reported.append(p))
     assert reported == [locked]
-    assert [(r.action, r.path, r.meta.unreadable) for r, _ in chs if r] == [
-        (Action.CREATE, locked, True)
-    ]
+    assert [
+        (c.record.action, c.record.path, c.record.meta.unreadable) for c in chs if c.record
+    ] == [(Action.CREATE, locked, True)]
     assert store.get(locked).unreadable
     assert store.get(locked + b"/sub/deep") is not None
     for full in (True, False):  # later walks: nothing new, nothing deleted, still counted
         chs = run(root, ident, store, Refusing(locked), full=full)
         assert records(chs) == []
-        assert ("put", locked, store.get(locked)) in [op for _, op in chs]
+        assert Put(locked, store.get(locked)) in [c.op for c in chs]
 
 
 def test_first_walk_of_unreadable_directory_stores_nothing_below_it(tmp_path, store):
@@ -508,7 +511,7 @@ def test_entry_that_cannot_be_stat_ed_is_kept(tmp_path, store):
     ident = Identity([root], [])
     run(root, ident, store)
     odd = root + b"/open/" + b"n" * 300  # no such name can exist: lstat says ENAMETOOLONG
-    store.commit([], [("put", odd, E())])
+    store.commit([], [Put(odd, E())])
     with pytest.raises(OSError):
         disk_entry(odd, strict=True)
     assert disk_entry(odd) is None
@@ -538,8 +541,8 @@ def test_reconcile_of_a_directory_readable_again_walks_it_keeping_the_flag(tmp_p
     run(root, ident, store)
     run(root, ident, store, Refusing(locked))
     chs, follow = reconcile(locked, ident, store, Watches())
-    assert follow == (locked, "tree")
-    assert all(op[2].unreadable for _, op in chs)
+    assert follow == TreeWalk(locked)
+    assert all(c.op.entry.unreadable for c in chs)
 
 
 def test_diff_of_a_directory_becoming_unreadable_is_an_unreadable_create():

@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from mirrord.journal import Journal
 from mirrord.server import MirrorServerFactory, snapshot_line
 from mirrord.store import Entry, Store
+from mirrord.values import Change, Put
 from protocol.messages import auth_digest
 from protocol.records import Action, Record
 
@@ -103,7 +104,7 @@ def real_journal(store: Store, reactor) -> Journal:
 def create(journal: Journal, *paths: bytes) -> None:
     """Queue one CREATE record (and its snapshot entry) per path in the real journal."""
     entry = Entry(b"d", 0o755, 0, 0, 0, 1_000_000_000, 1_000_000_000)
-    journal.add([(Record(Action.CREATE, p), ("put", p, entry)) for p in paths])
+    journal.add([Change(Put(p, entry), Record(Action.CREATE, p)) for p in paths])
 
 
 def rec(path: bytes) -> bytes:
@@ -591,7 +592,7 @@ def test_init_from_real_store_sends_directories_before_their_contents(store):
     f = Entry(b"f", 0o644, 1, 2, 9, 3_000_000_000, 0)
     dirs = [b"/r", b"/r/a", b"/r/a/x", b"/r/a b", b"/r/a.b", b"/r/b\xff"]
     files = [b"/r/a/x/y", b"/r/a-b", b"/r/a/0", b"/r/a b/\x01", b"/r/b\xff/c"]
-    store.load([("put", p, d) for p in dirs] + [("put", p, f) for p in files])
+    store.load([Put(p, d) for p in dirs] + [Put(p, f) for p in files])
     c = Harness(store=store, chunk=3).connect()
     lines = c.init()
     assert lines[:3] == [b"OK", b"SESSION:" + store.session.encode(), b"SERIAL:0"]

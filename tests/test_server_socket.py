@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from mirrord.store import Entry, Store
+from mirrord.values import Put
 from protocol.records import Action, Meta, Record
 from tests.daemons import LineClient
 from tests.helpers import wait_for
@@ -91,11 +92,11 @@ def make_store(home: Path, count: int) -> tuple[str, list[bytes]]:
     store = Store(str(home))
     d = Entry(b"d", 0o755, 0, 0, 0, 5_000_000_000, 5_000_000_000)
     f = Entry(b"f", 0o640, 0, 0, 11, 5_000_000_000, 5_000_000_000)
-    ops = [("put", b"/w", d), ("put", b"/w/sub", d), ("put", b"/w/sub.txt", f)]
-    ops += [("put", b"/w/sub/f%04d" % i, f) for i in range(count)]
+    ops = [Put(b"/w", d), Put(b"/w/sub", d), Put(b"/w/sub.txt", f)]
+    ops += [Put(b"/w/sub/f%04d" % i, f) for i in range(count)]
     store.load(ops)
-    store.commit([Record(Action.CREATE, b"/w/one")], [("put", b"/w/one", d)])
-    store.commit([Record(Action.CREATE, b"/w/two")], [("put", b"/w/two", d)])
+    store.commit([Record(Action.CREATE, b"/w/one")], [Put(b"/w/one", d)])
+    store.commit([Record(Action.CREATE, b"/w/two")], [Put(b"/w/two", d)])
     session = store.session
     paths = [p for p, _ in store.walk()]
     store.close()

@@ -52,7 +52,7 @@ def test_stop_during_boot_scan_ends_the_walk_and_never_listens(tmp_path):
     globalLogPublisher.addObserver(observe)
     try:
         service.startService()  # the boot walk is scheduled, not yet run
-        assert service.journal._jobs
+        assert service.journal.walker.jobs
         stopped = service.stopService()
         for _ in range(100):
             reactor.advance(0)

@@ -11,6 +11,7 @@ import textwrap
 import pytest
 
 from mirrord.store import DIR, FILE, LINK, Entry, Store, StoreError, path_key
+from mirrord.values import Drop, DropTree, MoveTree, Put
 from protocol.records import Action, Record
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,7 +61,7 @@ def test_new_store_then_reopen_keeps_session_and_head(tmp_path):
     s = Store(home)
     assert s.created and s.head == 0 and s.oldest == 1
     assert len(s.session) == 32 and int(s.session, 16) >= 0
-    s.commit([rec(b"/a"), rec(b"/b")], [("put", b"/a", entry())])
+    s.commit([rec(b"/a"), rec(b"/b")], [Put(b"/a", entry())])
     session = s.session
     s.close()
     s = Store(home)
@@ -77,12 +78,12 @@ def test_first_load_cut_short_is_still_created_when_reopened(tmp_path):
     home = str(tmp_path / "db")
     s = Store(home)
     session = s.session
-    s.load([("put", b"/a", entry(DIR))], sync=False)
+    s.load([Put(b"/a", entry(DIR))], sync=False)
     s.close()
     s = Store(home)
     try:
         assert s.created and s.session == session and s.get(b"/a") == entry(DIR)
-        s.load([("put", b"/a/b", entry())], chunk=1, sync=False)
+        s.load([Put(b"/a/b", entry())], chunk=1, sync=False)
         s.load((), sync=True)
     finally:
         s.close()
@@ -97,7 +98,7 @@ def test_serials_start_at_one_and_grow_by_one(store):
     """Serials are 1, 2, 3... across commits, and log_after returns the encoded lines."""
     assert store.commit([rec(b"/x")], []) == 1
     assert store.commit([rec(b"/y"), Record(Action.MOVE, b"/y", b"/z")], []) == 3
-    assert store.commit([], [("put", b"/q", entry())]) == 3
+    assert store.commit([], [Put(b"/q", entry())]) == 3
     log = store.log_after(0, 10)
     assert [s for s, _ in log] == [1, 2, 3]
     assert [Record.decode(line) for _, line in log] == [
@@ -135,7 +136,7 @@ TREE = [b"/a", b"/a/b", b"/a/b/c", b"/a/b/c/d", b"/a/b-x", b"/a/b-x/y", b"/a/b."
 
 
 def load_tree(store: Store) -> None:
-    store.load([("put", p, entry(DIR)) for p in TREE])
+    store.load([Put(p, entry(DIR)) for p in TREE])
 
 
 def test_keys_sort_depth_first_with_sibling_prefixes(store):
@@ -148,17 +149,17 @@ def test_keys_sort_depth_first_with_sibling_prefixes(store):
 def test_deltree_removes_only_the_subtree(store):
     """deltree /a/b removes it and /a/b/..., never the sibling /a/b-x."""
     load_tree(store)
-    store.commit([], [("deltree", b"/a/b")])
+    store.commit([], [DropTree(b"/a/b")])
     assert paths(store.iter_tree()) == [b"/a", b"/a/b-x", b"/a/b-x/y", b"/a/b.", b"/a/c"]
-    store.commit([], [("del", b"/a/c"), ("del", b"/absent")])
+    store.commit([], [Drop(b"/a/c"), Drop(b"/absent")])
     assert store.get(b"/a/c") is None
 
 
 def test_move_renames_subtree_and_replaces_destination(store):
     """move /a/b -> /a/b-x takes the whole sub-tree and drops what was at the destination."""
     load_tree(store)
-    store.commit([], [("put", b"/a/b/c/d", entry(FILE, size=9))])
-    store.commit([Record(Action.MOVE, b"/a/b", b"/a/b-x")], [("move", b"/a/b", b"/a/b-x")])
+    store.commit([], [Put(b"/a/b/c/d", entry(FILE, size=9))])
+    store.commit([Record(Action.MOVE, b"/a/b", b"/a/b-x")], [MoveTree(b"/a/b", b"/a/b-x")])
     assert paths(store.iter_tree()) == [
         b"/a",
         b"/a/b-x",
@@ -172,11 +173,11 @@ def test_move_renames_subtree_and_replaces_destination(store):
 
 def test_big_move_in_one_commit(store):
     """A 12,000-entry sub-tree moves in one transaction (lock limits are large enough)."""
-    ops = [("put", b"/big", entry(DIR))]
-    ops += [("put", b"/big/d%02d" % i, entry(DIR)) for i in range(12)]
-    ops += [("put", b"/big/d%02d/f%04d" % (i, j), entry()) for i in range(12) for j in range(1000)]
+    ops = [Put(b"/big", entry(DIR))]
+    ops += [Put(b"/big/d%02d" % i, entry(DIR)) for i in range(12)]
+    ops += [Put(b"/big/d%02d/f%04d" % (i, j), entry()) for i in range(12) for j in range(1000)]
     store.load(ops)
-    store.commit([], [("move", b"/big", b"/moved")])
+    store.commit([], [MoveTree(b"/big", b"/moved")])
     assert store.get(b"/big/d00") is None
     assert len(list(store.walk(b"/moved"))) == len(ops)
 
@@ -203,18 +204,18 @@ def test_children_are_direct_only(store):
 
 def test_root_slash(store):
     """The root directory itself is a valid path with every other path inside it."""
-    store.load([("put", b"/", entry(DIR)), ("put", b"/x", entry()), ("put", b"/x/y", entry())])
+    store.load([Put(b"/", entry(DIR)), Put(b"/x", entry()), Put(b"/x/y", entry())])
     assert paths(store.iter_tree(root=b"/")) == [b"/", b"/x", b"/x/y"]
     assert paths(store.children(b"/")) == [b"/x"]
 
 
 def test_transaction_reads_its_own_writes(store):
     """A write batch sees its own puts before commit; others see them only after."""
-    batch = store.transaction()
-    batch.apply([("put", b"/n", entry())])
-    batch.append([rec(b"/n")])
-    assert batch.get(b"/n") == entry()
-    assert batch.commit() == 1
+    with store.transaction():
+        store.apply([Put(b"/n", entry())])
+        store.append([rec(b"/n")])
+        assert store.get(b"/n") == entry()
+    assert store.head == 1
     assert store.get(b"/n") == entry()
 
 
@@ -231,9 +232,8 @@ def test_second_open_is_refused(tmp_path):
 def test_newer_schema_is_refused(tmp_path):
     """A database written by a newer schema version is refused, naming the version."""
     s = Store(str(tmp_path / "db"))
-    batch = s.transaction()
-    s._meta.put(b"schema", b"99", txn=batch._txn)
-    batch.commit()
+    with s.transaction():
+        s._meta.put(b"schema", b"99", txn=s._txn)
     s.close()
     with pytest.raises(StoreError, match="schema version 99"):
         Store(str(tmp_path / "db"))
@@ -243,13 +243,14 @@ WRITER = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[2])
     from mirrord.store import Store, Entry
+    from mirrord.values import Put
     from protocol.records import Record, Action
     s = Store(sys.argv[1])
     n = 0
     while True:
         n += 1
         e = Entry(b"f", 0o644, 0, 0, n, n, n)
-        head = s.commit([Record(Action.FWRITE, b"/f%d" % n)], [("put", b"/f%d" % n, e)])
+        head = s.commit([Record(Action.FWRITE, b"/f%d" % n)], [Put(b"/f%d" % n, e)])
         sys.stdout.write("%d\\n" % head)
         sys.stdout.flush()
 """)
@@ -285,7 +286,7 @@ def test_unreadable_flag_round_trips_beside_the_mode(tmp_path):
     s = Store(str(tmp_path / "db"))
     try:
         locked = Entry(DIR, 0o7777, 1, 2, 0, 10, 20, unreadable=True)
-        s.commit([], [("put", b"/a", locked), ("put", b"/b", Entry(DIR, 0o7777, 1, 2, 0, 10, 20))])
+        s.commit([], [Put(b"/a", locked), Put(b"/b", Entry(DIR, 0o7777, 1, 2, 0, 10, 20))])
         assert s.get(b"/a") == locked
         assert s.get(b"/b").unreadable is False and s.get(b"/b").mode == 0o7777
         assert Entry.unpack(locked.pack()) == locked
@@ -296,7 +297,7 @@ def test_unreadable_flag_round_trips_beside_the_mode(tmp_path):
 def test_schema_1_database_is_read_and_marked_2(tmp_path):
     """A version 1 database (no unreadable flags) opens, its entries readable, as version 2."""
     s = Store(str(tmp_path / "db"))
-    s.commit([], [("put", b"/a", Entry(DIR, 0o755, 1, 2, 0, 10, 20))])
+    s.commit([], [Put(b"/a", Entry(DIR, 0o755, 1, 2, 0, 10, 20))])
     s._meta.put(b"schema", b"1")
     s.close()
     s = Store(str(tmp_path / "db"))
