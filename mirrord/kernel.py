@@ -24,12 +24,12 @@ import errno
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
-import pyinotify
+import pyinotify  # type: ignore[import-untyped]
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import Logger
-from zope.interface import implementer
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from mirrord.events import IN_IGNORED, IN_Q_OVERFLOW, RawEvent, parse
 
@@ -50,6 +50,26 @@ WATCH_MASK: int = (
 READ_CHUNK = 256 * 1024
 PROC_DIR = "/proc/sys/fs/inotify"
 MIN_QUEUED_EVENTS = 16384  # the kernel's default; below it overflows (full rescans) come often
+
+
+class Binding(Protocol):
+    """The syscalls we take from pyinotify's ``INotifyWrapper`` (or a test's fake)."""
+
+    def inotify_init(self) -> int: ...
+
+    def inotify_add_watch(self, fd: int, path: str, mask: int) -> int: ...
+
+    def inotify_rm_watch(self, fd: int, wd: int) -> int: ...
+
+    def get_errno(self) -> int | None: ...
+
+
+class ReaderReactor(Protocol):
+    """The reactor as :class:`InotifyReader` uses it (``IReactorFDSet``)."""
+
+    def addReader(self, reader: InotifyReader, /) -> None: ...  # noqa: N802 - Twisted's
+
+    def removeReader(self, reader: InotifyReader, /) -> None: ...  # noqa: N802
 
 
 class WatchLimitReached(Exception):
@@ -136,10 +156,11 @@ class Inotify:
     in a set; the reader reports dropped watches through :meth:`forget`.
     """
 
-    def __init__(self, max_watches: int | None = None, wrapper: Any = None) -> None:
-        self._wrapper = wrapper if wrapper is not None else pyinotify.INotifyWrapper.create()
-        if self._wrapper is None:
+    def __init__(self, max_watches: int | None = None, wrapper: Binding | None = None) -> None:
+        binding = wrapper if wrapper is not None else pyinotify.INotifyWrapper.create()
+        if binding is None:
             raise OSError(errno.ENOSYS, "no inotify binding found (pyinotify)")
+        self._wrapper: Binding = binding
         fd = self._wrapper.inotify_init()
         if fd < 0:
             code = self._wrapper.get_errno() or errno.EIO
@@ -236,7 +257,7 @@ class InotifyReader:
         self,
         inotify: Inotify,
         on_events: Callable[[list[RawEvent]], object],
-        reactor: Any,
+        reactor: ReaderReactor,
         max_chunks: int = 16,
         log: Logger | None = None,
     ) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 from twisted.logger import Logger
 
@@ -43,14 +43,19 @@ from mirrord.events import (
     UnpairedFrom,
 )
 from mirrord.kernel import WATCH_MASK, Inotify, PathGone, WatchLimitReached
-from mirrord.watches import WatchTree, is_below, join, split
+from mirrord.paths import is_below, join
+from mirrord.polled import PolledRoots
+from mirrord.seams import Clock, DelayedCall
+from mirrord.watches import WatchTree
 
 
 class Sink(Protocol):
     """What the monitor calls.  ``watch_limit(path, message)`` is optional: when
     the sink lacks it, the warning is only logged."""
 
-    def dirty(self, path: bytes, recursive: bool = False, written: bool = False) -> None: ...
+    def dirty(
+        self, path: bytes, recursive: bool = False, written: bool = False, present: bool = False
+    ) -> None: ...
     def moved(self, src: bytes, dst: bytes) -> None: ...
     def overflow(self) -> None: ...
     def watch_limit(self, path: bytes, message: str) -> None: ...
@@ -87,7 +92,7 @@ class Monitor:
         inotify: Inotify,
         is_included: Callable[[bytes], bool],
         sink: Sink,
-        reactor: Any,
+        reactor: Clock,
         move_wait: float = 0.1,
         log: Logger | None = None,
         has_excluded_below: Callable[[bytes], bool] | None = None,
@@ -101,9 +106,7 @@ class Monitor:
         self.log = log if log is not None else Logger()
         self.has_excluded_below = has_excluded_below or (lambda path: False)
         self.tree = WatchTree()
-        self.max_polled = max_polled
-        self._polled: set[bytes] = set()
-        self._polled_full = False
+        self._polled = PolledRoots(max_polled, self.log)
         self.max_pending_moves = max_pending_moves
         self._pairer: MovePairer[_Half] = MovePairer(move_wait, max_pending_moves)
         # wds of directories with rename halves pending, and how many: one moved out
@@ -111,7 +114,7 @@ class Monitor:
         # watch only when it is the last one and the watch is still in limbo: met
         # again by watch() or placed by a later rename, it lives on where it is now
         self._moving: dict[int, int] = {}
-        self._timer: Any = None
+        self._timer: DelayedCall | None = None
 
     # -- watches, called by the scanner ------------------------------------
 
@@ -147,11 +150,11 @@ class Monitor:
     def unwatch_tree(self, path: bytes) -> None:
         """Stop watching ``path`` and everything below it; forget polled roots there."""
         self._drop_watches(self.tree.remove_tree(path))
-        self._drop_polled_below(path)
+        self._polled.drop_below(path)
 
     def polled_roots(self) -> list[bytes]:
         """The sub-trees the scanner has to poll (bounded by ``max_polled``)."""
-        return sorted(self._polled)
+        return self._polled.sorted()
 
     def status(self) -> dict[str, int | bool]:
         """``watched``: directories with a watch; ``polled``: polled sub-tree roots;
@@ -160,7 +163,7 @@ class Monitor:
         return {
             "watched": len(self.tree),
             "polled": len(self._polled),
-            "polled_full": self._polled_full,
+            "polled_full": self._polled.full,
             "pending_moves": len(self._pairer),
         }
 
@@ -172,49 +175,10 @@ class Monitor:
                 self.log.warn("inotify: rm_watch {wd} failed: {error}", wd=wd, error=e)
 
     def _add_polled(self, path: bytes, message: str) -> None:
-        polled = self._polled
-        if self._under_polled(path):
-            return
-        if len(polled) >= self.max_polled:
-            if not self._polled_full:
-                self._polled_full = True
-                self.log.error(
-                    "inotify: more than {n} unwatched sub-trees; changes below the rest "
-                    "are only found by full rescans. {message}",
-                    n=self.max_polled,
-                    message=message,
-                )
-            return
-        polled.add(path)
-        self.log.warn(
-            "inotify: {path} will be polled: {message}",
-            path=path.decode(errors="replace"),
-            message=message,
-        )
-        report = getattr(self.sink, "watch_limit", None)  # optional on the sink
-        if report is not None:
-            report(path, message)
-
-    def _under_polled(self, path: bytes) -> bool:
-        """``path`` or one of its ancestors is a polled root: O(depth) set lookups."""
-        if not self._polled:
-            return False
-        cur = path
-        while True:
-            if cur in self._polled:
-                return True
-            if cur == b"/" or not cur.startswith(b"/"):
-                return False
-            cur = split(cur)[0]
-
-    def _drop_polled_below(self, path: bytes) -> None:
-        if self._polled:
-            self._polled = {p for p in self._polled if not is_below(p, path)}
-            self._polled_full = False
-
-    def _move_polled(self, src: bytes, dst: bytes) -> None:
-        if self._polled:
-            self._polled = {dst + p[len(src) :] if is_below(p, src) else p for p in self._polled}
+        if self._polled.add(path, message):
+            report = getattr(self.sink, "watch_limit", None)  # optional on the sink
+            if report is not None:
+                report(path, message)
 
     # -- events --------------------------------------------------------------
 
@@ -347,7 +311,7 @@ class Monitor:
                     return
                 if outcome.src.wd is not None and outcome.src.wd in self.tree:
                     self.tree.move_wd(outcome.src.wd, dst)
-                self._move_polled(src, dst)
+                self._polled.move(src, dst)
                 self.sink.moved(src, dst)
                 self._follow(src, dst)
             elif src_in and dst_in:
@@ -386,7 +350,7 @@ class Monitor:
         wd = half.wd
         if wd is not None and self._moving.get(wd, 0) <= 1 and self._in_limbo(wd):
             self._drop_watches(self.tree.remove_subtree(wd))
-        self._drop_polled_below(half.path)
+        self._polled.drop_below(half.path)
         self.sink.dirty(half.path)
 
     # -- the move-wait timer -------------------------------------------------
