@@ -1,4 +1,4 @@
-"""The shapes mirrord's parts meet at, as ``Protocol``s rather than ``Any``.
+"""The shapes mirrord's parts meet at, as ``Protocol``s rather than untyped values.
 
 Each part is handed what it needs by the service tree (or by a test): the
 identity it mirrors, a view of the snapshot, a clock. Naming the few methods
