@@ -50,6 +50,7 @@ from mirrord.values import (
     Walk,
     move_meta,
 )
+from mirrord.waiters import Waiters
 from mirrord.walks import RETRY_MAX, Walker, WalkFailed
 from protocol.records import Action, Record
 
@@ -73,7 +74,7 @@ class Journal:
         self.log = log if log is not None else Logger()
         self._queue = TurnQueue()
         self._call: DelayedCall | None = None
-        self._waiters: list[tuple[int, defer.Deferred[int]]] = []
+        self._waiters = Waiters()
         self._overflow: defer.Deferred[None] | None = None
         self._overflow_again: str | None = None  # label of a recheck asked for meanwhile
         self.commits = 0
@@ -166,26 +167,10 @@ class Journal:
     # -- waiting -------------------------------------------------------------------
     def wait_after(self, serial: int) -> defer.Deferred[int]:
         """Fires with the head once it is above ``serial``; cancel to stop waiting."""
-        if self.store.head > serial:
-            return defer.succeed(self.store.head)
-
-        def cancel(d: defer.Deferred[int]) -> None:
-            try:
-                self._waiters.remove((serial, d))
-            except ValueError:
-                pass
-
-        d: defer.Deferred[int] = defer.Deferred(cancel)
-        self._waiters.append((serial, d))
-        return d
+        return self._waiters.wait_after(serial, self.store.head)
 
     def _wake(self) -> None:
-        head = self.store.head
-        ready = [w for w in self._waiters if w[0] < head]
-        if ready:
-            self._waiters = [w for w in self._waiters if w[0] >= head]
-            for _, d in ready:
-                d.callback(head)
+        self._waiters.wake(self.store.head)
 
     def stop(self) -> None:
         """Before the store closes: commit the queue, end the walks (the next boot rescans)."""
