@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime
 import os
 import shlex
-import shutil
 import sys
 from collections.abc import Callable
 from typing import IO, Any
@@ -28,15 +27,16 @@ from twisted.logger import Logger
 from cmdconfig import CommandError
 from cmdconfig.tls import twisted_ssl
 from fs_mirror.apply import Applier
+from fs_mirror.backend import REPORT, backend_spec, scratch_dirs
 from fs_mirror.client import INIT_CHUNK, MirrorClient
 from fs_mirror.gate import BatchLock, FileGate
 from fs_mirror.owed import OWED_NAME, Owed
 from fs_mirror.progress import InitProgress
+from fs_mirror.report import Reporter
 from fs_mirror.rotate import RotateError, check_backdir, rotate
 from fs_mirror.sink import ReportSink
 from fs_mirror.state import State, StateCorrupt, StateLocked
 from fs_sync.registry import make_fetcher
-from fs_sync.report import Reporter
 
 log = Logger(namespace="fs_mirror")
 
@@ -190,7 +190,7 @@ class FsMirrorService(MultiService):
     def _build(self, verbose: int, out: IO[str]) -> MirrorClient:
         config = self.config
         secret = config.secret("auth.secret-from")
-        if config["fssync.type"] == "report":
+        if config["fssync.type"] == REPORT:
             argv = shlex.split(config["report.exec"]) if config["report.exec"] else None
             try:
                 self.reporter = Reporter(
@@ -201,20 +201,11 @@ class FsMirrorService(MultiService):
             sink: Any = ReportSink(self.reporter)
         else:
             password = config.secret("fssync.password-from")
-            staging = os.path.join(self.state.staging, b"rsync")
-            tmpdir = os.path.join(self.state.staging, b"tmp")
-            for scratch in (staging, tmpdir):  # what a kill -9 left half written
-                shutil.rmtree(scratch, ignore_errors=True)
-            os.makedirs(tmpdir, mode=0o700)
+            staging, tmpdir = scratch_dirs(self.state.staging)
             try:
-                self.fetcher = make_fetcher(
-                    config,
-                    self.reactor,
-                    password,
-                    staging_dir=staging,
-                    tmpdir=tmpdir,
-                    fsync=False,  # the Applier makes each batch durable at once
-                )
+                spec = backend_spec(config, password, rsync_staging=staging, tmpdir=tmpdir)
+                assert spec is not None  # report mode is handled above
+                self.fetcher = make_fetcher(spec, self.reactor)
             except ValueError as e:
                 raise CommandError(str(e)) from None
             sink = Applier(

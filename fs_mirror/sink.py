@@ -12,7 +12,7 @@ from typing import Protocol
 from twisted.internet.defer import Deferred, succeed
 
 from fs_mirror.nodes import Stats
-from fs_sync.report import Reporter
+from fs_mirror.report import Reporter
 from protocol.records import Record
 
 

@@ -37,8 +37,9 @@ SN_NAME = b"sn"
 LOCK_NAME = b".fs_mirror.lock"
 STAGING_NAME = b".fs_mirror.d"
 APPLIED_NAME = b"applied"  # in STAGING_NAME: see State.save_applied
-#: fs_sync.registry's default rsync staging directory (we pass our own, but
-#: an older run may have used it).
+#: Where older fs_mirror versions let the rsync backend stage files; today it
+#: stages in STAGING_NAME/rsync (fs_mirror.backend), but a mirror made by an
+#: older run may still hold this directory, so the name stays reserved.
 RSYNC_STAGING_NAME = b".fs_mirror-staging"
 #: Top-level names in DATADIR that belong to fs_mirror, not to the mirror.
 RESERVED = frozenset({SN_NAME, LOCK_NAME, STAGING_NAME, RSYNC_STAGING_NAME})

@@ -1,78 +1,83 @@
-"""Configuration keys to a fetch backend: the only place that knows the names.
+"""A backend spec to a fetcher: the only place that knows which class serves which kind.
 
-fs_mirror passes its config mapping; the backends themselves take plain
-arguments so that each can be built and tested without a config object.
+The client (fs_mirror) says what it wants in fs_sync's own terms, a small
+frozen ``BackendSpec``; fs_sync reads no configuration mapping and knows no
+key names or folder names of its callers.  The backends themselves take
+plain arguments so that each can be built and tested without a spec.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fs_sync.interface import Fetcher
 
-TYPES = ("ftp", "rsync", "local", "report")
+KINDS = ("ftp", "rsync", "local")
 DEFAULT_PORTS = {"ftp": 21, "rsync": 873}
-STAGING_NAME = b".fs_mirror-staging"
 
 
-def _bytes(value: Any) -> bytes:
-    if value is None:
-        return b""
-    return os.fsencode(value)
+@dataclass(frozen=True)
+class BackendSpec:
+    """Everything a backend is built from; invalid combinations raise ValueError.
 
-
-def make_fetcher(
-    config: Mapping[str, Any],
-    reactor: Any,
-    password: bytes | None = None,
-    *,
-    staging_dir: bytes | None = None,
-    tmpdir: bytes | None = None,
-    fsync: bool = True,
-) -> Fetcher | None:
-    """The backend named by `fssync.type`; None for `report` (not a fetcher).
-
-    `rsync` stages files on the mirror's filesystem: `staging_dir`, else
-    `<datadir>/.fs_mirror-staging` when the config has `datadir`. `local`
-    and `ftp` write their temporary files in `tmpdir` when given (see
-    fs_sync.atomic).
-    Raises ValueError naming the key for an unknown type or missing setting.
+    ``root`` is where the worker's ``/`` is found (FTP directory, rsync
+    module path, local mount); ``port`` 0 means the backend's default.
+    ``staging_dir`` (rsync only, required) is a directory of the caller's on
+    the mirror's file system where rsync puts whole files before they are
+    renamed into place; ``tmpdir`` is where ``local`` and ``ftp`` write their
+    temporary files (see ``fs_sync.atomic``).  ``fsync=False`` means the
+    caller makes each batch durable itself.
     """
-    kind = config.get("fssync.type")
-    root = _bytes(config.get("fssync.root")).rstrip(b"/")
-    user = config.get("fssync.user") or None
-    port = config.get("fssync.port") or DEFAULT_PORTS.get(str(kind), 0)
-    host = config.get("host") or ""
-    if kind == "report":
-        return None
-    if kind == "local":
+
+    kind: str
+    root: bytes = b""
+    host: str = ""
+    port: int = 0
+    user: str | None = None
+    password: bytes | None = None
+    staging_dir: bytes | None = None
+    tmpdir: bytes | None = None
+    fsync: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown backend {self.kind!r} (one of {', '.join(KINDS)})")
+        if self.kind == "rsync" and not self.staging_dir:
+            raise ValueError("the rsync backend needs a staging directory")
+
+
+def make_fetcher(spec: BackendSpec, reactor: Any) -> Fetcher:
+    """The fetcher ``spec`` describes (not yet connected: backends connect on first use)."""
+    root = spec.root.rstrip(b"/")
+    port = spec.port or DEFAULT_PORTS.get(spec.kind, 0)
+    if spec.kind == "local":
         from fs_sync.local import LocalFetcher
 
-        return LocalFetcher(root, reactor, tmpdir=tmpdir, fsync=fsync)
-    if kind == "ftp":
+        return LocalFetcher(root, reactor, tmpdir=spec.tmpdir, fsync=spec.fsync)
+    if spec.kind == "ftp":
         from fs_sync.ftp import FtpFetcher
 
         return FtpFetcher(
-            host,
-            int(port),
-            user or "anonymous",
-            password,
+            spec.host,
+            port,
+            spec.user or "anonymous",
+            spec.password,
             root,
             reactor,
-            tmpdir=tmpdir,
-            fsync=fsync,
+            tmpdir=spec.tmpdir,
+            fsync=spec.fsync,
         )
-    if kind == "rsync":
-        from fs_sync.rsync import RsyncFetcher
+    from fs_sync.rsync import RsyncFetcher
 
-        if staging_dir is None:
-            datadir = config.get("datadir")
-            if not datadir:
-                raise ValueError("fssync.type=rsync needs datadir for its staging directory")
-            staging_dir = os.path.join(_bytes(datadir), STAGING_NAME)
-        return RsyncFetcher(
-            host, int(port), user, password, root, staging_dir, reactor, fsync=fsync
-        )
-    raise ValueError(f"fssync.type: unknown backend {kind!r} (one of {', '.join(TYPES)})")
+    assert spec.staging_dir is not None  # __post_init__ refused an rsync spec without one
+    return RsyncFetcher(
+        spec.host,
+        port,
+        spec.user,
+        spec.password,
+        root,
+        spec.staging_dir,
+        reactor,
+        fsync=spec.fsync,
+    )

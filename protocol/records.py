@@ -18,7 +18,7 @@ from enum import StrEnum
 from protocol.errors import ProtocolError
 from protocol.paths import quote, unquote
 
-__all__ = ["Action", "Meta", "Record"]
+__all__ = ["Action", "Meta", "Record", "decode_mtime", "encode_mtime"]
 
 _NS = 1_000_000_000
 _OCTAL = re.compile(rb"[0-7]{1,8}")
@@ -42,7 +42,8 @@ _BY_NAME = {action.value.encode("ascii"): action for action in Action}
 _WITH_TARGET = frozenset({Action.MOVE, Action.SYMLINK})
 
 
-def _encode_mtime(ns: int) -> bytes:
+def encode_mtime(ns: int) -> bytes:
+    """Integer nanoseconds as the wire's decimal seconds (``-0.5`` for -500 ms, ``3``, ``1.25``)."""
     sign = b"-" if ns < 0 else b""
     seconds, fraction = divmod(abs(ns), _NS)
     if not fraction:
@@ -50,7 +51,8 @@ def _encode_mtime(ns: int) -> bytes:
     return b"%s%d.%s" % (sign, seconds, (b"%09d" % fraction).rstrip(b"0"))
 
 
-def _decode_mtime(value: bytes) -> int:
+def decode_mtime(value: bytes) -> int:
+    """The wire's decimal seconds as integer nanoseconds; raises ``ProtocolError``."""
     match = _MTIME.fullmatch(value)
     if match is None:
         raise ProtocolError(message=f"bad mtime {value[:40]!r}")
@@ -98,7 +100,7 @@ class Meta:
         if self.size is not None:
             out.append(b"size=%d" % self.size)
         if self.mtime_ns is not None:
-            out.append(b"mtime=" + _encode_mtime(self.mtime_ns))
+            out.append(b"mtime=" + encode_mtime(self.mtime_ns))
         if self.unreadable:
             out.append(b"unreadable=1")
         return out
@@ -118,7 +120,7 @@ class Meta:
             elif key in (b"uid", b"gid", b"size"):
                 number = _decode_int(key, value, _DECIMAL, 10)
             elif key == b"mtime":
-                key, number = b"mtime_ns", _decode_mtime(value)
+                key, number = b"mtime_ns", decode_mtime(value)
             elif key == b"unreadable":
                 if value not in (b"0", b"1"):
                     raise ProtocolError(message=f"bad unreadable value {value[:40]!r}")

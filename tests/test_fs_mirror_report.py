@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from twisted.internet.task import Clock
 
-from fs_sync.report import Reporter, format_mtime, text_path
+from fs_mirror.report import Reporter, format_mtime, text_path
 from protocol.paths import unquote
 from protocol.records import Action, Meta, Record
 from tests.fetcher_contract import private_reactor, run_deferred
@@ -89,6 +89,18 @@ def test_format_mtime() -> None:
     assert format_mtime(1_000_000_000) == "1"
     assert format_mtime(1_500_000_000) == "1.5"
     assert format_mtime(1_000_000_001) == "1.000000001"
+
+
+def test_mtime_before_the_epoch_is_as_on_the_wire() -> None:
+    """An mtime before 1970 prints with its sign in front, as the wire writes it: -0.5 s is -0.5."""
+    assert format_mtime(-500_000_000) == "-0.5"
+    assert format_mtime(-1_250_000_000) == "-1.25"
+    assert format_mtime(-2_000_000_000) == "-2"
+    old = Record(Action.ATTRIB, b"/old", meta=Meta(mtime_ns=-500_000_000))
+    out = io.StringIO()
+    Reporter(out, "text", clock=clock_at(0)).report(old)
+    assert out.getvalue().endswith(" mtime=-0.5\n")
+    assert b"mtime=-0.5" in old.encode()
 
 
 HOOK = (

@@ -6,6 +6,11 @@ run per change. Hooks run with an argument vector (never a shell) and the
 change in FSM_* environment variables; at most `max_running` run at once and
 at most `max_queued` wait, so a burst of changes cannot fork-bomb the host:
 past the cap a change is dropped from the hook (still printed) with a warning.
+
+It belongs to the client, not to fs_sync: it fetches nothing, it is where
+``fs_mirror.sink.ReportSink`` sends records, and it prints them in the
+wire's own forms (``protocol.paths.quote``, ``protocol.records.encode_mtime``)
+so a report line never disagrees with the record it shows.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -21,9 +27,15 @@ from typing import IO, Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from protocol.paths import quote
+from protocol.records import Meta, Record, encode_mtime
+
 log = Logger()
+#: What ``surrogateescape`` makes of a byte that is not part of valid UTF-8.
+_UNDECODED = re.compile("[\udc80-\udcff]")
 
 _META_KEYS = ("mode", "uid", "gid", "size", "mtime")
 
@@ -31,47 +43,31 @@ _META_KEYS = ("mode", "uid", "gid", "size", "mtime")
 def text_path(path: bytes) -> str:
     """Readable, reversible text for a path.
 
-    Like the wire quoting (0x00-0x1F, 0x7F and `%` as `%XX`), and in
-    addition every byte that is not part of valid UTF-8 as `%XX`, so the
-    result is always valid text (and valid JSON) and decodes back exactly.
+    The wire quoting (``protocol.paths.quote``: 0x00-0x1F, 0x7F and ``%`` as
+    ``%XX``), and in addition every byte that is not part of valid UTF-8 as
+    ``%XX``, so the result is always valid text (and valid JSON) and
+    ``unquote`` gives the exact bytes back.
     """
-    out: list[str] = []
-    for ch in path.decode("utf-8", "surrogateescape"):
-        code = ord(ch)
-        if 0xDC80 <= code <= 0xDCFF:
-            out.append(f"%{code - 0xDC00:02X}")
-        elif code < 0x20 or code == 0x7F or ch == "%":
-            out.append(f"%{code:02X}")
-        else:
-            out.append(ch)
-    return "".join(out)
+    text = quote(path).decode("utf-8", "surrogateescape")
+    return _UNDECODED.sub(lambda m: f"%{ord(m.group()) - 0xDC00:02X}", text)
 
 
 def format_mtime(mtime_ns: int) -> str:
-    """Seconds with up to 9 fraction digits, as on the wire."""
-    seconds, frac = divmod(mtime_ns, 1_000_000_000)
-    if not frac:
-        return str(seconds)
-    return f"{seconds}.{frac:09d}".rstrip("0")
+    """Seconds with up to 9 fraction digits, exactly as on the wire."""
+    return encode_mtime(mtime_ns).decode("ascii")
 
 
-def meta_fields(meta: Any) -> dict[str, str]:
+def meta_fields(meta: Meta) -> dict[str, str]:
     """The metadata a record carries, as wire-style strings (absent keys left out)."""
     fields: dict[str, str] = {}
-    if getattr(meta, "mode", None) is not None:
+    if meta.mode is not None:
         fields["mode"] = f"{meta.mode:04o}"
-    for key in ("uid", "gid", "size"):
-        value = getattr(meta, key, None)
+    for key, value in (("uid", meta.uid), ("gid", meta.gid), ("size", meta.size)):
         if value is not None:
             fields[key] = str(value)
-    if getattr(meta, "mtime_ns", None) is not None:
+    if meta.mtime_ns is not None:
         fields["mtime"] = format_mtime(meta.mtime_ns)
     return fields
-
-
-def _action_name(record: Any) -> str:
-    action = record.action
-    return str(getattr(action, "value", action))
 
 
 class Reporter:
@@ -107,27 +103,27 @@ class Reporter:
             if program is None:
                 raise ValueError(f"report exec: command not found: {exec_argv[0]}")
             self._argv = [program, *exec_argv[1:]]
-            self._pool = ThreadPool(minthreads=0, maxthreads=max_running, name="fs_sync-report")
+            self._pool = ThreadPool(minthreads=0, maxthreads=max_running, name="fs_mirror-report")
             self._pool.start()
         self._cap = max_running + max_queued
         self._pending = 0
         self.dropped = 0
         self._idle: list[Deferred[None]] = []
 
-    def format(self, record: Any, serial: int | None) -> str:
+    def format(self, record: Record, serial: int | None) -> str:
         """One report line for `record`, without a newline."""
         stamp = datetime.datetime.fromtimestamp(self._clock.seconds(), tz=datetime.UTC)
         when = stamp.isoformat(timespec="milliseconds")
         fields = meta_fields(record.meta)
         if self.fmt == "json":
             obj: dict[str, Any] = {"time": when, "serial": serial}
-            obj["action"] = _action_name(record)
+            obj["action"] = record.action.value
             obj["path"] = text_path(record.path)
             if record.target is not None:
                 obj["target"] = text_path(record.target)
             obj.update(fields)
             return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-        parts = [when, _action_name(record), f"'{text_path(record.path)}'"]
+        parts = [when, record.action.value, f"'{text_path(record.path)}'"]
         if record.target is not None:
             parts += ["->", f"'{text_path(record.target)}'"]
         if serial is not None:
@@ -135,7 +131,7 @@ class Reporter:
         parts += [f"{k}={v}" for k, v in fields.items()]
         return " ".join(parts)
 
-    def report(self, record: Any, serial: int | None = None) -> None:
+    def report(self, record: Record, serial: int | None = None) -> None:
         line = self.format(record, serial)
         self.out.write(line + "\n")
         self.out.flush()
@@ -144,11 +140,11 @@ class Reporter:
         if self._argv is not None:
             self._run_hook(record, serial)
 
-    def hook_env(self, record: Any, serial: int | None) -> dict[str, str | bytes]:
+    def hook_env(self, record: Record, serial: int | None) -> dict[str, str | bytes]:
         """The hook's environment: ours plus FSM_*; paths as their exact bytes."""
         env: dict[str, str | bytes] = dict(os.environ)
         fields = meta_fields(record.meta)
-        env["FSM_ACTION"] = _action_name(record)
+        env["FSM_ACTION"] = record.action.value
         env["FSM_PATH"] = record.path
         env["FSM_TARGET"] = record.target if record.target is not None else b""
         for key in _META_KEYS:
@@ -156,7 +152,7 @@ class Reporter:
         env["FSM_SERIAL"] = "" if serial is None else str(serial)
         return env
 
-    def _run_hook(self, record: Any, serial: int | None) -> None:
+    def _run_hook(self, record: Record, serial: int | None) -> None:
         if self._pending >= self._cap:
             self.dropped += 1
             log.warn(
@@ -176,7 +172,7 @@ class Reporter:
             log.warn("report exec: {argv} exited with {code}", argv=self._argv, code=code)
         self._finished()
 
-    def _hook_failed(self, failure: Any) -> None:
+    def _hook_failed(self, failure: Failure) -> None:
         log.failure("report exec failed", failure)
         self._finished()
 
