@@ -313,9 +313,11 @@ class MirrorProtocol(protocol.Protocol):
             self._run(self._finish_batch, f"applying the batch up to serial {event.serial}")
         elif isinstance(event, ResumeRefused):
             self.log.warn("full resync: server said {reason}", reason=event.reason)
+        elif isinstance(event, Failed) and event.fatal:
+            self.client.credentials_refused(event.reason)
+            self._abort(None)
         elif isinstance(event, Failed):
-            fatal = self.client.protocol_failed(event.reason)
-            self._abort(None if fatal else f"mirrord conversation failed: {event.reason}")
+            self._abort(f"mirrord conversation failed: {event.reason}")
 
     def _flush(self) -> Deferred:
         records, self.records = self.records, []
@@ -462,15 +464,13 @@ class MirrorClient(protocol.Factory):
         self._idle_waiters.append(d)
         return d
 
-    def protocol_failed(self, reason: str) -> bool:
-        """True when retrying cannot help (authentication): fs_mirror stops."""
-        fatal = "authentication" in reason or "AUTH FAILED" in reason
-        if fatal and self.on_fatal:
+    def credentials_refused(self, reason: str) -> None:
+        """mirrord refused our secret, or wants one we lack: retrying cannot help, stop."""
+        if self.on_fatal:
             self.on_fatal(
                 f"authentication failed ({reason}): check auth.secret-from, it must hold"
                 " the same secret as mirrord's auth.secret-from"
             )
-        return fatal
 
     def fatal(self, message: str) -> None:
         """Stop fs_mirror for good: retrying cannot help (exit status 1)."""

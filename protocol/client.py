@@ -17,6 +17,7 @@ from typing import TypeAlias
 
 from protocol.errors import ProtocolError
 from protocol.messages import (
+    AUTH_FAILED,
     SERIAL_OVERDUE,
     SESSION_INVALID,
     Auth,
@@ -97,7 +98,15 @@ class Resumed:
 
 @dataclass(frozen=True)
 class Failed:
+    """The conversation is over; ``fatal`` when trying again cannot help.
+
+    Fatal means the server refused our credentials (``AUTH FAILED``) or asks
+    for a secret we do not have: the operator must act.  Anything else (a
+    bad line, an unexpected reply) may pass with a new connection.
+    """
+
     reason: str
+    fatal: bool = False
 
 
 ClientEvent: TypeAlias = (
@@ -182,7 +191,9 @@ class ClientConversation:
             return self._after_ok()
         if isinstance(line, Challenge):
             if self.secret is None:
-                return self._fail("server requires authentication; no secret configured")
+                return self._fail(
+                    "server requires authentication; no secret configured", fatal=True
+                )
             self.state = ClientState.AUTHENTICATING
             return [SendLine(Auth(auth_digest(self.secret, line.nonce_hex)).encode())]
         return self._unexpected(line)
@@ -251,10 +262,12 @@ class ClientConversation:
 
     def _unexpected(self, line: Line) -> list[ClientEvent]:
         if isinstance(line, ErrorReply):
-            return self._fail(f"server said {line.text.decode('ascii')}")
+            return self._fail(
+                f"server said {line.text.decode('ascii')}", fatal=line.text == AUTH_FAILED
+            )
         shown = line.encode()[:80]
         return self._fail(f"unexpected line in state {self.state.name}: {shown!r}")
 
-    def _fail(self, reason: str) -> list[ClientEvent]:
+    def _fail(self, reason: str, *, fatal: bool = False) -> list[ClientEvent]:
         self.state = ClientState.FAILED
-        return [Failed(reason)]
+        return [Failed(reason, fatal)]

@@ -304,6 +304,15 @@ def test_auth_failure_is_fatal(tmp_path):
     assert h.fatal and "auth.secret-from" in h.fatal[0]
 
 
+def test_a_failure_that_merely_mentions_authentication_is_retried(tmp_path):
+    """Only the conversation's fatal flag stops fs_mirror, never the words of a failure."""
+    h = Harness(tmp_path)
+    proto, t = h.connect()
+    feed(proto, b"FWRITE:/authentication/AUTH FAILED")  # a record where OK belongs
+    assert t.disconnecting
+    assert h.fatal == []
+
+
 def test_overlong_line_drops_connection(tmp_path):
     """A line over the 64 KiB cap drops the connection instead of buffering forever."""
     h = Harness(tmp_path)

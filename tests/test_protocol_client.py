@@ -253,7 +253,7 @@ def test_auth_ok() -> None:
 def test_auth_failed() -> None:
     """A wrong secret gets AUTH FAILED: the client fails and the server closes."""
     server, client = pair(server_secret=b"k3y", client_secret=b"other")
-    assert without_sends(client.events) == [Failed("server said AUTH FAILED")]
+    assert without_sends(client.events) == [Failed("server said AUTH FAILED", fatal=True)]
     assert server.closed
     assert client.conv.state is ClientState.FAILED
 
@@ -263,6 +263,19 @@ def test_challenge_without_secret_fails() -> None:
     _, client = pair(server_secret=b"k3y")
     [event] = client.events
     assert isinstance(event, Failed) and "secret" in event.reason
+
+
+def test_refused_credentials_are_fatal_other_failures_are_not() -> None:
+    """AUTH FAILED and a challenge without a secret are fatal; a bad or unexpected line is not."""
+    _, refused = pair(server_secret=b"k3y", client_secret=b"other")
+    _, no_secret = pair(server_secret=b"k3y")
+    assert [e.fatal for e in refused.events if isinstance(e, Failed)] == [True]
+    assert [e.fatal for e in no_secret.events if isinstance(e, Failed)] == [True]
+    for line in (b"INVALID INIT COMMAND", b"EOF", b"\x01garbage"):
+        conv = ClientConversation(None, None)
+        conv.start()
+        [event] = conv.receive(line)
+        assert isinstance(event, Failed) and not event.fatal, (line, event)
 
 
 def test_client_with_secret_accepts_server_without_one() -> None:
