@@ -129,14 +129,14 @@ def _list(identity: Identity) -> None:
 def _main(args: argparse.Namespace, config: Config) -> int:
     try:
         name = store.check_name(args.identity)
-    except store.StoreError as e:
+    except store.IdentityStoreError as e:
         raise UsageError(str(e)) from None
     datadir = config["datadir"]
     if not (args.add or args.remove or args.list):
         raise UsageError("nothing to do: give -a, -r or -l")
     try:
         current = store.load(datadir, name)
-    except store.StoreError as e:
+    except store.IdentityStoreError as e:
         raise ConfigError(str(e)) from None
     if args.list:
         if not store.exists(datadir, name):

@@ -14,21 +14,21 @@ import re
 
 from fs_info.identity import Identity, normalize
 
-__all__ = ["StoreError", "check_name", "exists", "load", "names", "save"]
+__all__ = ["IdentityStoreError", "check_name", "exists", "load", "names", "save"]
 
 INCLUDES = b".t_files"
 EXCLUDES = b".x_files"
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]*")
 
 
-class StoreError(ValueError):
+class IdentityStoreError(ValueError):
     """A bad identity name or an unreadable list file line."""
 
 
 def check_name(name: str) -> str:
     """An identity name must be one safe path component (``system``, ``www-1``)."""
     if not _NAME.fullmatch(name) or len(name) > 255:
-        raise StoreError(
+        raise IdentityStoreError(
             f"bad identity name {name!r}: use letters, digits, '_', '.', '@', '+' or '-', "
             "not starting with '.' or '-'"
         )
@@ -67,7 +67,7 @@ def _read(path: bytes) -> list[bytes]:
         try:
             paths.append(normalize(line))
         except ValueError as e:
-            raise StoreError(f"{os.fsdecode(path)}:{number}: {e}") from None
+            raise IdentityStoreError(f"{os.fsdecode(path)}:{number}: {e}") from None
     return paths
 
 
@@ -99,7 +99,7 @@ def save(datadir: str | bytes, name: str, identity: Identity) -> None:
     """Write both list files atomically (sorted), creating the directories."""
     for path in (*identity.includes, *identity.excludes):
         if b"\n" in path:
-            raise StoreError(f"cannot store a path containing a newline: {path!r}")
+            raise IdentityStoreError(f"cannot store a path containing a newline: {path!r}")
     d = _dir(datadir, name)
     os.makedirs(d, exist_ok=True)
     _write_atomic(os.path.join(d, INCLUDES), sorted(identity.includes))

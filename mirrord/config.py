@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cmdconfig import Config, Key, Schema
-from fs_info.store import StoreError, check_name
+from fs_info.store import IdentityStoreError, check_name
 
 DEFAULT_FILE = "/etc/mirrord.conf"
 
@@ -22,7 +22,7 @@ def _identities(config: Config) -> None:
     for name in names:
         try:
             check_name(name)
-        except StoreError as e:
+        except IdentityStoreError as e:
             raise config.error("identities", str(e)) from None
 
 

@@ -130,8 +130,9 @@ def _serve(args: argparse.Namespace, config: Any) -> int:
     from twisted.internet import reactor
     from twisted.internet.error import CannotListenError
 
-    from fs_info.store import StoreError
+    from fs_info.store import IdentityStoreError
     from mirrord.service import MirrordService, StartupError
+    from mirrord.store import StoreError
 
     lock = _lock_datadir(config["datadir"])
     service = MirrordService(config, reactor)
@@ -139,8 +140,8 @@ def _serve(args: argparse.Namespace, config: Any) -> int:
 
     def failed(f: Any) -> None:
         failure.append(f.value)
-        expected = (StartupError, ConfigError, CommandError, OSError, CannotListenError, StoreError)
-        if not isinstance(f.value, expected):
+        expected = (StartupError, ConfigError, CommandError, OSError, CannotListenError)
+        if not isinstance(f.value, (*expected, IdentityStoreError, StoreError)):
             f.printTraceback(file=sys.stderr)
         reactor.stop()
 
@@ -159,7 +160,7 @@ def _serve(args: argparse.Namespace, config: Any) -> int:
         exc = failure[0]
         if isinstance(exc, ConfigError):
             raise exc
-        if isinstance(exc, StoreError):  # a bad .t_files/.x_files line or identity name
+        if isinstance(exc, IdentityStoreError):  # a bad .t_files/.x_files line or identity name
             raise ConfigError(str(exc)) from None
         if isinstance(exc, CannotListenError):
             raise CommandError(_cannot_listen(exc, config)) from None

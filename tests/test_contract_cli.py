@@ -198,6 +198,21 @@ def test_mirrord_bad_list_file_line_is_exit_2_naming_it(tmp_path, src):
     one_line_error(run("mirrord", *w.argv[1:]), 2, f"{x_files}:1")
 
 
+def test_mirrord_newer_database_schema_is_exit_1_without_traceback(tmp_path, src):
+    """A database written by a newer mirrord: exit 1, no traceback, the message says to upgrade."""
+    from mirrord.store import Store
+
+    w = Worker(tmp_path / "w", [src])
+    store = Store(str(tmp_path / "w" / "db"))
+    with store.transaction():  # as test_store's test_newer_schema_is_refused writes it
+        store._meta.put(b"schema", b"99", txn=store._txn)
+    store.close()
+    done = run("mirrord", *w.argv[1:])
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "schema version 99" in last and "upgrade mirrord" in last, done.stderr
+
+
 def test_mirrord_unusable_bind_address_is_exit_1(tmp_path, src):
     """A bind address that is not this host's: exit 1, no traceback, pointing at -o bind."""
     w = Worker(tmp_path / "w", [src], bind="192.0.2.1")

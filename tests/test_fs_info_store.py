@@ -57,7 +57,7 @@ def test_load_refuses_relative_lines(tmp_path):
     """A relative path in a list file is an error naming file:line."""
     (tmp_path / "system").mkdir()
     (tmp_path / "system" / ".x_files").write_bytes(b"/ok\nrelative\n")
-    with pytest.raises(store.StoreError, match=r"\.x_files:2: not an absolute path"):
+    with pytest.raises(store.IdentityStoreError, match=r"\.x_files:2: not an absolute path"):
         store.load(str(tmp_path), "system")
 
 
@@ -74,7 +74,7 @@ def test_names_lists_identities(tmp_path):
 @pytest.mark.parametrize("name", ["", ".", "..", "a/b", ".hidden", "-x", "a b", "x\n", "é"])
 def test_bad_identity_names(tmp_path, name):
     """An identity name must be one safe path component."""
-    with pytest.raises(store.StoreError, match="bad identity name"):
+    with pytest.raises(store.IdentityStoreError, match="bad identity name"):
         store.save(str(tmp_path), name, Identity([b"/a"]))
 
 
