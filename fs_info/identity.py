@@ -21,7 +21,7 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
 
-__all__ = ["Identity", "IdentitySet", "ancestors", "is_under", "normalize"]
+__all__ = ["Identity", "IdentitySet", "ancestors", "normalize"]
 
 OnError = Callable[[bytes, OSError], None]
 
@@ -49,13 +49,6 @@ def ancestors(path: bytes) -> Iterator[bytes]:
             return
         cut = path.rfind(b"/")
         path = path[:cut] if cut > 0 else b"/"
-
-
-def is_under(path: bytes, top: bytes) -> bool:
-    """True if ``path`` equals ``top`` or lies inside it (whole components)."""
-    if path == top or top == b"/":
-        return path.startswith(b"/")
-    return path.startswith(top) and path[len(top) : len(top) + 1] == b"/"
 
 
 def _check(path: bytes) -> bytes:

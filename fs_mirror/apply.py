@@ -37,6 +37,7 @@ from fs_mirror.owed import Owed
 from fs_mirror.rotate import unshare
 from fs_mirror.state import RESERVED, STAGING_NAME
 from fs_sync.interface import Fetcher, FetchItem, Outcome, Result, is_local_disk_error
+from protocol.paths import is_under
 from protocol.records import Action, Meta, Record
 
 _NO_META = Meta()
@@ -204,8 +205,7 @@ class Applier:
     def _under(self, path: bytes) -> list[bytes]:
         if path not in self._parents:
             return []
-        under = path + b"/"
-        return [k for k in self._pending if k.startswith(under)]
+        return [k for k in self._pending if k != path and is_under(k, path)]
 
     def _drop(self, path: bytes) -> None:
         """Forget pending fetches of ``path`` and everything under it."""
@@ -383,7 +383,7 @@ class Applier:
         dst_local = self.confine(dst)
         if dst == src:
             return
-        if dst.startswith(src + b"/"):
+        if is_under(dst, src):  # dst == src returned above
             raise HostilePath("MOVE of a directory into itself")
         meta, src_pending, src_owed = self._follow_move(src, dst, meta)
         src_st = _lstat(src_local)

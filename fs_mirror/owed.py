@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 from cmdconfig.atomic import replace_file
 from protocol.errors import ProtocolError
-from protocol.paths import quote, unquote
+from protocol.paths import is_under, quote, unquote
 from protocol.records import Meta
 
 LIMIT = 65536
@@ -108,8 +108,7 @@ class Owed:
     def _at_or_under(self, path: bytes) -> list[bytes]:
         found = [path] if path in self._owed else []
         if path in self._ancestors:
-            under = path + b"/"
-            found.extend(key for key in self._owed if key.startswith(under))
+            found.extend(key for key in self._owed if key != path and is_under(key, path))
         return found
 
     def _forget_ancestors(self) -> None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from protocol.paths import is_under
+
 __all__ = ["LOST_KEPT", "LostPaths"]
 
 LOST_KEPT = 4096  # paths kept as lost until their rename is told (oldest dropped)
@@ -49,8 +51,7 @@ class LostPaths:
 
     def take(self, top: bytes) -> list[tuple[bytes, bool, bool]]:
         """Remove and return the paths at or below ``top`` with their flags, oldest first."""
-        under = top + b"/"
-        found = [p for p in self._paths if p == top or p.startswith(under)]
+        found = [p for p in self._paths if is_under(p, top)]
         return [(p, *self._paths.pop(p)) for p in found]
 
     def forget(self, top: bytes) -> None:

@@ -7,6 +7,8 @@ they are answered once, here. Pure.
 
 from __future__ import annotations
 
+from protocol.paths import is_under as is_below  # the one whole-component test of every package
+
 __all__ = ["is_below", "join", "overlaps", "parent_path", "split"]
 
 
@@ -26,13 +28,6 @@ def join(parent: bytes, name: bytes) -> bytes:
 def parent_path(path: bytes) -> bytes:
     """The directory holding ``path`` (``/`` for ``/`` itself)."""
     return path.rpartition(b"/")[0] or b"/"
-
-
-def is_below(path: bytes, top: bytes) -> bool:
-    """``path`` is ``top`` or inside it, by whole components."""
-    if top == b"/":
-        return path.startswith(b"/")
-    return path == top or path.startswith(top + b"/")
 
 
 def overlaps(a: bytes, b: bytes) -> bool:

@@ -22,7 +22,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from fs_info import store as identity_store
-from fs_info.identity import Identity, IdentitySet, is_under, normalize
+from fs_info.identity import Identity, IdentitySet, normalize
 from mirrord import lines
 from mirrord.control import ControlFactory, listen_control
 from mirrord.journal import Journal
@@ -31,6 +31,7 @@ from mirrord.monitor import Monitor
 from mirrord.server import MirrorServerFactory, listen
 from mirrord.store import Store
 from mirrord.values import Change, DropTree
+from protocol.paths import is_under
 from protocol.records import Action, Record
 
 log = Logger(namespace="mirrord")
@@ -73,8 +74,7 @@ class LiveIdentity:
 
     def has_excluded_below(self, path: bytes) -> bool:
         """Is some exclude strictly inside ``path``? (Then a rename must rescan.)"""
-        prefix = path.rstrip(b"/") + b"/"
-        return any(x.startswith(prefix) for ident in self.identities for x in ident.excludes)
+        return any(x != path and is_under(x, path) for i in self.identities for x in i.excludes)
 
     def replace(self, name: str, identity: Identity) -> None:
         members = list(self.identities)

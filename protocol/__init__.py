@@ -62,7 +62,7 @@ from protocol.messages import (
     parse_command,
     parse_server_line,
 )
-from protocol.paths import quote, unquote
+from protocol.paths import is_under, quote, unquote
 from protocol.records import Action, Meta, Record
 
 __all__ = [
@@ -119,6 +119,7 @@ __all__ = [
     "auth_digest",
     "command_kind",
     "encode_line",
+    "is_under",
     "parse_command",
     "parse_server_line",
     "quote",

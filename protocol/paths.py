@@ -5,6 +5,10 @@ Paths are bytes and may be any bytes, so the few that would break a line
 everything else, UTF-8 or not, is sent as it is so names stay readable and
 round-trip byte for byte. A TAB is a control byte, so it never occurs inside
 a field.
+
+``is_under`` is the one "is this path inside that tree" test of every
+package: paths are compared by whole components, so ``/a/cache`` never
+covers ``/a/cache2``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import re
 
 from protocol.errors import ProtocolError
 
-__all__ = ["quote", "unquote"]
+__all__ = ["is_under", "quote", "unquote"]
 
 _NEEDS_QUOTING = re.compile(rb"[\x00-\x1f\x7f%]")
 _ESCAPES = {bytes([b]): b"%%%02X" % b for b in [*range(0x20), 0x7F, ord("%")]}
@@ -46,3 +50,14 @@ def unquote(field: bytes) -> bytes:
         out.append(byte)
         out.append(part[2:])
     return b"".join(out)
+
+
+def is_under(path: bytes, top: bytes) -> bool:
+    """True if ``path`` is ``top`` or inside it, by whole components (``/`` holds every path).
+
+    Both are absolute paths without a trailing slash; strictly inside is
+    ``path != top and is_under(path, top)``.
+    """
+    if top == b"/":
+        return path.startswith(b"/")
+    return path.startswith(top) and (len(path) == len(top) or path[len(top)] == 0x2F)

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fs_info.identity import Identity, IdentitySet, ancestors, is_under, normalize
+from fs_info.identity import Identity, IdentitySet, ancestors, normalize
+from protocol.paths import is_under
 
 # -- membership: pure, no I/O -------------------------------------------------
 

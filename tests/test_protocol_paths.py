@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol import ProtocolError, quote, unquote
+from protocol import ProtocolError, is_under, quote, unquote
 
 # Paths built from the bytes that matter most: separators, the escape
 # character, control bytes, DEL, invalid UTF-8 and a UTF-8 sequence.
@@ -82,3 +82,24 @@ def test_unquote_raises_only_protocol_error(field: bytes) -> None:
         assert isinstance(unquote(field), bytes)
     except ProtocolError:
         pass
+
+
+COMPONENTS = st.lists(st.sampled_from([b"a", b"ab", b"b", b"a.b", b"\xff"]), max_size=4)
+
+
+def _path(parts: list[bytes]) -> bytes:
+    return b"/" + b"/".join(parts)
+
+
+@given(COMPONENTS, COMPONENTS)
+def test_is_under_compares_whole_components(top: list[bytes], path: list[bytes]) -> None:
+    """is_under(path, top) holds exactly when top's components begin path's."""
+    assert is_under(_path(path), _path(top)) == (path[: len(top)] == top)
+
+
+def test_is_under_examples() -> None:
+    """A sibling sharing a prefix is not inside; the root holds every absolute path."""
+    assert is_under(b"/a/cache/x", b"/a/cache") and is_under(b"/a/cache", b"/a/cache")
+    assert not is_under(b"/a/cache2", b"/a/cache") and not is_under(b"/a", b"/a/cache")
+    assert is_under(b"/", b"/") and is_under(b"/x/y", b"/")
+    assert not is_under(b"relative", b"/")
