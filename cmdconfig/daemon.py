@@ -21,6 +21,7 @@ import stat
 import sys
 from collections.abc import Callable
 
+from cmdconfig.atomic import replace_file
 from cmdconfig.errors import CommandError
 
 __all__ = ["check_pidfile", "daemonize", "write_pidfile"]
@@ -52,22 +53,11 @@ def check_pidfile(pidfile: str) -> None:
 
 
 def write_pidfile(pidfile: str) -> None:
-    """Write our pid to a sibling temp file, fsync, rename; remove it at exit."""
+    """Write our pid atomically (``replace_file``); remove it at exit."""
     pid = os.getpid()
-    temp = f"{pidfile}.{pid}.tmp"
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            os.write(fd, b"%d\n" % pid)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(temp, pidfile)
+        replace_file(pidfile, b"%d\n" % pid, 0o644)
     except OSError as e:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
         raise CommandError(f"{pidfile}: cannot write pidfile: {e.strerror}") from None
     atexit.register(_remove_pidfile, pidfile, pid)
 

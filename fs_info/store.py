@@ -5,6 +5,10 @@ containing a newline cannot be stored and is refused.  Each file is written
 to a sibling temporary file, fsynced and renamed over the old one, so mirrord
 never reads a half-written list.  Reading tolerates blank lines and ``#``
 comments (paths are absolute, so no path starts with ``#``).
+
+The files are written by ``cmdconfig.atomic.replace_file``, the one writer
+of every state file: fs_info's command already stands on cmdconfig, so the
+identity store uses it too rather than keep a copy of its own.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 
+from cmdconfig.atomic import replace_file
 from fs_info.identity import Identity, normalize
 
 __all__ = ["IdentityStoreError", "check_name", "exists", "load", "names", "save"]
@@ -77,24 +82,6 @@ def load(datadir: str | bytes, name: str) -> Identity:
     return Identity(_read(os.path.join(d, INCLUDES)), _read(os.path.join(d, EXCLUDES)))
 
 
-def _write_atomic(path: bytes, lines: list[bytes]) -> None:
-    temp = b"%s.%d.tmp" % (path, os.getpid())
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            os.write(fd, b"".join(line + b"\n" for line in lines))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
-
-
 def save(datadir: str | bytes, name: str, identity: Identity) -> None:
     """Write both list files atomically (sorted), creating the directories."""
     for path in (*identity.includes, *identity.excludes):
@@ -102,10 +89,6 @@ def save(datadir: str | bytes, name: str, identity: Identity) -> None:
             raise IdentityStoreError(f"cannot store a path containing a newline: {path!r}")
     d = _dir(datadir, name)
     os.makedirs(d, exist_ok=True)
-    _write_atomic(os.path.join(d, INCLUDES), sorted(identity.includes))
-    _write_atomic(os.path.join(d, EXCLUDES), sorted(identity.excludes))
-    dir_fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    for list_name, paths in ((INCLUDES, identity.includes), (EXCLUDES, identity.excludes)):
+        data = b"".join(path + b"\n" for path in sorted(paths))
+        replace_file(os.path.join(d, list_name), data, 0o644)

@@ -24,9 +24,10 @@ import re
 import shutil
 import stat
 import sys
-import tempfile
 
 from fs_mirror.state import RESERVED
+from fs_sync.atomic import AtomicFile
+from protocol.paths import is_under
 
 _DATED = re.compile(rb"\d{4}-\d{2}-\d{2}")
 _TMP_PREFIX = b".rotating-"
@@ -86,21 +87,20 @@ def unshare(path: bytes, as_root: bool) -> None:
     fs_mirror calls this before changing the metadata of a file that has
     other links, so a backup's copy keeps the mode and times it had.
     """
-    directory, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=b"." + name[:200] + b".fsm-")
+    src = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        st = os.lstat(path)
-        if as_root:
-            os.chown(tmp, st.st_uid, st.st_gid)
-        os.chmod(tmp, stat.S_IMODE(st.st_mode))
-        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
+        # A temporary beside it, renamed over it, as for a fetched file (not fsynced, as before).
+        with AtomicFile(path, fsync=False) as copy:
+            while block := os.read(src, 1 << 20):
+                copy.write(block)
+            st = os.fstat(src)
+            if as_root:
+                os.fchown(copy.fd, st.st_uid, st.st_gid)  # before chmod: it clears set-id bits
+            os.fchmod(copy.fd, stat.S_IMODE(st.st_mode))
+            os.utime(copy.fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            copy.commit()
+    finally:
+        os.close(src)
 
 
 def prune(hostdir: bytes, today: datetime.date, keep: int) -> list[bytes]:
@@ -124,7 +124,7 @@ def check_backdir(mirror_root: bytes | str, backdir: bytes | str) -> None:
     """Refuse a backdir inside the mirror: INIT would sweep it and rotation copy it."""
     root = os.path.realpath(os.fsencode(mirror_root))
     back = os.path.realpath(os.fsencode(backdir))
-    if back == root or back.startswith(root.rstrip(b"/") + b"/"):
+    if is_under(back, root):
         raise RotateError(
             f"rotate.backdir {os.fsdecode(backdir)!r} is inside the mirror"
             f" {os.fsdecode(mirror_root)!r}: put it beside it on the same filesystem"

@@ -31,7 +31,7 @@ import fcntl
 import os
 from collections.abc import Callable, Collection, Iterator
 
-from cmdconfig.atomic import replace_file
+from cmdconfig.atomic import replace_file, replace_locked
 
 SN_NAME = b"sn"
 LOCK_NAME = b".fs_mirror.lock"
@@ -166,17 +166,10 @@ class State:
     def save(self, session: str, serial: int) -> None:
         """Durably replace sn with ``session,serial`` and keep it locked."""
         self._require()
-        tmp = os.path.join(self.staging, b"sn.tmp")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            os.write(fd, f"{session},{serial}\n".encode("ascii"))
-            os.fsync(fd)
-            _lock(fd)
-            os.rename(tmp, self.sn_path)
-            _fsync_dir(self.datadir)
-        except BaseException:
-            os.close(fd)
-            raise
+        line = f"{session},{serial}\n".encode("ascii")
+        # The temporary file lives in the staging directory: in DATADIR its
+        # name would be a worker path of the mirror.
+        fd = replace_locked(self.sn_path, line, 0o644, tmpdir=self.staging)
         old, self._sn_fd = self._sn_fd, fd
         if old is not None:
             os.close(old)

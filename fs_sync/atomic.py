@@ -1,4 +1,11 @@
-"""Temp-file-and-rename, shared by every backend.
+"""Temp-file-and-rename for fetched contents, shared by every backend.
+
+This is the streaming writer: a fetched file of any size arrives block by
+block into a temporary file that is renamed into place once complete.  Small
+state files written whole from memory are a different job, done by
+``cmdconfig.atomic.replace_file`` (fs_sync imports nothing of ours but
+itself); anything else in the client that copies a file by streaming it
+(``fs_mirror.rotate.unshare``) uses ``AtomicFile`` from here.
 
 A fetched file never becomes visible half written, and an existing `local`
 is replaced by rename, never written through: a hard link to the old file
