@@ -7,7 +7,7 @@ sn file never runs ahead of the mirror.  Records are applied in chunks of at
 most ``chunk`` records (``init_chunk`` in an INIT: fewer fetcher runs and
 syncfs) while the transport is paused, so a multi-million record INIT costs
 bounded memory.  After a full INIT, mirror entries the
-stream did not name are swept (``fs_mirror.state.SeenSet``, on disk).
+stream did not name are swept (``fs_mirror.sweep``, on disk).
 
 ``MirrorClient`` is the factory and holds what outlives a connection (the
 sn file, the sink, the gate shared with rotation); ``twisted.application.
@@ -31,7 +31,8 @@ from twisted.python.failure import Failure
 from fs_mirror.explain import tls_problem
 from fs_mirror.progress import InitProgress, NoProgress, init_summary
 from fs_mirror.sink import Sink
-from fs_mirror.state import InitSweep, State, TooManyDeletes
+from fs_mirror.state import State
+from fs_mirror.sweep import InitSweep, TooManyDeletes
 from fs_sync.interface import BackendUnavailable, is_local_disk_error
 from protocol.client import (
     BatchFinished,

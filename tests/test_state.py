@@ -14,14 +14,8 @@ import textwrap
 
 import pytest
 
-from fs_mirror.state import (
-    SeenSet,
-    State,
-    StateCorrupt,
-    StateLocked,
-    TooManyDeletes,
-    sweep_unseen,
-)
+from fs_mirror.state import State, StateCorrupt, StateLocked
+from fs_mirror.sweep import SeenSet, TooManyDeletes, sweep_unseen
 from tests.helpers import wait_for
 
 PY = sys.executable
