@@ -16,7 +16,8 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger, formatEvent
 
 from fs_mirror.apply import Applier, Stats
-from fs_mirror.client import CLOSE_TIMEOUT, MirrorClient, MirrorProtocol
+from fs_mirror.client import MirrorClient
+from fs_mirror.connection import CLOSE_TIMEOUT, MirrorProtocol
 from fs_mirror.state import State
 from fs_sync.interface import BackendUnavailable, FetchItem, Outcome
 from protocol.messages import auth_digest

@@ -1,0 +1,372 @@
+"""One connection to mirrord: fs_mirror's side of the conversation, on Twisted.
+
+``protocol.client.ClientConversation`` decides what to say; this adapter
+feeds it lines, applies what it reports and decides *when* to ask for more:
+NEXT goes out only after a batch is applied and its serial saved, so the
+sn file never runs ahead of the mirror.  Records are applied in chunks of at
+most ``chunk`` records (``init_chunk`` in an INIT: fewer fetcher runs and
+syncfs) while the transport is paused, so a multi-million record INIT costs
+bounded memory.  A chunk that must wait (a full disk, a backend that cannot
+serve) is applied again later on the same connection, never by a new INIT.
+
+What outlives a connection (the sn file, the sink, the gate, the INIT
+sweep) is ``fs_mirror.client.MirrorClient``'s; this module is the one
+connection's work loop.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import protocol
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.python.failure import Failure
+
+from fs_mirror.progress import init_summary
+from fs_mirror.sink import Sink
+from fs_mirror.sweep import TooManyDeletes
+from fs_sync.interface import BackendUnavailable, is_local_disk_error
+from protocol.client import (
+    BatchFinished,
+    BatchStarted,
+    ClientConversation,
+    ClientEvent,
+    Failed,
+    InitFinished,
+    InitStarted,
+    RecordReceived,
+    Resumed,
+    ResumeRefused,
+    SendLine,
+)
+from protocol.errors import ProtocolError
+from protocol.linebuffer import LineBuffer
+from protocol.messages import encode_line
+from protocol.records import Action, Record
+
+if TYPE_CHECKING:
+    from fs_mirror.client import MirrorClient
+
+CLOSE_TIMEOUT = 5.0  # seconds a stopping fs_mirror waits for the server to let go
+RETRY_FIRST, RETRY_MAX = 1.0, 60.0  # seconds between tries of a batch that must wait
+
+
+class Stopped(Exception):
+    """The connection closed or fs_mirror is stopping while a batch waited to be retried."""
+
+
+def _must_wait(failure: Failure) -> str | None:
+    """Why a failed batch should be retried as it is, later; None for other failures.
+
+    A full or read-only mirror disk and a backend that cannot serve (down,
+    refusing our password) are not about the records: the same batch is
+    applied again once they pass, from the same serial, with no new INIT.
+    """
+    error = failure.value
+    if isinstance(error, BackendUnavailable):
+        return f"{error}" + ("; check the backend's user and password" if error.auth else "")
+    if is_local_disk_error(error):
+        assert isinstance(error, OSError)
+        where = f" ({os.fsdecode(error.filename)})" if error.filename else ""
+        return f"the mirror's disk refuses writes: {error.strerror}{where}"
+    return None
+
+
+def _counts(sink: Sink) -> tuple[int, int, int]:
+    return (sink.stats.records, sink.stats.files, sink.stats.bytes)
+
+
+class MirrorProtocol(protocol.Protocol):
+    """One connection: a queue of received lines worked off one event at a time."""
+
+    def __init__(self, client: MirrorClient) -> None:
+        self.client = client
+        self.log = client.log
+        self.buffer = LineBuffer()
+        self.conversation: ClientConversation | None = None
+        self.lines: deque[bytes] = deque()
+        self.events: deque[ClientEvent] = deque()
+        self.records: list[Record] = []
+        self.session: str | None = None
+        self.serial: int | None = None  # reached once the data in hand is applied
+        self.initializing = False
+        self._next_serial: int | None = None  # serial of the next record of a NEXT batch
+        self._first: int | None = None  # serial of self.records[0] (NEXT batches)
+        self.busy = False
+        self.closed = False
+        self._pumping = False
+        self._paused = False
+        self._init_start = (0.0, (0, 0, 0))
+        self._abort_call: Any = None
+
+    # -- Twisted callbacks ---------------------------------------------------
+    def connectionMade(self) -> None:
+        self.client.connected(self)
+        if self.client.stopping:
+            self.closed = True
+            self.transport.loseConnection()
+            return
+        # Work of a dropped connection may still be running: start once it has
+        # finished and saved, so the SN we send is the newest.
+        self.client.when_idle().addCallback(lambda _: self._start())
+
+    def _start(self) -> None:
+        if self.closed:
+            return
+        saved = self.client.saved
+        if saved is not None and self.client.sink.needs_resync():
+            self.log.warn("full resync: this mirror no longer knows every change it owes")
+            saved = None
+        self.conversation = ClientConversation(self.client.secret, saved)
+        for line in self.conversation.start():
+            self._send(line)
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            self.lines.extend(self.buffer.feed(data))
+        except ProtocolError as e:
+            self._abort(f"bad data from mirrord: {e}")
+            return
+        self._pump()
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self.closed = True
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
+        self.client.disconnected(self, reason)
+
+    # -- the work loop ---------------------------------------------------------
+    def _pump(self) -> None:
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while not self.busy and not self.closed:
+                if self.events:
+                    self._handle(self.events.popleft())
+                elif self.lines and self.conversation is not None:
+                    self.events.extend(self.conversation.receive(self.lines.popleft()))
+                else:
+                    break
+        finally:
+            self._pumping = False
+        if self.busy or self.closed:
+            return
+        if self.client.stopping:
+            self.close_gently()  # nothing in hand: stop here
+        elif self._paused:
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def _run(self, work: Callable[[], Deferred], what: str) -> None:
+        """Run async ``work`` with the connection paused; failures drop the connection."""
+        self.busy = True
+        if not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+        d = self.client.track(maybeDeferred(work))
+
+        def done(_: Any) -> None:
+            self.busy = False
+            self._pump()
+
+        def failed(failure: Failure) -> None:
+            self.busy = False
+            if failure.check(Stopped):
+                self._abort(None)
+                return
+            where = f"serial {self.client.saved[1]}" if self.client.saved else "a new INIT"
+            fmt = "{what} failed: {why}; reconnecting to retry from {where}"
+            if failure.check(OSError):
+                self.log.error(fmt, what=what, why=failure.getErrorMessage(), where=where)
+            else:
+                self.log.failure(fmt, failure, what=what, why=failure.value, where=where)
+            self._abort(None)
+
+        d.addCallbacks(done, failed)
+
+    def _replay_plan(self, records: list[Record]) -> tuple[int, Callable[[], None] | None]:
+        """How many of ``records`` a killed run already applied, and what to note once done.
+
+        A chunk with a MOVE notes, before its fetch, that its disk changes
+        are made: replaying such a MOVE would take the source that earlier
+        records made anew for the moved tree (fs_mirror.apply, ``_book``).
+        """
+        if self.initializing or self._first is None or self.session is None:
+            return 0, None
+        first, last, session = self._first, self._first + len(records) - 1, self.session
+        done = self.client.state.load_applied()
+        replayed = 0
+        if done is not None and done[0] == session:
+            replayed = max(0, min(len(records), done[1] - first + 1))
+        if not any(r.action is Action.MOVE for r in records[replayed:]):
+            return replayed, None
+        return replayed, lambda: self.client.state.save_applied(session, last)
+
+    def _apply(self, records: list[Record], serial: int | None, init: bool) -> Deferred:
+        """Apply one chunk; while the disk or the backend must be waited for, retry it.
+
+        The connection stays open and paused meanwhile, so the place in the
+        log (and an INIT in progress) is kept; replaying a chunk is safe
+        because records are idempotent.
+        """
+        client, sink = self.client, self.client.sink
+        result: Deferred = Deferred()
+        delay = RETRY_FIRST
+
+        def attempt() -> None:
+            if self.closed or client.stopping:
+                result.errback(Stopped())
+                return
+
+            def apply() -> Deferred:
+                replayed, local_done = self._replay_plan(records)  # a retry replays too
+                return sink.apply_batch(
+                    records, serial, init=init, replayed=replayed, local_done=local_done
+                )
+
+            d = client.gate.run(apply)
+            d.addCallbacks(result.callback, retry_later)
+
+        def retry_later(failure: Failure) -> None:
+            nonlocal delay
+            why = _must_wait(failure)
+            if why is None:
+                result.errback(failure)
+                return
+            self.log.error(
+                "cannot apply records up to serial {serial}: {why}; retrying in {delay:.0f} s"
+                " (the mirror stays at serial {saved})",
+                serial=serial, why=why, delay=delay,
+                saved=client.saved[1] if client.saved else "none yet",
+            )  # fmt: skip
+            client.reactor.callLater(delay, attempt)
+            delay = min(delay * 2, RETRY_MAX)
+
+        attempt()
+        return result
+
+    def _abort(self, message: str | None) -> None:
+        if message:
+            self.log.error("{message}; reconnecting", message=message)
+        self.closed = True
+        self.lines.clear()
+        self.events.clear()
+        self.records = []
+        self.transport.loseConnection()
+
+    def close_gently(self) -> None:
+        """Close; abort if the peer has not let go in time (a TLS close_notify unanswered)."""
+        self.transport.loseConnection()
+        reactor = self.client.reactor
+        if self._abort_call is None:
+            self._abort_call = reactor.callLater(CLOSE_TIMEOUT, self.transport.abortConnection)
+
+    def _send(self, line: bytes) -> None:
+        self.transport.write(encode_line(line, server=False))
+
+    def _next(self) -> None:
+        if self.client.stopping or self.closed:
+            return
+        assert self.conversation is not None
+        self._send(self.conversation.next())
+
+    # -- events ----------------------------------------------------------------
+    def _handle(self, event: ClientEvent) -> None:
+        if isinstance(event, SendLine):
+            self._send(event.line)
+        elif isinstance(event, RecordReceived):
+            if not self.initializing and self._next_serial is not None:
+                if not self.records:  # records of NEXT batches are numbered one by one
+                    self._first = self._next_serial
+                self._next_serial += 1
+            self.records.append(event.record)
+            limit = self.client.init_chunk if self.initializing else self.client.chunk
+            if len(self.records) >= limit:
+                self._run(self._flush, "applying records")
+        elif isinstance(event, InitStarted):
+            self.session, self.serial, self.initializing = event.session, event.serial, True
+            self.records = []
+            self.client.begin_init()
+            self._init_start = (self.client.reactor.seconds(), _counts(self.client.sink))
+            self.client.progress.begin(self._init_start[1])
+            self.log.info("full sync: session {s} at serial {n}", s=event.session, n=event.serial)
+        elif isinstance(event, InitFinished):
+            self.session, self.serial = event.session, event.serial
+            self._run(self._finish_init, "applying the INIT stream")
+        elif isinstance(event, Resumed):
+            self.session, self.serial = event.session, event.serial
+            self._next_serial = event.serial + 1
+            self.log.info("resumed session {s} at serial {n}", s=event.session, n=event.serial)
+            self._next()
+        elif isinstance(event, BatchStarted):
+            self.serial = event.serial
+            self.records = []
+        elif isinstance(event, BatchFinished):
+            self.serial = event.serial
+            self._run(self._finish_batch, f"applying the batch up to serial {event.serial}")
+        elif isinstance(event, ResumeRefused):
+            self.log.warn("full resync: server said {reason}", reason=event.reason)
+        elif isinstance(event, Failed) and event.fatal:
+            self.client.credentials_refused(event.reason)
+            self._abort(None)
+        elif isinstance(event, Failed):
+            self._abort(f"mirrord conversation failed: {event.reason}")
+
+    def _flush(self) -> Deferred:
+        records, self.records = self.records, []
+        if not records:
+            return succeed(None)
+        if self.initializing:
+            self.client.mark_seen(records)
+        sink, serial, init = self.client.sink, self.serial, self.initializing
+        d = self._apply(records, serial, init)
+        if init:
+            d.addCallback(lambda result: (self.client.progress.update(_counts(sink)), result)[1])
+        return d
+
+    def _finish_init(self) -> Deferred:
+        d = self._flush()
+        d.addCallback(lambda _: self.client.end_init())
+        d.addCallback(lambda _: self._saved_init())
+        d.addErrback(self._sweep_refused)
+        return d
+
+    def _sweep_refused(self, failure: Failure) -> None:
+        """The INIT would delete too much of the mirror: keep it, say so and stop."""
+        failure.trap(TooManyDeletes)
+        self.client.fatal(str(failure.value))
+        raise Stopped()
+
+    def _saved_init(self) -> None:
+        assert self.session is not None and self.serial is not None
+        self.client.save(self.session, self.serial)
+        self._next_serial = self.serial + 1
+        self.initializing = False
+        self.client.progress.finish()
+        began, base = self._init_start
+        records, files, size = (n - b for n, b in zip(_counts(self.client.sink), base, strict=True))
+        secs = self.client.reactor.seconds() - began
+        self.log.info(
+            "{summary}, session {session} at serial {serial}",
+            summary=init_summary(records, files, size, secs),
+            session=self.session,
+            serial=self.serial,
+        )
+        self._next()
+
+    def _finish_batch(self) -> Deferred:
+        d = self._flush()
+
+        def saved(_: Any) -> None:
+            assert self.session is not None and self.serial is not None
+            self.client.save(self.session, self.serial)
+            if self.client.sink.needs_resync():
+                self._abort("the mirror needs a full resync")  # the next connection INITs
+                return
+            self._next()
+
+        return d.addCallback(saved)
