@@ -1,27 +1,21 @@
-"""Replaying records into the mirror: the safety boundary of the backup host.
+"""Replaying records into the mirror: the order and idempotence rules of the backup host.
 
-Whatever a server sends, every path goes through ``Applier.confine`` before
-anything touches the disk: only absolute paths of plain components, never
-our own state files, never through a symlink that already exists in the
-mirror (each existing parent is ``lstat``-ed; the server can make symlinks,
-so it could otherwise aim later writes anywhere).  Such a path means a broken
-or hostile server: it is logged and the batch abandoned (the client drops the
-connection, nothing of the batch counts).  Worker paths that merely collide
-with our own state files are logged and skipped.
+Whatever a server sends, every path goes through ``Applier.confine``
+(``fs_mirror.confine``) before anything touches the disk; a path it refuses
+is logged and skipped, and the rest of the batch applies.
 
 Records are replayed in order and are idempotent, so a batch interrupted by
 a crash or a dropped connection is simply replayed from the saved serial.
 File contents are not fetched inline: FWRITE paths are collected per batch
-(following later MOVEs and dropped by later DELETEs) and handed to the
-fs_sync fetcher once, at the end, which writes a temporary file and renames
-it over the old one, so a hard link to the old file (a rotated backup) keeps
-its content.  Metadata-only changes to a file shared with a rotated backup
-are made on a copy for the same reason.
+(``fs_mirror.pending``) and handed to the fs_sync fetcher once, at the end,
+which writes a temporary file and renames it over the old one, so a hard
+link to the old file (a rotated backup) keeps its content.  Metadata-only
+changes to a file shared with a rotated backup are made on a copy for the
+same reason.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import stat
@@ -30,63 +24,23 @@ from collections.abc import Callable, Iterable
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
-from fs_mirror.nodes import Stats, remove_node, show
+from fs_mirror.confine import Confinement, HostilePath, ReservedPath
+from fs_mirror.durable import make_durable
+from fs_mirror.nodes import Stats, differs, put_symlink, remove_node, set_meta, show
 from fs_mirror.nodes import lstat as _lstat
 from fs_mirror.nodes import merge as _merge
 from fs_mirror.owed import Owed
+from fs_mirror.pending import Pending
 from fs_mirror.rotate import unshare
-from fs_mirror.state import RESERVED, STAGING_NAME
+from fs_mirror.state import STAGING_NAME
 from fs_sync.interface import Fetcher, FetchItem, Outcome, Result, is_local_disk_error
 from protocol.paths import is_under
 from protocol.records import Action, Meta, Record
 
 _NO_META = Meta()
-DIRS_KEPT = 4096  # bounded: directories known real, within one batch
 #: Records that can turn a directory into a symlink or remove it: after one,
 #: nothing ``confine`` learnt earlier in the batch is trusted any more.
 _RESHAPING = (Action.DELETE, Action.MOVE, Action.SYMLINK)
-
-
-class HostilePath(ValueError):
-    """A path no honest server sends (it would leave the mirror): refused and skipped."""
-
-
-class ReservedPath(ValueError):
-    """A worker path that collides with fs_mirror's own files: skipped, batch goes on."""
-
-
-#: Up to this many files a batch are fsynced one by one; past it one syncfs(2)
-#: of the mirror's file system is cheaper (100k 1 KiB files: 75 s -> see bench/).
-FSYNC_EACH_MAX = 8
-
-_syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
-
-
-def make_durable(paths: list[bytes], datadir: bytes) -> None:
-    """Flush fetched files to disk before the batch's serial is saved.
-
-    The fetchers are built with fsync=False: a small batch is fsynced file by
-    file, a large one (an INIT chunk) with one syncfs.  Until the serial is
-    saved a crash only means the batch is replayed, so this is the one point
-    where the data must be on disk.
-    """
-    if len(paths) <= FSYNC_EACH_MAX:
-        for path in paths:
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except OSError:
-                continue  # replaced or removed since: a later record will say
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        return
-    fd = os.open(datadir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        if _syncfs is None or _syncfs(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
 
 
 class Applier:
@@ -115,115 +69,23 @@ class Applier:
         self.verbose = verbose
         self.stats = Stats()
         self._prefix = show(self.datadir)
-        self._pending: dict[bytes, Meta] = {}  # worker path -> metadata to set after fetch
-        # Pending fetches that only guess the worker has a file there: the
-        # target of a MOVE whose source the mirror lacks (see ``_move``).
-        self._guessed: set[bytes] = set()
+        self._pending = Pending()  # this batch's FWRITEs, fetched at its end
         # Files fetched too late or refused: a later MOVE turns them into a
         # fetch of the new name (see fs_mirror.owed).
         self.owed = owed if owed is not None else Owed()
-        self._parents: set[bytes] = set()
-        # Local directories lstat-ed (or made) in this batch and found real,
-        # so each record need not lstat every parent again.  Only CREATE,
-        # FWRITE and ATTRIB records run while it is filled, and none of them
-        # makes a symlink or removes a directory; it is emptied after every
-        # _RESHAPING record, before the fetch and at each batch's end.
-        self._dirs: set[bytes] = set()
+        # What it learns of real directories is forgotten after every
+        # _RESHAPING record, before the fetch and at each batch's end: only
+        # CREATE, FWRITE and ATTRIB run meanwhile, and none of them makes a
+        # symlink or removes a directory.
+        self._paths = Confinement(self.datadir)
 
-    # -- confinement -------------------------------------------------------
     def confine(self, path: bytes) -> bytes:
-        """The local path for worker ``path``, or HostilePath when it is unsafe."""
-        if not isinstance(path, bytes) or not path.startswith(b"/"):
-            raise HostilePath("not an absolute path")
-        if b"\0" in path:
-            raise HostilePath("NUL byte in path")
-        parts = path[1:].split(b"/")
-        if parts == [b""]:
-            raise HostilePath("the mirror root itself")
-        for part in parts:
-            if part in (b"", b".", b".."):
-                raise HostilePath(f"component {part.decode()!r} in path")
-        if parts[0] in RESERVED:
-            raise ReservedPath("collides with fs_mirror's own state files")
-        current = self.datadir
-        for part in parts[:-1]:
-            current += b"/" + part
-            if current in self._dirs:
-                continue
-            st = _lstat(current)
-            if st is None:
-                break
-            if stat.S_ISLNK(st.st_mode):
-                raise HostilePath(f"parent {show(current)!r} is a symlink in the mirror")
-            if not stat.S_ISDIR(st.st_mode):
-                break  # a file in the way: the record replaces it, nothing to traverse
-            self._known_dir(current)
-        return self.datadir + path
-
-    def _known_dir(self, local: bytes) -> None:
-        if len(self._dirs) >= DIRS_KEPT:
-            self._dirs.clear()
-        self._dirs.add(local)
+        """The local path for worker ``path``, or HostilePath/ReservedPath when it is unsafe."""
+        return self._paths.local(path)
 
     def _make_parents(self, local: bytes) -> None:
-        """Create missing parents of ``local``; a file in the way becomes a directory."""
-        parent = os.path.dirname(local)
-        if parent in self._dirs:
-            return
-        st = _lstat(parent)
-        if st is not None and stat.S_ISDIR(st.st_mode):
-            return  # confine() saw no symlink above, so the whole chain is real
-        current = self.datadir
-        for part in parent[len(self.datadir) + 1 :].split(b"/"):
-            current += b"/" + part
-            st = _lstat(current)
-            if st is not None and stat.S_ISDIR(st.st_mode):
-                continue
-            if st is not None and stat.S_ISLNK(st.st_mode):
-                raise HostilePath(f"parent {show(current)!r} is a symlink in the mirror")
-            if st is not None:
-                os.unlink(current)  # the worker has a directory here now
-                self._pending.pop(current[len(self.datadir) :], None)
-            os.mkdir(current, 0o755)
-            self._known_dir(current)
-
-    # -- pending fetches ---------------------------------------------------
-    # ``_parents`` holds every ancestor of a path added this batch (a superset
-    # of the live ones), so the O(pending) scans below run only for paths that
-    # may have pending children: an FWRITE-only INIT chunk stays linear.
-    def _add(self, path: bytes, meta: Meta, *, guessed: bool = False) -> None:
-        self._pending[path] = meta
-        if guessed:
-            self._guessed.add(path)
-        else:
-            self._guessed.discard(path)
-        parent = path.rpartition(b"/")[0]
-        while parent and parent not in self._parents:
-            self._parents.add(parent)
-            parent = parent.rpartition(b"/")[0]
-
-    def _under(self, path: bytes) -> list[bytes]:
-        if path not in self._parents:
-            return []
-        return [k for k in self._pending if k != path and is_under(k, path)]
-
-    def _drop(self, path: bytes) -> None:
-        """Forget pending fetches of ``path`` and everything under it."""
-        self._pending.pop(path, None)
-        self._guessed.discard(path)
-        for key in self._under(path):
-            del self._pending[key]
-            self._guessed.discard(key)
-
-    def _move_pending(self, src: bytes, dst: bytes) -> bool:
-        """Re-key pending fetches at or under ``src`` to ``dst``; True if ``src`` was one."""
-        keys = ([src] if src in self._pending else []) + self._under(src)
-        moved = [(key, self._pending.pop(key), key in self._guessed) for key in keys]
-        self._drop(dst)
-        for key, meta, guessed in moved:
-            self._guessed.discard(key)
-            self._add(dst + key[len(src) :], meta, guessed=guessed)
-        return src in keys
+        for replaced in self._paths.make_parents(local):
+            self._pending.discard(replaced)  # a file that had to become a directory
 
     # -- records -----------------------------------------------------------
     #: Records change the tree under the datadir (report mode's sink does not).
@@ -255,7 +117,7 @@ class Applier:
         serve at all (``BackendUnavailable``), and then the batch must not
         count as applied: replaying it is safe, records are idempotent.
         """
-        self._dirs.clear()
+        self._paths.forget()
         try:
             for index, record in enumerate(records):
                 self.stats.records += 1
@@ -272,17 +134,15 @@ class Applier:
                     self._skipped(record, e)
                 finally:
                     if record.action in _RESHAPING:
-                        self._dirs.clear()
+                        self._paths.forget()
             if local_done is not None:
                 local_done()
             return self._fetch_pending()
         except Exception:
             self._pending.clear()
-            self._guessed.clear()
-            self._parents.clear()
             return fail()  # the local disk refused: the batch did not happen
         finally:
-            self._dirs.clear()
+            self._paths.forget()
 
     def _refused(self, action: str, path: bytes, e: Exception) -> None:
         self.stats.refused += 1
@@ -313,14 +173,14 @@ class Applier:
         owed = self.owed
         if action is Action.FWRITE:
             owed.settle_tree(path)
-            self._drop(path)
-            self._add(path, record.meta)
+            self._pending.drop(path)
+            self._pending.add(path, record.meta)
         elif action is Action.CREATE:
             owed.settle(path)
             self._create(path, local, record.meta)
         elif action is Action.DELETE:
             owed.settle_tree(path)
-            self._drop(path)
+            self._pending.drop(path)
             kind = remove_node(local)
             self._echo(f"DELETE {kind or 'FILE'} '{show(path)}'")
         elif action is Action.MOVE:
@@ -340,35 +200,33 @@ class Applier:
         action, path, owed = record.action, record.path, self.owed
         if action is Action.FWRITE:
             owed.settle_tree(path)
-            self._drop(path)
-            self._add(path, record.meta)
+            self._pending.drop(path)
+            self._pending.add(path, record.meta)
         elif action is Action.CREATE:
             owed.settle(path)
-            self._pending.pop(path, None)
-            self._guessed.discard(path)
+            self._pending.discard(path)
         elif action in (Action.DELETE, Action.SYMLINK):
             owed.settle_tree(path)
-            self._drop(path)
+            self._pending.drop(path)
         elif action is Action.MOVE:
             assert record.target is not None
             meta, src_pending, src_owed = self._follow_move(path, record.target, record.meta)
             if not src_pending:  # fetched again: cheap, and right whatever the first run did
-                self._add(record.target, meta, guessed=not src_owed)
+                self._pending.add(record.target, meta, guessed=not src_owed)
         elif action is Action.ATTRIB:
-            if path in self._pending:
-                self._pending[path] = _merge(self._pending[path], record.meta)
+            self._pending.merge(path, record.meta)
             if path in owed:
                 owed.add(path, _merge(owed.meta(path), record.meta))
 
     def _create(self, path: bytes, local: bytes, meta: Meta) -> None:
-        self._pending.pop(path, None)
+        self._pending.discard(path)
         self._make_parents(local)
         st = _lstat(local)
         if st is None or not stat.S_ISDIR(st.st_mode):
             if st is not None:
                 os.unlink(local)  # a file or symlink where the worker has a directory
             os.mkdir(local, 0o755 if meta.mode is None else meta.mode & 0o777)
-        self._set_meta(local, meta)
+        set_meta(local, meta, self.as_root)
         self._echo(f"CREATE DIR '{show(path)}'")
 
     def _move(self, src: bytes, src_local: bytes, dst: bytes, meta: Meta) -> None:
@@ -389,10 +247,10 @@ class Applier:
         src_st = _lstat(src_local)
         self._echo(f"MOVE '{show(src)}' -> '{show(dst)}'")
         if src_owed and not src_pending:
-            self._add(dst, meta)  # what the mirror has under src is not what moved
+            self._pending.add(dst, meta)  # what the mirror has under src is not what moved
         if src_st is None:
             if not src_pending and not src_owed:
-                self._add(dst, meta, guessed=True)  # nothing to move here: fetch the result
+                self._pending.add(dst, meta, guessed=True)  # nothing to move here: fetch the result
             return
         self._make_parents(dst_local)
         dst_st = _lstat(dst_local)
@@ -400,7 +258,7 @@ class Applier:
             remove_node(dst_local)  # rename() only replaces an empty dir, or file by file
         os.rename(src_local, dst_local)
         if meta != _NO_META:
-            self._set_meta(dst_local, meta)
+            set_meta(dst_local, meta, self.as_root)
 
     def _follow_move(self, src: bytes, dst: bytes, meta: Meta) -> tuple[Meta, bool, bool]:
         """Move what is pending and owed at or below ``src`` to ``dst`` (no disk change).
@@ -412,74 +270,34 @@ class Applier:
         owed = dict(self.owed.take_tree(src))
         src_owed = src in owed
         meta = _merge(owed.pop(src, _NO_META), meta)
-        src_pending = self._move_pending(src, dst)
+        src_pending = self._pending.move(src, dst)
         for key, owed_meta in owed.items():  # fetched too late under the old name
-            self._add(dst + key[len(src) :], owed_meta)
+            self._pending.add(dst + key[len(src) :], owed_meta)
         return meta, src_pending, src_owed
 
     def _symlink(self, path: bytes, local: bytes, target: bytes, meta: Meta) -> None:
-        self._drop(path)
+        self._pending.drop(path)
         self._make_parents(local)
-        suffix = os.urandom(8).hex().encode()  # a clash would raise, never clobber
-        os.makedirs(self.tmpdir, mode=0o700, exist_ok=True)
-        tmp = os.path.join(self.tmpdir, b"link-" + suffix)
-        os.symlink(target, tmp)
-        try:
-            st = _lstat(local)
-            if st is not None and stat.S_ISDIR(st.st_mode):
-                shutil.rmtree(local)
-            os.rename(tmp, local)
-        except BaseException:
-            remove_node(tmp)
-            raise
-        self._set_meta(local, meta)
+        put_symlink(local, target, self.tmpdir)
+        set_meta(local, meta, self.as_root)
         self._echo(f"SYMLINK '{show(path)}' -> '{show(target)}'")
 
     def _attrib(self, path: bytes, local: bytes, meta: Meta) -> None:
-        if path in self._pending:
-            self._pending[path] = _merge(self._pending[path], meta)
+        if self._pending.merge(path, meta):
             return
         st = _lstat(local)
         if st is None:
             self.log.debug("ATTRIB of absent {path}: skipped", path=show(path))
             return
-        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and self._differs(st, meta):
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 and differs(st, meta, self.as_root):
             unshare(local, self.as_root)  # keep the rotated backup's metadata
             st = os.lstat(local)
-        self._set_meta(local, meta, st)
+        set_meta(local, meta, self.as_root, st)
         self._echo(f"ATTRIB '{show(path)}'")
-
-    # -- metadata ------------------------------------------------------------
-    def _differs(self, st: os.stat_result, meta: Meta) -> bool:
-        return (
-            (meta.mode is not None and stat.S_IMODE(st.st_mode) != meta.mode)
-            or (meta.mtime_ns is not None and st.st_mtime_ns != meta.mtime_ns)
-            or (self.as_root and meta.uid is not None and st.st_uid != meta.uid)
-            or (self.as_root and meta.gid is not None and st.st_gid != meta.gid)
-        )
-
-    def _set_meta(self, local: bytes, meta: Meta, st: os.stat_result | None = None) -> None:
-        """Set owner (as root), mode and mtime; never through a symlink."""
-        if meta == _NO_META:
-            return
-        st = st or os.lstat(local)
-        link = stat.S_ISLNK(st.st_mode)
-        owner = (st.st_uid, st.st_gid)
-        if self.as_root and (meta.uid not in (None, owner[0]) or meta.gid not in (None, owner[1])):
-            uid = -1 if meta.uid is None else meta.uid
-            gid = -1 if meta.gid is None else meta.gid
-            os.chown(local, uid, gid, follow_symlinks=False)
-            st = os.lstat(local)  # chown may clear set-id bits
-        if meta.mode is not None and not link and stat.S_IMODE(st.st_mode) != meta.mode:
-            os.chmod(local, meta.mode)
-        if meta.mtime_ns is not None and st.st_mtime_ns != meta.mtime_ns:
-            os.utime(local, ns=(meta.mtime_ns, meta.mtime_ns), follow_symlinks=False)
 
     # -- the end-of-batch fetch ----------------------------------------------
     def _fetch_pending(self) -> Deferred[Stats]:
-        pending, self._pending = self._pending, {}
-        guessed, self._guessed = self._guessed, set()
-        self._parents.clear()
+        pending, guessed = self._pending.take()
         items, metas, guesses = [], [], set()
         for path, meta in pending.items():
             try:
@@ -498,7 +316,7 @@ class Applier:
                 if path in guessed:
                     continue  # the replay of a directory move this mirror already made
                 shutil.rmtree(local)  # the worker's directory became a file
-                self._dirs.clear()
+                self._paths.forget()
             item = FetchItem(remote=path, local=local)
             items.append(item)
             metas.append(meta)
@@ -523,7 +341,7 @@ class Applier:
                     # under the same name): a later record settles it, and a
                     # MOVE of it first must fetch the moved file anew.
                     self.owed.add(item.remote, meta)
-                self._set_meta(item.local, meta, st)
+                set_meta(item.local, meta, self.as_root, st)
                 self.stats.files += 1
                 self.stats.bytes += st.st_size
                 self._echo(f"WRITE FILE '{path}'")
