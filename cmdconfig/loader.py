@@ -105,7 +105,7 @@ def _split_override(item: Override) -> tuple[str, str, str]:
         return key.strip(), value.strip(), "-o"
     if len(item) == 2:
         return item[0], item[1], "-o"
-    return item  # type: ignore[return-value]
+    return item
 
 
 def load(

@@ -16,6 +16,7 @@ from twisted.logger import (
     FilteringLogObserver,
     ILogFilterPredicate,
     ILogObserver,
+    LogEvent,
     LogLevel,
     LogLevelFilterPredicate,
     PredicateResult,
@@ -39,7 +40,7 @@ _CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
 _CONTROL.update({ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r"})
 
 
-def format_line(event: dict, prog: str) -> str:
+def format_line(event: LogEvent, prog: str) -> str:
     """One event as one line (plus its traceback if it carries a failure)."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(event.get("log_time", time.time())))
     text = eventAsText(event, includeTimestamp=False, includeSystem=False, includeTraceback=False)
@@ -56,12 +57,17 @@ class _StreamObserver:
         self.stream = stream
         self.prog = prog
 
-    def __call__(self, event: dict) -> None:
+    def __call__(self, event: LogEvent) -> None:
         try:
             self.stream.write(format_line(event, self.prog))
             self.stream.flush()
         except (OSError, ValueError):
             pass  # stderr closed (daemon, broken pipe): nothing sensible to do
+
+
+# constantly's named constants are untyped: give the two we return their type.
+_MAYBE: PredicateResult = PredicateResult.maybe
+_NO: PredicateResult = PredicateResult.no
 
 
 @implementer(ILogFilterPredicate)
@@ -72,13 +78,13 @@ class _QuietLibraries:
     def __init__(self, verbosity: int) -> None:
         self.verbosity = verbosity
 
-    def __call__(self, event: dict) -> PredicateResult:
+    def __call__(self, event: LogEvent) -> PredicateResult:
         if self.verbosity >= 2 or event.get("log_level", LogLevel.info) >= LogLevel.warn:
-            return PredicateResult.maybe
+            return _MAYBE
         namespace = str(event.get("log_namespace", ""))
         if namespace == "log_legacy" or namespace.startswith("twisted."):
-            return PredicateResult.no
-        return PredicateResult.maybe
+            return _NO
+        return _MAYBE
 
 
 def make_observer(verbosity: int, stream: TextIO, prog: str) -> Any:
@@ -86,14 +92,15 @@ def make_observer(verbosity: int, stream: TextIO, prog: str) -> Any:
     level = LogLevel.debug if verbosity > 0 else LogLevel.info
     predicate: Any = LogLevelFilterPredicate(defaultLogLevel=level)
     observer: Any = _StreamObserver(stream, prog)
-    return FilteringLogObserver(observer, [_QuietLibraries(verbosity), predicate])
+    quiet: Any = _QuietLibraries(verbosity)  # an ILogFilterPredicate, which mypy cannot see
+    return FilteringLogObserver(observer, [quiet, predicate])
 
 
 @implementer(ILogObserver)
 class _Switch:
     target: Any = None
 
-    def __call__(self, event: dict) -> None:
+    def __call__(self, event: LogEvent) -> None:
         if self.target is not None:
             self.target(event)
 

@@ -324,9 +324,8 @@ class Applier:
                 guesses.add(item)
         if not items:
             return succeed(self.stats)
-        d = self.fetcher.fetch(items)
-        d.addCallback(self._fetched, dict(zip(items, metas, strict=True)), guesses)
-        return d
+        fetched = self.fetcher.fetch(items)
+        return fetched.addCallback(self._fetched, dict(zip(items, metas, strict=True)), guesses)
 
     def _fetched(
         self, results: list[Result], metas: dict[FetchItem, Meta], guesses: set[FetchItem]

@@ -36,7 +36,7 @@ INIT_CHUNK = 8192  # records per applied chunk in an INIT (the service's choice)
 class MirrorClient(protocol.Factory):
     """What outlives a connection: the sn file, the sink, the rotation gate."""
 
-    protocol = MirrorProtocol  # type: ignore[assignment]
+    protocol = MirrorProtocol
     noisy = False
 
     def __init__(
@@ -75,7 +75,7 @@ class MirrorClient(protocol.Factory):
         self.sweep = InitSweep(state.datadir, state.staging)
         self.max_delete = max_delete
 
-    def buildProtocol(self, addr: IAddress) -> MirrorProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> MirrorProtocol:
         return MirrorProtocol(self)
 
     def _in_thread(self, f: Callable[..., Any], *args: Any) -> Deferred:
@@ -151,7 +151,7 @@ class MirrorClient(protocol.Factory):
 
     def mark_seen(self, records: list[Record]) -> None:
         paths = [r.path for r in records]
-        self.sweep.mark(paths + [r.target for r in records if r.action is Action.MOVE])
+        self.sweep.mark(paths + [r.target for r in records if r.target and r.action is Action.MOVE])
         for record in records:
             if record.meta.unreadable:
                 self.sweep.protect(record.path)

@@ -82,6 +82,10 @@ def _counts(sink: Sink) -> tuple[int, int, int]:
 class MirrorProtocol(protocol.Protocol):
     """One connection: a queue of received lines worked off one event at a time."""
 
+    # An ITransport that is also an IPushProducer (pause/resume), set by
+    # Twisted before connectionMade; zope interfaces are opaque to mypy.
+    transport: Any
+
     def __init__(self, client: MirrorClient) -> None:
         self.client = client
         self.log = client.log
@@ -325,7 +329,12 @@ class MirrorProtocol(protocol.Protocol):
         sink, serial, init = self.client.sink, self.serial, self.initializing
         d = self._apply(records, serial, init)
         if init:
-            d.addCallback(lambda result: (self.client.progress.update(_counts(sink)), result)[1])
+
+            def progressed(result: object) -> object:
+                self.client.progress.update(_counts(sink))
+                return result
+
+            d.addCallback(progressed)
         return d
 
     def _finish_init(self) -> Deferred:

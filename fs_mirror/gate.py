@@ -60,7 +60,7 @@ class FileGate(DeferredLock):
         super().__init__()
         self.file, self.reactor, self.log = lock, reactor, log or Logger()
 
-    def acquire(self) -> Deferred:  # type: ignore[override]
+    def acquire(self) -> Deferred:
         d = super().acquire()
         d.addCallback(self._take_file)
         return d

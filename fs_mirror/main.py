@@ -14,6 +14,7 @@ import datetime
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from cmdconfig import CommandError, Config
 from cmdconfig.cli import make_parser, run
@@ -96,9 +97,11 @@ def command(args: argparse.Namespace, config: Config) -> int:
     if args.rotate:
         args.ready()
         return _rotate_once(config)
-    from twisted.internet import reactor
+    from twisted.internet import reactor as global_reactor
 
     from fs_mirror.service import FsMirrorService
+
+    reactor: Any = global_reactor  # its interfaces are zope's, opaque to mypy
 
     service = FsMirrorService(config, reactor=reactor, verbose=args.verbose)
     args.ready()  # datadir locked, secrets read: --daemon's caller returns 0 now

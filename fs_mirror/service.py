@@ -21,7 +21,6 @@ from typing import IO, Any
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from cmdconfig import CommandError
@@ -58,7 +57,7 @@ class DailyRotation(Service):
 
     def __init__(self, at: str, job: Callable[[datetime.date], Deferred], reactor: Any) -> None:
         self.at, self.job, self.reactor = at, job, reactor
-        self._call: IDelayedCall | None = None
+        self._call: Any = None  # an IDelayedCall (zope interfaces are opaque to mypy)
         self._running: Deferred | None = None
 
     def startService(self) -> None:
@@ -89,6 +88,11 @@ class DailyRotation(Service):
         return self._running
 
 
+def _then(_: object, step: Callable[[], Deferred[None]]) -> Deferred[None]:
+    """A callback that runs ``step`` once what came before is done, whatever it gave."""
+    return step()
+
+
 def _say_retries(policy: Callable[[int], float], where: str) -> Callable[[int], float]:
     """The backoff policy, saying each wait: an unreachable mirrord must not be silent."""
 
@@ -109,7 +113,7 @@ def _endpoint(config: Any, reactor: Any) -> Any:
     from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 
     host, port = config["host"], int(config["port"])
-    endpoint = HostnameEndpoint(reactor, host, port)
+    endpoint: Any = HostnameEndpoint(reactor, host, port)  # an IStreamClientEndpoint
     if not config["tls"]:
         return endpoint
     try:
@@ -181,9 +185,8 @@ class FsMirrorService(MultiService):
             backoffPolicy(initialDelay=0.5, factor=2.0, maxDelay=config["reconnect.max"]),
             f"{config['host']}:{config['port']}",
         )
-        ClientService(endpoint, self.client, retryPolicy=retry, clock=reactor).setServiceParent(
-            self
-        )
+        factory: Any = self.client  # an IProtocolFactory (zope interfaces are opaque to mypy)
+        ClientService(endpoint, factory, retryPolicy=retry, clock=reactor).setServiceParent(self)
         if config["rotate.at"] and config["rotate.backdir"]:
             DailyRotation(config["rotate.at"], self.rotate_now, reactor).setServiceParent(self)
 
@@ -275,6 +278,10 @@ class FsMirrorService(MultiService):
         d.addCallback(lambda _: super(FsMirrorService, self).stopService())
         closers = [x for x in (self.fetcher, self.reporter) if x is not None]
         for closer in closers:
-            d.addCallback(lambda _, c=closer: c.close())
-        d.addBoth(lambda result: (self.state.release(), result)[1])
-        return d
+            d.addCallback(_then, closer.close)
+
+        def release(result: object) -> object:
+            self.state.release()
+            return result
+
+        return d.addBoth(release)

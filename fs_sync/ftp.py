@@ -31,6 +31,7 @@ import ftplib
 import socket
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorFromThreads
@@ -116,15 +117,17 @@ class FtpFetcher:
             if share
         ]
 
-        def in_order(per_lane: list[tuple[bool, object]]) -> list[Result] | Failure:
-            failures = [value for ok, value in per_lane if not ok]
+        # Each lane gives (True, its results) or (False, a Failure): Twisted
+        # types the second item as the results either way, hence Any here.
+        def in_order(per_lane: list[tuple[bool, Any]]) -> list[Result] | Failure:
+            failures: list[Failure] = [value for ok, value in per_lane if not ok]
             if failures:
-                disk = [f for f in failures if isinstance(f, Failure) and f.check(OSError)]
-                return (disk or failures)[0]  # type: ignore[return-value]
-            by_item = {id(r[0]): r for _, results in per_lane for r in results}  # type: ignore[attr-defined]
+                disk = [f for f in failures if f.check(OSError)]
+                return (disk or failures)[0]
+            by_item = {id(r[0]): r for _, results in per_lane for r in results}
             return [by_item[id(item)] for item in batch]
 
-        return DeferredList(ds, consumeErrors=True).addCallback(in_order)  # type: ignore[arg-type]
+        return DeferredList(ds, consumeErrors=True).addCallback(in_order)
 
     def close(self) -> Deferred[None]:
         ds = [

@@ -110,7 +110,7 @@ class Meta:
         """Parse ``key=value`` fields; unknown keys are ignored, a known key twice is an error."""
         if not fields:
             return _NO_META
-        values: dict[str, int | bool] = {}
+        values: dict[str, int] = {}
         for field in fields:
             key, sep, value = field.partition(b"=")
             if not sep:
@@ -124,7 +124,7 @@ class Meta:
             elif key == b"unreadable":
                 if value not in (b"0", b"1"):
                     raise ProtocolError(message=f"bad unreadable value {value[:40]!r}")
-                number = value == b"1"
+                number = int(value == b"1")
             else:
                 continue
             name = key.decode("ascii")
@@ -132,7 +132,14 @@ class Meta:
                 raise ProtocolError(message=f"{name} given twice")
             values[name] = number
         try:
-            return cls(**values)  # type: ignore[arg-type]
+            return cls(
+                mode=values.get("mode"),
+                uid=values.get("uid"),
+                gid=values.get("gid"),
+                size=values.get("size"),
+                mtime_ns=values.get("mtime_ns"),
+                unreadable=values.get("unreadable") == 1,
+            )
         except ValueError as e:
             raise ProtocolError(message=str(e)) from None
 

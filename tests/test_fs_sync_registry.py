@@ -61,5 +61,5 @@ def test_spec_is_a_frozen_value() -> None:
     """A spec cannot be changed once built, and equal specs compare equal."""
     spec = BackendSpec("local", root=b"/m")
     with pytest.raises(AttributeError):
-        spec.root = b"/other"  # type: ignore[misc]
+        spec.root = b"/other"
     assert spec == BackendSpec("local", root=b"/m")
