@@ -27,6 +27,7 @@ setup(
             "hypothesis>=6",
             "pyftpdlib>=1.5",
             "ruff",
+            "mypy",
         ],
         "tls": ["pyopenssl", "service_identity"],
     },
