@@ -35,15 +35,25 @@ from protocol.conversation import (
     ResumeResult,
     Send,
     ServerConversation,
+    State,
     WantNext,
 )
 from protocol.errors import ProtocolError
-from protocol.linebuffer import LineBuffer
-from protocol.messages import SERIAL_OVERDUE
+from protocol.linebuffer import MAX_LINE, LineBuffer
+from protocol.messages import (
+    EOF_LINE,
+    SERIAL_OVERDUE,
+    batch_lines,
+    encode_line,
+    init_head,
+    server_lines,
+)
 
-MAX_LINE = 65536
-CRLF = b"\r\n"
 INIT_CHUNK = 512  # snapshot entries written per reactor turn (~40 KB)
+
+
+# What ``-k status`` calls a client's state, read off its conversation.
+_PHASES = {State.STREAMING: "init", State.REALTIME: "realtime", State.WAITING: "realtime"}
 
 
 def snapshot_line(path: bytes, entry: Entry) -> bytes:
@@ -63,10 +73,11 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
     """One client connection; also the push producer feeding its own transport."""
 
     factory: MirrorServerFactory
+    _conv: ServerConversation  # made in connectionMade, with the factory's secret
 
     def __init__(self) -> None:
         self.peer = "?"
-        self.phase = "connected"  # connected, init, realtime, parked
+        self._closed_as: str | None = None  # the phase it had when closed
         self.serial: int | None = None
         self.bytes_sent = 0
         self._closing = False
@@ -78,6 +89,15 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
         self._init_skip = False  # _init_after is an unreadable directory: skip below it
         self._init_call: Any = None
         self._waiter: defer.Deferred[Any] | None = None
+
+    @property
+    def phase(self) -> str:
+        """connected, init, realtime or parked (waiting for records): for ``-k status``."""
+        if self._closed_as is not None:
+            return self._closed_as
+        if self._waiter is not None:
+            return "parked"
+        return _PHASES.get(self._conv.state, "connected")
 
     # -- reactor entry points ------------------------------------------------
 
@@ -175,7 +195,6 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
         if not store.oldest - 1 <= serial <= store.head:
             return ResumeResult.SERIAL_OUT_OF_RANGE
         self.serial = serial
-        self.phase = "realtime"
         self.factory.log.info("client {peer} resumed at {serial}", peer=self.peer, serial=serial)
         return ResumeResult.OK
 
@@ -183,13 +202,11 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
 
     def _begin_init(self) -> None:
         store = self.factory.store
-        self.phase = "init"
         self.serial = None
         self._init_serial = store.head
         self._init_after = None
         self._init_skip = False
-        self._send(b"SESSION:" + store.session.encode("ascii"))
-        self._send(b"SERIAL:%d" % self._init_serial)
+        self._write(init_head(store.session, self._init_serial))
         self.factory.log.info(
             "client {peer} INIT at serial {serial}", peer=self.peer, serial=self._init_serial
         )
@@ -216,16 +233,15 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
                 chunk, full = chunk[: n + 1], True
                 break
         if chunk:
-            self._write(b"".join(snapshot_line(path, entry) + CRLF for path, entry in chunk))
+            self._write(server_lines(snapshot_line(path, entry) for path, entry in chunk))
             self._init_after = chunk[-1][0]
             self._init_skip = bool(getattr(chunk[-1][1], "unreadable", False))
             self.resetTimeout()  # progress: a slow but reading client is not idle
         if full:
             self._schedule_chunk()
             return
-        self._send(b"EOF")
+        self._write(EOF_LINE)
         self.serial = self._init_serial
-        self.phase = "realtime"
         self.factory.log.info(
             "client {peer} INIT sent, at serial {serial}", peer=self.peer, serial=self.serial
         )
@@ -262,15 +278,11 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
 
     def _send_batch(self, records: list[tuple[int, bytes]]) -> None:
         last = records[-1][0]
-        self._write(
-            b"SERIAL:%d\r\n" % last + b"".join(line + CRLF for _, line in records) + b"EOF\r\n"
-        )
+        self._write(batch_lines(last, [line for _, line in records]))
         self.serial = last
-        self.phase = "realtime"
         self._perform(self._conv.batch_sent())
 
     def _park(self) -> None:
-        self.phase = "parked"
         self.setTimeout(None)
         waiter = self.factory.journal.wait_after(self.serial)
         self._waiter = waiter
@@ -280,7 +292,6 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
         self._waiter = None
         if self._closing:
             return
-        self.phase = "realtime"
         self.setTimeout(self.factory.timeout or None)
         self._guard(self._want_next)
 
@@ -294,7 +305,7 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
     # -- output and teardown -------------------------------------------------
 
     def _send(self, line: bytes) -> None:
-        self._write(line + CRLF)
+        self._write(encode_line(line))
 
     def _write(self, data: bytes) -> None:
         self.bytes_sent += len(data)
@@ -313,6 +324,7 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
         if self._closing:
             return
         self._closing = True
+        self._closed_as = self.phase
         self.setTimeout(None)
         self._stop_work()
         if self._producing:

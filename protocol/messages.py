@@ -5,6 +5,10 @@ Commands are what a client sends (``START``, ``AUTH:``, ``INIT``, ``SN:``,
 raises: anything it does not recognise is ``None``, and the server's state
 table decides which error that earns. ``parse_server_line`` returns a reply
 or a ``Record`` and raises only ``ProtocolError``.
+
+The framing of what the server writes is here too, so its adapter only
+calls it: ``init_head`` (``SESSION:`` and ``SERIAL:``), ``server_lines`` (the
+records, CRLF-ended), ``EOF_LINE`` and ``batch_lines`` (one NEXT answer).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -21,6 +25,8 @@ from protocol.records import Record
 
 __all__ = [
     "AUTH_FAILED",
+    "CRLF",
+    "EOF_LINE",
     "INVALID_COMMAND",
     "INVALID_INIT_COMMAND",
     "INVALID_REALTIME_COMMAND",
@@ -40,7 +46,10 @@ __all__ = [
     "SessionId",
     "Start",
     "auth_digest",
+    "batch_lines",
     "encode_line",
+    "init_head",
+    "server_lines",
     "parse_command",
     "parse_server_line",
 ]
@@ -51,9 +60,6 @@ SERIAL_OVERDUE = b"SERIAL OVERDUE OR INVALID"
 INVALID_REALTIME_COMMAND = b"INVALID REALTIME COMMAND"
 AUTH_FAILED = b"AUTH FAILED"
 
-_SESSION = re.compile(rb"[0-9A-Za-z]{1,64}")
-_SERIAL = re.compile(rb"[0-9]{1,20}")
-_RESUME = re.compile(rb"([0-9A-Za-z]{1,64}),([0-9]{1,20})")
 _SESSION = re.compile(rb"[0-9A-Za-z]{1,64}")
 _SERIAL = re.compile(rb"[0-9]{1,20}")
 _DIGEST = re.compile(rb"[\x21-\x7e]{0,256}")  # any visible ASCII: a wrong one is AUTH FAILED
@@ -232,3 +238,26 @@ def encode_line(line: bytes, *, server: bool = True) -> bytes:
     if b"\n" in line or b"\r" in line:
         raise ValueError(f"line break inside a line: {line[:80]!r}")
     return line + (b"\r\n" if server else b"\n")
+
+
+CRLF = b"\r\n"
+EOF_LINE = Eof().encode() + CRLF
+
+
+def server_lines(lines: Iterable[bytes]) -> bytes:
+    """Encoded records as the server writes them, each ended with CRLF.
+
+    No check for line breaks inside: an encoded record never holds one
+    (``paths.quote`` escapes them), and this runs once per INIT entry.
+    """
+    return b"".join(line + CRLF for line in lines)
+
+
+def init_head(session: str, serial: int) -> bytes:
+    """The lines an INIT stream starts with: ``SESSION:<id>`` then ``SERIAL:<S>``."""
+    return encode_line(SessionId(session).encode()) + encode_line(Serial(serial).encode())
+
+
+def batch_lines(serial: int, records: Sequence[bytes]) -> bytes:
+    """One answer to NEXT: ``SERIAL:<T>`` (the last record's serial), the records, ``EOF``."""
+    return encode_line(Serial(serial).encode()) + server_lines(records) + EOF_LINE

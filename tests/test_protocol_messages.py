@@ -32,6 +32,7 @@ from protocol import (
     parse_command,
     parse_server_line,
 )
+from protocol.messages import EOF_LINE, batch_lines, init_head, server_lines
 
 SESSIONS = st.text("0123456789abcdef", min_size=32, max_size=32)
 SERIALS = st.integers(min_value=0, max_value=2**63)
@@ -215,3 +216,25 @@ def test_encode_line_terminators() -> None:
     assert encode_line(b"NEXT", server=False) == b"NEXT\n"
     with pytest.raises(ValueError):
         encode_line(b"OK\r\nEOF")
+
+
+def test_init_head_is_session_then_serial() -> None:
+    """An INIT stream starts with SESSION:<id> and SERIAL:<S>, each CRLF-ended."""
+    assert init_head("ab" * 16, 7) == b"SESSION:" + b"ab" * 16 + b"\r\nSERIAL:7\r\n"
+
+
+@given(SERIALS, st.lists(st.sampled_from([b"CREATE:/d", b"FWRITE:/d/%25f", b"DELETE:/x"])))
+def test_batch_lines_parse_back_as_serial_records_eof(serial: int, records: list[bytes]) -> None:
+    """A NEXT answer reads back, line by line, as Serial, the records in order, then Eof."""
+    data = batch_lines(serial, records)
+    assert data.endswith(EOF_LINE) and EOF_LINE == b"EOF\r\n"
+    lines = data.split(b"\r\n")
+    assert lines[-1] == b""
+    parsed = [parse_server_line(line) for line in lines[:-1]]
+    assert parsed == [Serial(serial), *map(Record.decode, records), Eof()]
+
+
+def test_server_lines_end_each_record_with_crlf() -> None:
+    """Records are written one a line with CRLF; none at all is no bytes."""
+    assert server_lines([b"CREATE:/a", b"FWRITE:/a/b"]) == b"CREATE:/a\r\nFWRITE:/a/b\r\n"
+    assert server_lines([]) == b""
