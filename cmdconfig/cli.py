@@ -8,8 +8,11 @@ long options onto keys through ``aliases`` (``--datadir=DIR`` is
 
 ``run`` keeps each command's ``main`` tiny: it parses, loads the config,
 sets up logging, detaches if asked, calls the command, and maps what
-happens to an exit status: 0 for a clean stop (also SIGTERM/SIGINT), 2 and
-one line on stderr for a usage or configuration error, 1 otherwise.
+happens to an exit status (``exits.exit_status``): 0 for a clean stop (also
+SIGTERM/SIGINT), 2 and one line on stderr for a usage or configuration
+error, 1 otherwise.  ``react`` does the same for a daemon whose work runs in
+the reactor: the command runs under ``task.react`` and how its Deferred
+ends goes through the same map.
 """
 
 from __future__ import annotations
@@ -17,19 +20,22 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
 from cmdconfig.daemon import daemonize, write_pidfile
-from cmdconfig.errors import CommandError, ConfigError, UsageError
+from cmdconfig.errors import UsageError
+from cmdconfig.exits import exit_status
 from cmdconfig.loader import Config, load
 from cmdconfig.schema import Schema
 
-__all__ = ["CommandParser", "make_parser", "run"]
+__all__ = ["CommandParser", "make_parser", "react", "run"]
 
 Main = Callable[[argparse.Namespace, Config], "int | None"]
+#: ``serve(reactor, args, config)``: a Deferred, a coroutine or a plain status.
+Serve = Callable[[Any, argparse.Namespace, Config], object]
+Prepare = Callable[[argparse.Namespace, Config], None]
 
 
 class _Override(argparse.Action):
@@ -167,14 +173,77 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def _say(prog: str, message: str) -> None:
-    line = " ".join(str(message).split())  # always one line
-    sys.stderr.write(f"{prog}: {line}\n")
-    sys.stderr.flush()
-
-
 def _no_op() -> None:
     pass
+
+
+def _begin(
+    parser: CommandParser,
+    argv: Sequence[str] | None,
+    log: bool,
+    prepare: Prepare | None,
+    ready_when_serving: bool,
+) -> tuple[argparse.Namespace, Config]:
+    """Parse, load the config, set up logging, check, detach if asked."""
+    args, config = parser.load(argv)
+    if log:
+        from cmdconfig.logs import setup_logging  # twisted: only when logging
+
+        setup_logging(args.verbose, sys.stderr, parser.prog)
+    if prepare is not None:
+        prepare(args, config)
+    args.ready = _no_op
+    if args.daemon:
+        args.ready = daemonize(args.pidfile, wait_ready=ready_when_serving)
+    elif args.pidfile:
+        write_pidfile(args.pidfile)
+    return args, config
+
+
+def _stop_signals() -> Callable[[], None]:
+    """SIGTERM and SIGINT stop the command with exit 0; returns what puts them back."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    # A shell starts background jobs with SIGINT ignored; the contract says
+    # SIGINT is a clean stop, so take it back (KeyboardInterrupt -> exit 0;
+    # the reactor, too, handles SIGINT only when it finds this handler).
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous_alrm = signal.getsignal(signal.SIGALRM)
+
+    def restore() -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)  # a stop retry still pending
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGALRM, previous_alrm)
+
+    return restore
+
+
+def _stop_in_reactor(reactor: Any) -> None:
+    """From here on SIGTERM and SIGINT stop the reactor, also before it runs.
+
+    A stop raised as SystemExit while the reactor starts could be swallowed
+    by it; asking the reactor to stop (signal-safe, as its own handler does)
+    is a clean stop wherever the signal lands.  A stop already pending (the
+    retry ``_terminate`` scheduled) is asked for now.
+    """
+
+    def stop(signum: int = 0, frame: FrameType | None = None) -> None:
+        reactor.callFromThread(_stop_reactor, reactor)
+
+    pending = signal.setitimer(signal.ITIMER_REAL, 0)[0] > 0
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if pending:
+        stop()
+
+
+def _stop_reactor(reactor: Any) -> None:
+    from twisted.internet.error import ReactorNotRunning
+
+    try:
+        reactor.stop()
+    except ReactorNotRunning:
+        pass
 
 
 def run(
@@ -183,7 +252,7 @@ def run(
     argv: Sequence[str] | None = None,
     *,
     log: bool = True,
-    prepare: Callable[[argparse.Namespace, Config], None] | None = None,
+    prepare: Prepare | None = None,
     ready_when_serving: bool = False,
 ) -> int:
     """Run ``main(args, config)`` and return the command's exit status.
@@ -194,49 +263,53 @@ def run(
     returns only then (exit 1 if the command fails first);
     otherwise ``args.ready`` does nothing and ``--daemon`` returns at once.
     """
-    prog = parser.prog
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    # A shell starts background jobs with SIGINT ignored; the contract says
-    # SIGINT is a clean stop, so take it back (KeyboardInterrupt -> exit 0).
-    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
-    previous_alrm = signal.getsignal(signal.SIGALRM)
+    restore = _stop_signals()
     try:
-        args, config = parser.load(argv)
-        if log:
-            from cmdconfig.logs import setup_logging  # twisted: only when logging
-
-            setup_logging(args.verbose, sys.stderr, prog)
-        if prepare is not None:
-            prepare(args, config)
-        args.ready = _no_op
-        if args.daemon:
-            args.ready = daemonize(args.pidfile, wait_ready=ready_when_serving)
-        elif args.pidfile:
-            write_pidfile(args.pidfile)
+        args, config = _begin(parser, argv, log, prepare, ready_when_serving)
         return int(main(args, config) or 0)
-    except UsageError as e:
-        _say(prog, f"{e} (see {prog} --help)")
-        return 2
-    except ConfigError as e:
-        _say(prog, str(e))
-        return 2
-    except CommandError as e:
-        _say(prog, str(e))
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except OSError as e:
-        where = f"{e.filename}: " if e.filename else ""
-        _say(prog, f"{where}{e.strerror or e}")
-        return 1
-    except Exception:
-        traceback.print_exc()
-        _say(prog, "internal error (traceback above); please report it")
-        return 1
+    except BaseException as e:
+        return exit_status(parser.prog, e)
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)  # a stop retry still pending
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, previous_int)
-        signal.signal(signal.SIGALRM, previous_alrm)
+        restore()
+
+
+def react(
+    parser: CommandParser,
+    serve: Serve,
+    argv: Sequence[str] | None = None,
+    *,
+    log: bool = True,
+    prepare: Prepare | None = None,
+    ready_when_serving: bool = False,
+) -> NoReturn:
+    """As ``run``, with ``serve(reactor, args, config)`` run under ``task.react``.
+
+    Everything before ``serve`` (parsing, checks, ``--daemon``) happens
+    before the reactor is imported.  The process exits: 0 when the reactor
+    is stopped by SIGTERM/SIGINT (or ``serve`` ends with nothing), else the
+    status ``exit_status`` gives for how ``serve`` failed or the status it
+    returned.
+    """
+    prog = parser.prog
+    _stop_signals()
+    try:
+        args, config = _begin(parser, argv, log, prepare, ready_when_serving)
+    except BaseException as e:
+        sys.exit(exit_status(prog, e))
+
+    from twisted.internet import defer, task
+    from twisted.python.failure import Failure
+
+    def ended(result: object) -> None:
+        if isinstance(result, Failure):
+            code = exit_status(prog, result.value, lambda _: result.printTraceback(file=sys.stderr))
+        else:
+            code = result if isinstance(result, int) else 0
+        if code:
+            raise SystemExit(code)  # task.react exits with a SystemExit's code
+
+    def main(reactor: Any) -> defer.Deferred[None]:
+        _stop_in_reactor(reactor)
+        return defer.maybeDeferred(serve, reactor, args, config).addBoth(ended)
+
+    task.react(main)

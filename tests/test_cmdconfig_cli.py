@@ -290,3 +290,90 @@ def test_daemon_refuses_a_live_pidfile(tmp_path):
     assert proc.returncode == 1
     assert f"already running as pid {os.getpid()}" in err
     assert pidfile.read_text() == f"{os.getpid()}\n"
+
+
+REACT_DEMO = textwrap.dedent(
+    """
+    import sys
+    from twisted.internet import defer
+    from twisted.logger import Logger
+    from cmdconfig import CommandError, ConfigError, Key, Schema
+    from cmdconfig.cli import make_parser, react
+
+    SCHEMA = Schema([Key("port", "port", "2123", "tcp port")])
+
+    def serve(reactor, args, config):
+        how = args.how
+        if how == "config":
+            return defer.fail(ConfigError("-o port: no good"))
+        if how == "command":
+            d = defer.Deferred()
+            reactor.callLater(0, d.errback, CommandError("cannot do it: try again"))
+            return d
+        if how == "status":
+            return 3
+        if how == "bug":
+            raise RuntimeError("boom")
+        Logger().info("serving on {port}", port=config["port"])
+        return defer.Deferred()  # until SIGTERM
+
+    p = make_parser("demo", SCHEMA, None, lambda p: p.add_argument("how"))
+    react(p, serve, sys.argv[1:])
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "how, status, said",
+    [
+        ("config", 2, "demo: -o port: no good\n"),
+        ("command", 1, "demo: cannot do it: try again\n"),
+        ("status", 3, ""),
+    ],
+)
+def test_react_maps_how_serve_ended_to_the_exit_status(how, status, said):
+    """Under react a failed Deferred gets the same status and one line as under run."""
+    done = subprocess.run(
+        [sys.executable, "-c", REACT_DEMO, how], capture_output=True, text=True, timeout=30
+    )
+    assert (done.returncode, done.stderr) == (status, said)
+
+
+def test_react_bug_has_a_traceback_and_exit_1():
+    """An exception nobody expected in serve: its traceback, the internal-error line, exit 1."""
+    done = subprocess.run(
+        [sys.executable, "-c", REACT_DEMO, "bug"], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 1
+    assert "RuntimeError: boom" in done.stderr
+    assert done.stderr.endswith("demo: internal error (traceback above); please report it\n")
+
+
+def test_react_usage_error_is_exit_2_before_the_reactor():
+    """A bad option under react: exit 2, one line pointing at --help."""
+    done = subprocess.run(
+        [sys.executable, "-c", REACT_DEMO, "serve", "--bogus"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("demo: ") and done.stderr.endswith("(see demo --help)\n")
+
+
+def test_react_sigterm_is_a_clean_stop():
+    """SIGTERM while serving in the reactor stops the command with exit 0."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", REACT_DEMO, "serve"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        assert "serving on 2123" in proc.stderr.readline()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
