@@ -8,9 +8,12 @@ import fcntl
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
-from cmdconfig.cli import make_parser, run
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from cmdconfig.cli import make_parser, react
 from cmdconfig.errors import CommandError, ConfigError, UsageError
 from mirrord.config import SCHEMA
 
@@ -108,7 +111,7 @@ def _check_files(config: Any) -> None:
     if not config["tls.cert"]:
         return
     from cmdconfig.tls import twisted_ssl
-    from mirrord.server import tls_options
+    from mirrord.listeners import tls_options
 
     twisted_ssl("tls.cert")  # exit 2 naming the extra when it is not installed
 
@@ -126,49 +129,47 @@ def _check_files(config: Any) -> None:
         ) from None
 
 
-def _serve(args: argparse.Namespace, config: Any) -> int:
-    from twisted.internet import reactor
+def _start(reactor: Any, config: Any) -> defer.Deferred[None]:
+    """Build and start the service tree; fires once it serves."""
+    from mirrord.service import makeService
+
+    service = makeService(config, reactor)
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    service.startService()
+    return service.ready
+
+
+def _why(failure: Failure, config: Any) -> NoReturn:
+    """What a failed start means for the operator: exit 2 for config, else 1."""
     from twisted.internet.error import CannotListenError
 
     from fs_info.store import IdentityStoreError
-    from mirrord.service import MirrordService, StartupError
+    from mirrord.service import StartupError
     from mirrord.store import StoreError
 
+    exc = failure.value
+    expected = (StartupError, ConfigError, CommandError, OSError, CannotListenError)
+    if not isinstance(exc, (*expected, IdentityStoreError, StoreError)):
+        failure.printTraceback(file=sys.stderr)
+    if isinstance(exc, ConfigError):
+        raise exc
+    if isinstance(exc, IdentityStoreError):  # a bad .t_files/.x_files line or identity name
+        raise ConfigError(str(exc)) from None
+    if isinstance(exc, CannotListenError):
+        raise CommandError(_cannot_listen(exc, config)) from None
+    raise CommandError(str(exc))
+
+
+def _serve(reactor: Any, args: argparse.Namespace, config: Any) -> defer.Deferred[Any]:
+    """Serve until SIGTERM/SIGINT stops the reactor (exit 0), or fail starting."""
     lock = _lock_datadir(config["datadir"])
-    service = MirrordService(config, reactor)
-    failure: list[BaseException] = []
-
-    def failed(f: Any) -> None:
-        failure.append(f.value)
-        expected = (StartupError, ConfigError, CommandError, OSError, CannotListenError)
-        if not isinstance(f.value, (*expected, IdentityStoreError, StoreError)):
-            f.printTraceback(file=sys.stderr)
-        reactor.stop()
-
-    def serving(_: Any) -> None:
-        args.ready()  # --daemon: the caller returns 0 now
-
-    def start() -> None:
-        service.startService()
-        service.ready.addCallbacks(serving, failed)
-
-    reactor.callWhenRunning(start)
-    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-    reactor.run()
-    lock.close()
-    if failure:
-        exc = failure[0]
-        if isinstance(exc, ConfigError):
-            raise exc
-        if isinstance(exc, IdentityStoreError):  # a bad .t_files/.x_files line or identity name
-            raise ConfigError(str(exc)) from None
-        if isinstance(exc, CannotListenError):
-            raise CommandError(_cannot_listen(exc, config)) from None
-        raise CommandError(str(exc))
-    return 0
+    reactor.addSystemEventTrigger("after", "shutdown", lock.close)
+    d = defer.maybeDeferred(_start, reactor, config)
+    d.addCallbacks(lambda _: args.ready(), lambda f: _why(f, config))  # --daemon returns now
+    return d.addCallback(lambda _: defer.Deferred())  # never fires: served until stopped
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> NoReturn:
     parser = make_parser(
         "mirrord",
         SCHEMA,
@@ -181,14 +182,14 @@ def main(argv: list[str] | None = None) -> int:
         if not args.control:
             _check_files(config)  # exit 2 here, before --daemon detaches
 
-    def dispatch(args: argparse.Namespace, config: Any) -> int:
+    def dispatch(reactor: Any, args: argparse.Namespace, config: Any) -> Any:
         if args.control:
             args.ready()
             return _control(args, config)
-        return _serve(args, config)
+        return _serve(reactor, args, config)
 
-    return run(parser, dispatch, argv, log=True, prepare=prepare, ready_when_serving=True)
+    react(parser, dispatch, argv, log=True, prepare=prepare, ready_when_serving=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

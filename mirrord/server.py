@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, endpoints, interfaces, protocol
+from twisted.internet import defer, interfaces, protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
-from cmdconfig.tls import twisted_ssl
 from mirrord.values import Entry, record_of
 from protocol.conversation import (
     BeginInit,
@@ -384,35 +382,3 @@ class MirrorServerFactory(protocol.Factory):
     def clients(self) -> list[dict[str, Any]]:
         """One status dict per connected client (peer, state, serial, lag, bytes_sent)."""
         return [p.status() for p in self._clients.values()]
-
-
-def tls_options(cert_file: str, key_file: str) -> Any:
-    """Server TLS options from a PEM certificate (chain allowed) and a PEM key.
-
-    Twisted's TLS module is loaded here, not at import: TLS is an extra.
-    """
-    ssl = twisted_ssl("tls.cert")
-    pem = Path(cert_file).read_bytes() + b"\n" + Path(key_file).read_bytes()
-    return ssl.PrivateCertificate.loadPEM(pem).options()
-
-
-def listen(
-    factory: protocol.Factory,
-    reactor: Any,
-    port: int,
-    bind: str,
-    tls_cert: str | None = None,
-    tls_key: str | None = None,
-) -> defer.Deferred[Any]:
-    """Listen on ``bind:port`` (TLS only when both cert and key are given)."""
-    if bool(tls_cert) != bool(tls_key):
-        raise ValueError("tls.cert and tls.key must be set together")
-    endpoint: Any
-    if tls_cert and tls_key:
-        options = tls_options(tls_cert, tls_key)
-        endpoint = endpoints.SSL4ServerEndpoint(reactor, port, options, interface=bind)
-    elif ":" in bind:
-        endpoint = endpoints.TCP6ServerEndpoint(reactor, port, interface=bind)
-    else:
-        endpoint = endpoints.TCP4ServerEndpoint(reactor, port, interface=bind)
-    return endpoint.listen(factory)

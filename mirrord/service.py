@@ -1,318 +1,315 @@
 """mirrord's service tree: config -> store, watcher, journal, listeners -> ready line.
 
-Wiring only: every piece of domain logic lives in its own module.  Start-up
-order matters and is the point of this module:
+Built the way magic-wormhole's mailbox server builds its own: ``makeService``
+only wires, adding one child service per part in the order they start, and
+``MultiService`` stops them in the reverse order.  The order is the point:
 
-1. open the store (Berkeley DB; recovery runs here after a crash),
-2. open inotify and check the kernel limits against the tree,
-3. boot scan: watch-before-list walk of every include root; on a new
-   database it loads the snapshot, on an existing one it logs the
-   differences as records (smooth boot),
-4. only then listen (protocol, control socket, optional FTP), and print the
-   readiness line, so no client ever sees a half-built snapshot.
+1. ``store``: open the Berkeley DB environment (recovery runs here after a
+   crash);
+2. ``watcher``: open inotify and check the kernel limits;
+3. ``journal``: the one writer of the store, fed by the watcher's monitor;
+   its boot scan (watch-before-list walk of every include root) loads the
+   snapshot on a new database and logs the differences on an existing one;
+4. ``after-boot``, whose children start only once that scan is done, so no
+   client ever sees a half-built snapshot: the protocol port, the control
+   socket, the FTP service, and the poll and verification timers; then the
+   readiness hook prints the line the contract fixes and tells systemd.
+
+Stopping reverses it: no more clients and timers, the journal commits its
+queue and ends its walks, inotify closes, the store closes last.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from fs_info import store as identity_store
-from fs_info.identity import Identity, IdentitySet, normalize
+from cmdconfig.notify import notify_ready
 from mirrord import lines
 from mirrord.control import ControlFactory, listen_control
 from mirrord.journal import Journal
 from mirrord.kernel import Inotify, InotifyReader, check_limits, read_limits
+from mirrord.listeners import Listener, ProtocolPort
 from mirrord.monitor import Monitor
-from mirrord.server import MirrorServerFactory, listen
+from mirrord.steering import LiveIdentity, StartupError, Steering, load_identities
 from mirrord.store import Store
-from mirrord.values import Change, DropTree
-from protocol.paths import is_under
-from protocol.records import Action, Record
+
+__all__ = ["MirrordService", "StartupError", "makeService"]
 
 log = Logger(namespace="mirrord")
 
 
-class StartupError(Exception):
-    """A problem the operator must fix before mirrord can run (exit status 1)."""
+class StoreService(Service):
+    """The Berkeley DB environment under ``DATADIR/db``, open while running."""
 
-
-def _checked_path(path: bytes) -> bytes:
-    """A control-channel path, refused unless absolute and already normalised."""
-    if normalize(path) != path:
-        raise ValueError(
-            f"{os.fsdecode(path)} is not a normalised absolute path "
-            f"(use {os.fsdecode(normalize(path))})"
-        )
-    return path
-
-
-class LiveIdentity:
-    """The identities mirrord serves, replaceable at run time by ``-k include/exclude``.
-
-    The monitor, journal and FTP service hold this object, so a change is seen
-    by all of them at once.
-    """
-
-    def __init__(self, names: list[str], members: list[Identity]) -> None:
-        self.names = names
-        self.current = IdentitySet(members)
-
-    @property
-    def identities(self) -> tuple[Identity, ...]:
-        return self.current.identities
-
-    def __contains__(self, path: object) -> bool:
-        return path in self.current
-
-    def roots(self) -> list[bytes]:
-        return self.current.roots()
-
-    def has_excluded_below(self, path: bytes) -> bool:
-        """Is some exclude strictly inside ``path``? (Then a rename must rescan.)"""
-        return any(x != path and is_under(x, path) for i in self.identities for x in i.excludes)
-
-    def replace(self, name: str, identity: Identity) -> None:
-        members = list(self.identities)
-        members[self.names.index(name)] = identity
-        self.current = IdentitySet(members)
-
-
-class _LateSink:
-    """The monitor's sink, bound to the journal once both exist."""
-
-    def __init__(self) -> None:
-        self.target: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.target, name)
-
-
-class MirrordService(MultiService):
-    """Everything mirrord runs, started in the order the module docstring gives."""
-
-    def __init__(self, config: Any, reactor: Any) -> None:
-        super().__init__()
-        self.config = config
-        self.reactor = reactor
-        self.datadir = os.fsencode(config["datadir"])
-        self.names = list(config["identities"])
-        self.ports: list[Any] = []
+    def __init__(self, home: str, cache_bytes: int, loglen: int) -> None:
+        self.setName("store")
+        self.home, self.cache_bytes, self.loglen = home, cache_bytes, loglen
         self.store: Store | None = None
-        self.inotify: Inotify | None = None
-        self.identity: LiveIdentity | None = None
-        self.ready = defer.Deferred()
-        self._stopping = False
-
-    # -- start-up -----------------------------------------------------------
-
-    def load_identities(self) -> LiveIdentity:
-        members = [identity_store.load(self.datadir, name) for name in self.names]
-        identity = LiveIdentity(self.names, members)
-        if not identity.roots():
-            raise StartupError(
-                f"no include roots in identities {','.join(self.names)} under "
-                f"{os.fsdecode(self.datadir)}: add one with "
-                f"`fs_info -o datadir={os.fsdecode(self.datadir)} -a t:/PATH "
-                f"{self.names[0]}`"
-            )
-        return identity
 
     def startService(self) -> None:  # noqa: N802
-        super().startService()
-        d = defer.ensureDeferred(self._start())
-        d.addCallbacks(self.ready.callback, self.ready.errback)
-
-    async def _start(self) -> None:
-        cfg = self.config
-        self.identity = self.load_identities()
-        home = os.path.join(os.fsdecode(self.datadir), "db")
-        self.store = Store(home, cache_bytes=cfg["cache.size"] << 20, loglen=cfg["loglen"])
+        store = self.store = Store(self.home, cache_bytes=self.cache_bytes, loglen=self.loglen)
         log.info(
             "database {home}: session {session}, serials {oldest}..{head}{new}",
-            home=home,
-            session=self.store.session,
-            oldest=self.store.oldest,
-            head=self.store.head,
-            new=" (new)" if self.store.created else "",
+            home=self.home,
+            session=store.session,
+            oldest=store.oldest,
+            head=store.head,
+            new=" (new)" if store.created else "",
         )
-        self.inotify = Inotify(max_watches=cfg["watch.max"] or None)
+        super().startService()
+
+    def stopService(self) -> None:  # noqa: N802
+        super().stopService()
+        if self.store is not None:
+            self.store.close()
+
+
+class WatcherService(Service):
+    """inotify: the descriptor, the monitor turning its events into sink calls, the reader."""
+
+    def __init__(
+        self, identity: LiveIdentity, reactor: Any, max_watches: int | None, move_wait: float
+    ) -> None:
+        self.setName("watcher")
+        self.identity, self.reactor = identity, reactor
+        self.max_watches, self.move_wait = max_watches, move_wait
+        self.inotify: Inotify | None = None
+        self.monitor: Monitor | None = None
+        self.reader: InotifyReader | None = None
+
+    def startService(self) -> None:  # noqa: N802
+        self.inotify = Inotify(max_watches=self.max_watches)
         for warning in check_limits(read_limits(), needed_watches=0):
             log.warn("{warning}", warning=warning)
-        sink = _LateSink()
+        super().startService()
+
+    def follow(self, sink: Any) -> Monitor:
+        """Hand the kernel's events to ``sink`` (the journal) from now on."""
+        assert self.inotify is not None, "the watcher starts before the journal"
+        identity = self.identity
         self.monitor = Monitor(
             self.inotify,
-            self.identity.__contains__,
+            identity.__contains__,
             sink,
             self.reactor,
-            move_wait=cfg["move.wait"],
+            move_wait=self.move_wait,
             log=log,
-            has_excluded_below=self.identity.has_excluded_below,
+            has_excluded_below=identity.has_excluded_below,
         )
-        self.journal = Journal(self.store, self.identity, self.monitor.watch, self.reactor, log)
-        sink.target = self.journal
         self.reader = InotifyReader(self.inotify, self.monitor.handle, self.reactor, log=log)
         self.reader.startReading()
-        await self.journal.boot(self.identity.roots(), first=self.store.created)
-        if self._stopping:  # stopped during the boot scan: never listen
-            return
-        status = self.monitor.status()
-        if status.get("polled"):
+        return self.monitor
+
+    def watch(self, dir_path: bytes) -> bool:
+        """Watch a directory (the journal's walks call this, watch before list)."""
+        assert self.monitor is not None, "followed before the journal's first walk"
+        return self.monitor.watch(dir_path)
+
+    def stopService(self) -> None:  # noqa: N802
+        super().stopService()
+        if self.reader is not None:
+            self.reader.stopReading()
+        if self.monitor is not None:
+            self.monitor.stop()
+        if self.inotify is not None:
+            self.inotify.close()
+
+
+class JournalService(Service):
+    """The journal over the store, fed by the watcher; ``booted`` fires after the boot scan."""
+
+    def __init__(
+        self, stores: StoreService, watcher: WatcherService, reactor: Any, poll_interval: float
+    ) -> None:
+        self.setName("journal")
+        self.stores, self.watcher, self.reactor = stores, watcher, reactor
+        self.poll_interval = poll_interval
+        self.journal: Any = None
+        self.booted: defer.Deferred[None] = defer.Deferred()
+
+    @property
+    def store(self) -> Any:
+        return self.stores.store
+
+    @property
+    def monitor(self) -> Any:
+        return self.watcher.monitor
+
+    def startService(self) -> None:  # noqa: N802
+        store, identity = self.store, self.watcher.identity
+        # The journal calls the watcher's ``watch``, the watcher's monitor calls
+        # the journal: the journal is made first, and the monitor follows it
+        # before the boot walk (the first caller of ``watch``) runs.
+        self.journal = Journal(store, identity, self.watcher.watch, self.reactor, log)
+        self.watcher.follow(self.journal)
+        super().startService()
+        d = self.journal.boot(identity.roots(), first=store.created)
+        d.addCallback(self._booted).chainDeferred(self.booted)
+
+    def _booted(self, _: object) -> None:
+        polled = self.monitor.status().get("polled")
+        if polled and self.running:
             log.warn(
                 "watch limit reached: {polled} sub-trees are polled every {interval}s; "
                 "raise fs.inotify.max_user_watches to watch them all",
-                polled=status["polled"],
-                interval=cfg["poll.interval"],
+                polled=polled,
+                interval=self.poll_interval,
             )
-        self._start_polling()
-        await self._listen()
-        log.info(
-            lines.BOOT_FINISHED + " : {watched} directories watched, head serial {head}",
-            watched=status.get("watched", 0),
-            head=self.store.head,
-        )
 
-    def _start_polling(self) -> None:
-        self.loops: list[task.LoopingCall] = []
-        for key, func in (("poll.interval", self._poll), ("rescan.interval", self._verify)):
-            interval = self.config[key]
-            if interval > 0:
-                loop = task.LoopingCall(func)
-                loop.clock = self.reactor
-                loop.start(interval, now=False)  # not at boot: the boot scan just ran
-                self.loops.append(loop)
-
-    def _verify(self) -> defer.Deferred[None]:
-        return self.journal.verify()
-
-    def _poll(self) -> defer.Deferred[Any]:
-        """Rescan the polled sub-trees; the LoopingCall waits for the walks to end, so
-        a poll slower than ``poll.interval`` never piles walks up on the same trees."""
+    def poll(self) -> defer.Deferred[Any]:
+        """Rescan the polled sub-trees; the timer waits for the walks to end, so a
+        poll slower than ``poll.interval`` never piles walks up on the same trees."""
         roots = self.monitor.polled_roots()
         return defer.gatherResults([self.journal.rescan(root) for root in roots])
 
-    async def _listen(self) -> None:
-        cfg = self.config
-        secret = cfg.secret("auth.secret-from") if hasattr(cfg, "secret") else None
-        self.factory = MirrorServerFactory(
-            self.store,
-            self.journal,
-            batch=cfg["batch"],
-            timeout=cfg["timeout"],
-            secret=secret,
-            reactor=self.reactor,
+    def verify(self) -> defer.Deferred[None]:
+        """The verification rescan of every tree (``rescan.interval``)."""
+        return self.journal.verify()
+
+    def stopService(self) -> None:  # noqa: N802
+        super().stopService()
+        if self.journal is not None:
+            self.journal.stop()  # commits its queue, ends its walks (the next boot rescans)
+
+
+class Every(Service):
+    """Calls ``func`` every ``interval`` seconds, the first time one interval after start."""
+
+    def __init__(self, name: str, interval: float, func: Callable[[], Any], clock: Any) -> None:
+        self.setName(name)
+        self.interval, self.func, self.clock = interval, func, clock
+        self.loop: task.LoopingCall | None = None
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        self.loop = task.LoopingCall(self.func)
+        self.loop.clock = self.clock
+        self.loop.start(self.interval, now=False)  # not at boot: the boot scan just ran
+
+    def stopService(self) -> None:  # noqa: N802
+        super().stopService()
+        if self.loop is not None and self.loop.running:
+            self.loop.stop()
+
+
+class AfterBoot(MultiService):
+    """Starts its children, in order, once ``booted`` fires; then calls ``serving``.
+
+    ``started`` fires when they are up (or at once when stopped during the
+    boot scan: then none of them starts), and fails with whatever stopped
+    the boot or a listener.
+    """
+
+    NAME = "after-boot"
+
+    def __init__(self, booted: defer.Deferred[None], serving: Callable[[], None]) -> None:
+        super().__init__()
+        self.setName(self.NAME)
+        self.booted, self.serving = booted, serving
+        self.started: defer.Deferred[None] = defer.Deferred()
+        self._up: list[Service] = []
+
+    def startService(self) -> None:  # noqa: N802
+        Service.startService(self)  # the children wait for the boot scan
+        defer.ensureDeferred(self._start()).chainDeferred(self.started)
+
+    async def _start(self) -> None:
+        await self.booted
+        for child in self:
+            if not self.running:  # stopped during the boot scan: never listen
+                return
+            child.startService()
+            self._up.append(child)
+            if isinstance(child, Listener):
+                await child.listening
+        if self.running:
+            self.serving()
+
+    def stopService(self) -> defer.Deferred[Any]:  # noqa: N802
+        Service.stopService(self)  # as MultiService's, for the children that started
+        up, self._up = self._up, []
+        return defer.DeferredList([defer.maybeDeferred(s.stopService) for s in reversed(up)])
+
+
+class MirrordService(MultiService):
+    """The tree ``makeService`` builds; ``ready`` fires once it serves, or fails with why not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ready: defer.Deferred[None] = defer.Deferred()
+
+    def startService(self) -> None:  # noqa: N802
+        try:
+            super().startService()
+        except Exception:
+            self.ready.errback()
+            return
+        after = self.getServiceNamed(AfterBoot.NAME)
+        assert isinstance(after, AfterBoot)
+        after.started.chainDeferred(self.ready)
+
+
+def _serving(parts: JournalService) -> Callable[[], None]:
+    """The readiness hook: the line scripts wait for, and READY=1 when systemd asks."""
+
+    def hook() -> None:
+        log.info(
+            lines.BOOT_FINISHED + " : {watched} directories watched, head serial {head}",
+            watched=parts.monitor.status().get("watched", 0),
+            head=parts.store.head,
         )
-        port = await listen(
-            self.factory,
-            self.reactor,
-            cfg["port"],
-            cfg["bind"],
-            tls_cert=cfg["tls.cert"] or None,
-            tls_key=cfg["tls.key"] or None,
-        )
-        self.ports.append(port)
-        log.info("serving on {bind}:{port}", bind=cfg["bind"], port=cfg["port"])
-        sock = cfg["control.socket"] or os.path.join(os.fsdecode(self.datadir), "mirrord.sock")
-        self.ports.append(listen_control(ControlFactory(self), self.reactor, sock))
-        if cfg["ftp.port"]:
-            from mirrord.ftpserver import make_ftp_factory
+        try:
+            notify_ready()
+        except OSError as e:
+            log.warn("cannot tell systemd mirrord is ready: {error}", error=e)
 
-            ftp = make_ftp_factory(
-                self.identity.__contains__, cfg["ftp.user"], cfg.secret("ftp.password-from")
-            )
-            self.ports.append(
-                self.reactor.listenTCP(cfg["ftp.port"], ftp, interface=cfg["ftp.bind"])
-            )
-            log.info("read-only FTP on {bind}:{port}", bind=cfg["ftp.bind"], port=cfg["ftp.port"])
+    return hook
 
-    # -- control channel (mirrord -k) ---------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        assert self.store is not None
-        mon = self.monitor.status()
-        return {
-            "session": self.store.session,
-            "head": self.store.head,
-            "oldest": self.store.oldest,
-            "watched": mon.get("watched", 0),
-            "watches": mon.get("watched", 0),  # the contract's name (section 6)
-            "polled": mon.get("polled", 0),
-            "unreadable": len(self.journal.unreadable),
-            "roots": [os.fsdecode(r) for r in self.identity.roots()],
-            "clients": self.factory.clients(),
-        }
+def makeService(config: Any, reactor: Any) -> MirrordService:  # noqa: N802 (Twisted's name)
+    """The service tree for ``config`` (identities are read now: a bad one fails here)."""
+    datadir = os.fsencode(config["datadir"])
+    identity = load_identities(datadir, list(config["identities"]))
+    top = MirrordService()
+    home = os.path.join(config["datadir"], "db")
+    stores = StoreService(home, config["cache.size"] << 20, config["loglen"])
+    watcher = WatcherService(identity, reactor, config["watch.max"] or None, config["move.wait"])
+    journal = JournalService(stores, watcher, reactor, config["poll.interval"])
+    for part in (stores, watcher, journal):
+        part.setServiceParent(top)
 
-    def include(self, path: bytes) -> str:
-        """Add an include root at run time: stream its tree as records, then watch it."""
-        path = _checked_path(path)
-        if not os.path.isdir(path):
-            raise ValueError(f"cannot include {os.fsdecode(path)}: not an existing directory")
-        name = self.names[0]
-        ident = identity_store.load(self.datadir, name)
-        if path in ident.includes and path not in ident.excludes:
-            return f"{os.fsdecode(path)} is already included in identity {name}"
-        # including a path excluded earlier takes that exclusion back
-        ident = Identity({*ident.includes, path}, [x for x in ident.excludes if x != path])
-        identity_store.save(self.datadir, name, ident)
-        self.identity.replace(name, ident)
-        self.journal.rescan(path)
-        return f"including {os.fsdecode(path)} in identity {name}"
+    after = AfterBoot(journal.booted, _serving(journal))
+    port = ProtocolPort(config, journal, reactor)
+    port.setServiceParent(after)
+    control = ControlFactory(Steering(datadir, identity, journal, port))
+    sock = config["control.socket"] or os.path.join(config["datadir"], "mirrord.sock")
+    Listener("control", lambda: listen_control(control, reactor, sock)).setServiceParent(after)
+    if config["ftp.port"]:
+        Listener(
+            "ftp",
+            lambda: reactor.listenTCP(
+                config["ftp.port"], _ftp_factory(config, identity), interface=config["ftp.bind"]
+            ),
+            "read-only FTP on {bind}:{port}",
+            bind=config["ftp.bind"],
+            port=config["ftp.port"],
+        ).setServiceParent(after)
+    for key, func in (("poll.interval", journal.poll), ("rescan.interval", journal.verify)):
+        if config[key] > 0:
+            Every(key, config[key], func, reactor).setServiceParent(after)
+    after.setServiceParent(top)
+    return top
 
-    def exclude(self, path: bytes) -> str:
-        """Exclude a sub-tree of an include at run time: DELETE it and stop watching it."""
-        path = _checked_path(path)
-        name = self.names[0]
-        ident = identity_store.load(self.datadir, name)
-        if not any(is_under(path, inc) for inc in ident.includes):
-            raise ValueError(
-                f"cannot exclude {os.fsdecode(path)}: it is not inside an include of "
-                f"identity {name}"
-            )
-        if path in ident.excludes:
-            return f"{os.fsdecode(path)} is already excluded from identity {name}"
-        ident = Identity(list(ident.includes), [*ident.excludes, path])
-        identity_store.save(self.datadir, name, ident)
-        self.identity.replace(name, ident)
-        self.monitor.unwatch_tree(path)
-        if self.store.get(path) is not None:
-            self.journal.add([Change(DropTree(path), Record(Action.DELETE, path))])
-        for inc in ident.includes:  # an include nested below takes its part back
-            if inc != path and is_under(inc, path):
-                self.journal.rescan(inc)
-        return f"excluding {os.fsdecode(path)} from identity {name}"
 
-    # -- shutdown -----------------------------------------------------------
+def _ftp_factory(config: Any, identity: LiveIdentity) -> Any:
+    from mirrord.ftpserver import make_ftp_factory  # imports the global reactor
 
-    def stopService(self) -> defer.Deferred:  # noqa: N802
-        self._stopping = True
-        ds = [defer.maybeDeferred(p.stopListening) for p in self.ports]
-        d = defer.gatherResults(ds, consumeErrors=True)
-
-        def close(_: object) -> None:
-            for loop in getattr(self, "loops", []):
-                if loop.running:
-                    loop.stop()
-            # in this order: no more clients nor events, then the journal commits its
-            # queue and ends its walks, then what they use closes (a boot may have
-            # stopped early, before some of these exist)
-            for name, method in (
-                ("factory", "stop"),
-                ("reader", "stopReading"),
-                ("monitor", "stop"),
-                ("journal", "stop"),
-            ):
-                part = getattr(self, name, None)
-                if part is not None:
-                    getattr(part, method)()
-            if self.inotify is not None:
-                self.inotify.close()
-            if self.store is not None:
-                self.store.close()
-
-        d.addBoth(close)
-        d.addBoth(lambda _: MultiService.stopService(self))
-        return d
+    return make_ftp_factory(
+        identity.__contains__, config["ftp.user"], config.secret("ftp.password-from")
+    )

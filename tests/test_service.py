@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import socket
 
+import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import globalLogPublisher
 
 from fs_info import store as identity_store
 from fs_info.identity import Identity
-from mirrord.service import MirrordService
+from mirrord.service import makeService
 
 
 def config(datadir: str) -> dict:
@@ -48,11 +50,11 @@ def test_stop_during_boot_scan_ends_the_walk_and_never_listens(tmp_path):
             failures.append(event)
 
     reactor = MemoryReactorClock()
-    service = MirrordService(config(datadir), reactor)
+    service = makeService(config(datadir), reactor)
     globalLogPublisher.addObserver(observe)
     try:
         service.startService()  # the boot walk is scheduled, not yet run
-        assert service.journal.walker.jobs
+        assert service.getServiceNamed("journal").journal.walker.jobs
         stopped = service.stopService()
         for _ in range(100):
             reactor.advance(0)
@@ -72,15 +74,92 @@ def test_poll_waits_for_its_walks_so_polls_never_pile_up(tmp_path):
     datadir = str(tmp_path / "data")
     identity_store.save(os.fsencode(datadir), "default", Identity([os.fsencode(tree)], []))
     reactor = MemoryReactorClock()
-    service = MirrordService({**config(datadir), "watch.max": 1}, reactor)
+    service = makeService({**config(datadir), "watch.max": 1}, reactor)
     service.startService()
     reactor.advance(0)
     assert service.ready.called and service.ready.result is None
-    assert service.monitor.polled_roots()
+    journal = service.getServiceNamed("journal")
+    assert journal.monitor.polled_roots()
     try:
-        poll = service._poll()
+        poll = journal.poll()
         assert not poll.called  # its walks are scheduled, not yet run
         reactor.advance(0)
         assert poll.called
+    finally:
+        service.stopService()
+
+
+def test_ready_datagram_comes_with_the_boot_finished_line(tmp_path, monkeypatch):
+    """READY=1 reaches NOTIFY_SOCKET once, when 'boot init finished' is logged, not before."""
+    tree = tmp_path / "tree"
+    (tree / "a").mkdir(parents=True)
+    datadir = str(tmp_path / "data")
+    identity_store.save(os.fsencode(datadir), "default", Identity([os.fsencode(tree)], []))
+    name = f"mirrord-test-{os.getpid()}-{os.urandom(4).hex()}"
+    monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+    said: list[str] = []
+    reactor = MemoryReactorClock()
+    service = makeService(config(datadir), reactor)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        sock.setblocking(False)
+
+        def observe(event: dict) -> None:
+            if "boot init finished" in event.get("log_format", ""):
+                with pytest.raises(BlockingIOError):
+                    sock.recv(64)  # the line comes first, then the datagram
+                said.append(event["log_format"])
+
+        globalLogPublisher.addObserver(observe)
+        try:
+            service.startService()
+            with pytest.raises(BlockingIOError):
+                sock.recv(64)  # the boot scan has not run: not ready
+            reactor.advance(0)
+            assert service.ready.called
+            assert len(said) == 1
+            assert sock.recv(64) == b"READY=1"
+            with pytest.raises(BlockingIOError):
+                sock.recv(64)
+        finally:
+            globalLogPublisher.removeObserver(observe)
+            service.stopService()
+
+
+def test_children_are_added_in_start_order(tmp_path):
+    """store, watcher, journal, then after boot: the port, the control socket, the timers."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    datadir = str(tmp_path / "data")
+    identity_store.save(os.fsencode(datadir), "default", Identity([os.fsencode(tree)], []))
+    cfg = {**config(datadir), "poll.interval": 60, "rescan.interval": 600}
+    service = makeService(cfg, MemoryReactorClock())
+    assert [s.name for s in service] == ["store", "watcher", "journal", "after-boot"]
+    after = service.getServiceNamed("after-boot")
+    assert [s.name for s in after] == ["protocol", "control", "poll.interval", "rescan.interval"]
+
+
+def test_a_port_that_cannot_listen_fails_ready_and_nothing_after_it_starts(tmp_path):
+    """A listener's failure fails ``ready`` with it; later children never start."""
+    from twisted.internet.error import CannotListenError
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    datadir = str(tmp_path / "data")
+    identity_store.save(os.fsencode(datadir), "default", Identity([os.fsencode(tree)], []))
+
+    class BusyReactor(MemoryReactorClock):
+        def listenTCP(self, port, factory, backlog=50, interface=""):  # noqa: N802
+            raise CannotListenError(interface, port, OSError("in use"))
+
+    reactor = BusyReactor()
+    service = makeService(config(datadir), reactor)
+    failures: list = []
+    service.startService()
+    service.ready.addErrback(failures.append)
+    reactor.advance(0)
+    try:
+        assert failures and failures[0].check(CannotListenError)
+        assert reactor.unixServers == []  # the control socket comes after the port
     finally:
         service.stopService()
