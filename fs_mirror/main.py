@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
+
+from twisted.internet.defer import Deferred
 
 from cmdconfig import CommandError, Config
-from cmdconfig.cli import make_parser, run
+from cmdconfig.cli import make_parser, react
 from cmdconfig.tls import twisted_ssl
 from fs_mirror.config import ALIASES, DEFAULT_FILE, SCHEMA
 from fs_mirror.state import DatadirNotPrivate, ensure_private_datadir
@@ -92,25 +93,27 @@ def _prepare(args: argparse.Namespace, config: Config) -> None:
             pass  # cannot create it: the service says so and what to do (exit 1)
 
 
-def command(args: argparse.Namespace, config: Config) -> int:
-    """Run fs_mirror with a loaded configuration; returns the exit status."""
+def command(reactor: Any, args: argparse.Namespace, config: Config) -> Any:
+    """Run fs_mirror with a loaded configuration, under ``task.react``."""
     if args.rotate:
         args.ready()
         return _rotate_once(config)
-    from twisted.internet import reactor as global_reactor
-
     from fs_mirror.service import FsMirrorService
-
-    reactor: Any = global_reactor  # its interfaces are zope's, opaque to mypy
 
     service = FsMirrorService(config, reactor=reactor, verbose=args.verbose)
     args.ready()  # datadir locked, secrets read: --daemon's caller returns 0 now
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-    reactor.run()
-    if service.failure is not None:
-        raise CommandError(service.failure)
-    return 0
+    ended: Deferred[None] = Deferred()  # fires only once the reactor has stopped
+
+    def stopped() -> None:
+        if service.failure is not None:
+            ended.errback(CommandError(service.failure))
+        else:
+            ended.callback(None)
+
+    reactor.addSystemEventTrigger("after", "shutdown", stopped)
+    return ended
 
 
 PARSER = make_parser(
@@ -123,10 +126,10 @@ PARSER = make_parser(
 )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point."""
-    return run(PARSER, command, argv, prepare=_prepare, ready_when_serving=True)
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Console entry point: exits with the command's status."""
+    react(PARSER, command, argv, prepare=_prepare, ready_when_serving=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
