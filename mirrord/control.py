@@ -65,6 +65,7 @@ class ControlProtocol(LineReceiver):
 
     delimiter = b"\n"
     MAX_LENGTH = MAX_LINE
+    transport: Any  # a unix-socket transport once connected
 
     def __init__(self, handler: Handler) -> None:
         self.handler = handler

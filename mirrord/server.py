@@ -23,7 +23,7 @@ from typing import Any
 from twisted.internet import defer, interfaces, protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
-from zope.interface import implementer
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from mirrord.values import Entry, record_of
 from protocol.conversation import (
@@ -71,6 +71,7 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
     """One client connection; also the push producer feeding its own transport."""
 
     factory: MirrorServerFactory
+    transport: Any  # ITCPTransport and IProducer: more than Protocol's ITransport says
     _conv: ServerConversation  # made in connectionMade, with the factory's secret
 
     def __init__(self) -> None:
@@ -349,7 +350,7 @@ class MirrorServerFactory(protocol.Factory):
     """Serves one store and its journal to any number of clients."""
 
     noisy = False  # our own log lines say when we listen and stop
-    protocol = MirrorProtocol
+    protocol = MirrorProtocol  # type: ignore[assignment]  # its factory is this class
 
     def __init__(
         self,
