@@ -302,7 +302,10 @@ def react(
 
     def ended(result: object) -> None:
         if isinstance(result, Failure):
-            code = exit_status(prog, result.value, lambda _: result.printTraceback(file=sys.stderr))
+            failure: Any = result  # printTraceback is untyped
+            code = exit_status(
+                prog, result.value, lambda _: failure.printTraceback(file=sys.stderr)
+            )
         else:
             code = result if isinstance(result, int) else 0
         if code:
