@@ -86,7 +86,7 @@ def _classes() -> tuple[type, type, type]:
     from twisted.cred.portal import IRealm
     from twisted.internet import defer
     from twisted.protocols import ftp
-    from zope.interface import implementer
+    from zope.interface import implementer  # type: ignore[import-untyped]
 
     def fail_os(e: OSError, path: Sequence[str]) -> defer.Deferred[Any]:
         if e.errno in (errno.EACCES, errno.EPERM):
@@ -151,8 +151,7 @@ def _classes() -> tuple[type, type, type]:
             try:
                 st = self._stat(path)
                 if not stat.S_ISDIR(st.st_mode):
-                    name = os.path.basename(logical)
-                    return defer.succeed([(name, _stat_values(st, keys))])
+                    return defer.succeed([(os.path.basename(logical), _stat_values(st, keys))])
                 fd = self._open(path, os.O_RDONLY | os.O_DIRECTORY)
                 try:
                     entries = []
@@ -227,12 +226,16 @@ def _protocol_class() -> type:
 
         def connectionMade(self) -> None:
             super().connectionMade()
-            self.transport.setTcpNoDelay(True)
+            self._tcp().setTcpNoDelay(True)
+
+        def _tcp(self) -> Any:
+            """The TCP transport (zope interfaces are opaque to mypy)."""
+            return self.transport
 
         def getDTPPort(self, factory: Any, interface: str = "") -> Any:
             """PASV/EPSV listen on the control connection's own local address (not
             every interface) and take a data connection from this client only."""
-            local, peer = self.transport.getHost().host, self.transport.getPeer().host
+            local, peer = self._tcp().getHost().host, self._tcp().getPeer().host
             return super().getDTPPort(_OnlyFrom(factory, peer), interface=local)
 
         def _refuse_active(self, *args: Any) -> defer.Deferred[Any]:
@@ -240,7 +243,7 @@ def _protocol_class() -> type:
 
         ftp_PORT = ftp_EPRT = _refuse_active  # no connections to third parties (FTP bounce)
 
-        def connectionLost(self, reason: Any) -> None:
+        def connectionLost(self, reason: Any = None) -> None:
             self.disconnected = True  # Twisted's lineReceived resumes only if not
             dtp = self.dtpInstance
             if dtp is not None and dtp.transport is not None:
@@ -342,12 +345,12 @@ def make_ftp_factory(
     _, checker_class, realm_class = _classes()
     portal = Portal(realm_class(is_included), [checker_class(user, password)])
     factory = ftp.FTPFactory(portal)
-    factory.protocol = _protocol_class()
+    factory.protocol = _protocol_class()  # type: ignore[assignment]  # built at run time
     factory.allowAnonymous = False
     factory.timeOut = timeout
     factory.welcomeMessage = "mirrord read-only FTP"
     if passive_ports is not None:
         factory.passivePortRange = passive_ports
     if max_connections is not None:
-        factory.connectionLimit = max_connections
+        factory.connectionLimit = max_connections  # type: ignore[assignment]  # None in Twisted
     return factory

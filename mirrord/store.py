@@ -30,9 +30,10 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import cast
 
 try:  # pragma: no cover - whichever binding is installed
-    from berkeleydb import db  # type: ignore[import-not-found]
+    # untyped C bindings; which one is installed varies, so an ignore may be unused
+    from berkeleydb import db  # type: ignore[import-not-found,import-untyped,unused-ignore]
 except ImportError:  # pragma: no cover
-    from bsddb3 import db  # type: ignore[import-not-found,import-untyped,no-redef]
+    from bsddb3 import db  # type: ignore[import-not-found,import-untyped,no-redef,unused-ignore]
 
 from mirrord.snapshot import CHUNK, SnapshotReads, Table, Txn, path_key
 from mirrord.values import DIR, FILE, LINK, Drop, DropTree, Entry, MoveTree, Op, Put, kind_of
