@@ -45,6 +45,14 @@ SCHEMA = Schema(
         Key("batch", "int", "1024", "most records sent for one NEXT", minimum=1, maximum=100000),
         Key("loglen", "int", "1000000", "change-log records kept for resuming clients", minimum=1),
         Key(
+            "max-clients",
+            "int",
+            "64",
+            "most concurrent client connections; the one past it gets BUSY and a close",
+            minimum=1,
+            maximum=100000,
+        ),
+        Key(
             "timeout",
             "duration",
             "3600",

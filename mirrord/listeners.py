@@ -103,6 +103,7 @@ class ProtocolPort(Listener):
             self.parts.journal,
             batch=cfg["batch"],
             timeout=cfg["timeout"],
+            max_clients=cfg["max-clients"],
             secret=secret,
             reactor=self.reactor,
         )

@@ -12,6 +12,12 @@ Why it is shaped as it is:
   legitimately idle, so the idle timeout is suspended while it waits.
 - Anything a client sends can at worst close its own connection: every entry
   point from the reactor is guarded, logged with the peer, and aborts only it.
+- What one client costs is bounded (contract 2.3): while its transport holds
+  more unsent output than its buffer size, the transport pauses us and we
+  stop *reading* from it too, so a client that sends without reading blocks
+  on its own socket instead of filling our memory with replies; a client has
+  ``START_WITHIN`` seconds to start; past ``max-clients`` a connection gets
+  ``BUSY`` and a close.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from protocol.conversation import (
 from protocol.errors import ProtocolError
 from protocol.linebuffer import MAX_LINE, LineBuffer
 from protocol.messages import (
+    BUSY,
     EOF_LINE,
     SERIAL_OVERDUE,
     batch_lines,
@@ -48,7 +55,10 @@ from protocol.messages import (
 )
 
 INIT_CHUNK = 512  # snapshot entries written per reactor turn (~40 KB)
+START_WITHIN = 10.0  # seconds a client has to complete START (and AUTH): contract 2.3
 
+
+_NOT_STARTED = (State.NEW, State.CHALLENGED)  # the START deadline runs in these
 
 # What ``-k status`` calls a client's state, read off its conversation.
 _PHASES = {State.STREAMING: "init", State.REALTIME: "realtime", State.WAITING: "realtime"}
@@ -87,6 +97,7 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
         self._init_after: bytes | None = None
         self._init_skip = False  # _init_after is an unreadable directory: skip below it
         self._init_call: Any = None
+        self._start_call: Any = None  # closes a client that has not started in time
         self._waiter: defer.Deferred[Any] | None = None
 
     @property
@@ -112,6 +123,7 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
         self._producing = True
         self.factory.connected(self)
         self.setTimeout(self.factory.timeout or None)
+        self._start_call = self.factory.reactor.callLater(START_WITHIN, self._not_started)
         self.factory.log.info("client {peer} connected", peer=self.peer)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
@@ -133,16 +145,27 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
         self.factory.log.info("client {peer} idle too long, closing", peer=self.peer)
         self._close(abort=True)
 
+    def _not_started(self) -> None:
+        self._start_call = None
+        self.factory.log.info(
+            "client {peer} did not start within {s:.0f} s, closing", peer=self.peer, s=START_WITHIN
+        )
+        self._close(abort=True)
+
     def pauseProducing(self) -> None:  # noqa: N802
+        """The transport's buffer is full: stop writing, and stop reading this client."""
         self._paused = True
         if self._init_call is not None and self._init_call.active():
             self._init_call.cancel()
         self._init_call = None
+        if not self._closing:
+            self.transport.pauseProducing()
 
     def resumeProducing(self) -> None:  # noqa: N802
         self._paused = False
         if self._closing:
             return
+        self.transport.resumeProducing()
         if self.phase == "init":
             self._schedule_chunk()
         elif self._next_pending:
@@ -166,6 +189,9 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
                 if self._closing:
                     return
                 self._perform(self._conv.receive(line))
+                if self._start_call is not None and self._conv.state not in _NOT_STARTED:
+                    self._start_call.cancel()
+                    self._start_call = None
         except ProtocolError as e:
             self.factory.log.info("client {peer}: {error}", peer=self.peer, error=e)
             self._perform(self._conv.protocol_error(e))
@@ -311,9 +337,10 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
         self.transport.write(data)
 
     def _stop_work(self) -> None:
-        if self._init_call is not None and self._init_call.active():
-            self._init_call.cancel()
-        self._init_call = None
+        for call in (self._init_call, self._start_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._init_call = self._start_call = None
         self._next_pending = False
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
@@ -346,6 +373,16 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
         }
 
 
+class _Busy(protocol.Protocol):
+    """The connection past ``max-clients``: one ``BUSY`` line, then a close."""
+
+    transport: Any  # an ITCPTransport (zope interfaces are opaque to mypy)
+
+    def connectionMade(self) -> None:  # noqa: N802
+        self.transport.write(encode_line(BUSY))
+        self.transport.loseConnection()
+
+
 class MirrorServerFactory(protocol.Factory):
     """Serves one store and its journal to any number of clients."""
 
@@ -359,6 +396,7 @@ class MirrorServerFactory(protocol.Factory):
         *,
         batch: int = 1024,
         timeout: float = 3600.0,
+        max_clients: int = 64,
         secret: bytes | None = None,
         reactor: Any,
         log: Logger | None = None,
@@ -366,8 +404,19 @@ class MirrorServerFactory(protocol.Factory):
     ) -> None:
         self.store, self.journal, self.reactor = store, journal, reactor
         self.batch, self.timeout, self.secret, self.chunk = batch, timeout, secret, chunk
+        self.max_clients = max_clients
         self.log = log if log is not None else Logger()
         self._clients: dict[int, MirrorProtocol] = {}
+
+    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802
+        if len(self._clients) >= self.max_clients:
+            self.log.warn(
+                "client {peer} refused: {n} clients connected (max-clients)",
+                peer=_peer_text(addr),
+                n=len(self._clients),
+            )
+            return _Busy()
+        return super().buildProtocol(addr)
 
     def connected(self, proto: MirrorProtocol) -> None:
         self._clients[id(proto)] = proto

@@ -25,6 +25,7 @@ from protocol.records import Record
 
 __all__ = [
     "AUTH_FAILED",
+    "BUSY",
     "CRLF",
     "EOF_LINE",
     "INVALID_COMMAND",
@@ -59,6 +60,7 @@ SESSION_INVALID = b"SESSION INVALID"
 SERIAL_OVERDUE = b"SERIAL OVERDUE OR INVALID"
 INVALID_REALTIME_COMMAND = b"INVALID REALTIME COMMAND"
 AUTH_FAILED = b"AUTH FAILED"
+BUSY = b"BUSY"  # max-clients reached: sent instead of anything else, then a close
 
 _SESSION = re.compile(rb"[0-9A-Za-z]{1,64}")
 _SERIAL = re.compile(rb"[0-9]{1,20}")

@@ -541,12 +541,51 @@ def test_parked_connection_is_not_timed_out():
 
 
 def test_zero_timeout_disables_it():
-    """timeout=0 never closes an idle connection."""
+    """timeout=0 never closes an idle connection (one that started: see the START deadline)."""
     h = Harness(timeout=0)
     c = h.connect()
+    c.send(b"START")
     h.clock.advance(10**6)
     assert not c.closed
     assert not h.clock.getDelayedCalls()
+
+
+def test_a_client_that_does_not_start_in_10_seconds_is_closed():
+    """Contract 2.3: nothing, or half a line, for 10 s closes the connection; START in time
+    keeps it open."""
+    h = Harness(timeout=0)
+    silent, prompt = h.connect(), h.connect(port=40001)
+    silent.proto.dataReceived(b"STA")
+    h.clock.advance(9.9)
+    prompt.send(b"START")
+    h.clock.advance(0.2)
+    assert silent.closed and not prompt.closed
+    h.clock.advance(10**6)
+    assert not prompt.closed
+
+
+def test_the_connection_past_max_clients_gets_busy():
+    """max-clients=1: the second connection is told BUSY and closed; the first is served."""
+    h = Harness(max_clients=1)
+    first = h.connect()
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 40001))
+    busy = h.factory.buildProtocol(transport.getPeer())
+    busy.makeConnection(transport)
+    assert transport.value() == b"BUSY\r\n" and transport.disconnecting
+    first.send(b"START")
+    assert first.take() == [b"OK"]
+
+
+def test_a_full_transport_stops_reading_the_client_until_it_drains():
+    """While the transport's buffer is full (it pauses us), we pause the transport's
+    reading too, and resume it when told to resume: a client that never reads
+    cannot make us buffer replies without bound."""
+    h = Harness()
+    c = h.connect()
+    c.proto.pauseProducing()
+    assert c.transport.producerState == "paused"
+    c.proto.resumeProducing()
+    assert c.transport.producerState == "producing"
 
 
 # -- isolation -------------------------------------------------------------------

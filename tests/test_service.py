@@ -26,6 +26,7 @@ def config(datadir: str) -> dict:
         "rescan.interval": 0,
         "batch": 100,
         "timeout": 60,
+        "max-clients": 64,
         "port": 0,
         "bind": "127.0.0.1",
         "tls.cert": "",
