@@ -18,6 +18,7 @@ ends goes through the same map.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -96,6 +97,14 @@ class CommandParser(argparse.ArgumentParser):
         return args, config
 
 
+def package_version() -> str:
+    """The installed distribution's version (setup.py's), or ``unknown`` when not installed."""
+    try:
+        return importlib.metadata.version("mirrord")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def make_parser(
     prog: str,
     schema: Schema,
@@ -111,6 +120,12 @@ def make_parser(
     where = f" (default {default_config})" if default_config else ""
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more output (repeatable)"
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"{prog} {package_version()}",
+        help="print the command's name and version, and exit",
     )
     parser.add_argument(
         "-c", "--config", metavar="FILE", default=None, help=f"configuration file{where}"

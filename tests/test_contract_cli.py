@@ -10,6 +10,7 @@ test_contract_cli_e2e.py.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import socket
 import stat
@@ -46,6 +47,14 @@ def one_line_error(done: subprocess.CompletedProcess[str], status: int, *words: 
 
 
 # -- section 3: shared options ---------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["mirrord", "fs_mirror", "fs_info"])
+def test_version_prints_name_and_version(name: str) -> None:
+    """Contract 6: ``--version`` prints ``NAME VERSION`` (the installed one) and exits 0."""
+    done = run(name, "--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{name} {importlib.metadata.version('mirrord')}\n"
 
 
 @pytest.mark.parametrize(
