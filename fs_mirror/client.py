@@ -21,6 +21,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from cmdconfig.notify import notify_ready
 from fs_mirror.connection import MirrorProtocol
 from fs_mirror.explain import tls_problem
 from fs_mirror.progress import InitProgress, NoProgress
@@ -71,6 +72,7 @@ class MirrorClient(protocol.Factory):
         self._stop_waiters: list[Deferred] = []
         self._inflight = 0
         self._idle_waiters: list[Deferred] = []
+        self._ready_told = False  # READY=1 is sent once per process
         self.saved = state.load()
         self.sweep = InitSweep(state.datadir, state.staging)
         self.max_delete = max_delete
@@ -121,6 +123,16 @@ class MirrorClient(protocol.Factory):
         d: Deferred = Deferred()
         self._idle_waiters.append(d)
         return d
+
+    def in_step(self) -> None:
+        """Connected and at a serial mirrord knows (resumed, or INIT applied): READY=1, once."""
+        if self._ready_told:
+            return
+        self._ready_told = True
+        try:
+            notify_ready()
+        except OSError as e:
+            self.log.warn("cannot tell systemd fs_mirror is ready: {error}", error=e)
 
     def credentials_refused(self, reason: str) -> None:
         """mirrord refused our secret, or wants one we lack: retrying cannot help, stop."""

@@ -305,6 +305,7 @@ class MirrorProtocol(protocol.Protocol):
             self.session, self.serial = event.session, event.serial
             self._next_serial = event.serial + 1
             self.log.info("resumed session {s} at serial {n}", s=event.session, n=event.serial)
+            self.client.in_step()
             self._next()
         elif isinstance(event, BatchStarted):
             self.serial = event.serial
@@ -365,6 +366,7 @@ class MirrorProtocol(protocol.Protocol):
             session=self.session,
             serial=self.serial,
         )
+        self.client.in_step()
         self._next()
 
     def _finish_batch(self) -> Deferred:

@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from cmdconfig import CommandError
+from cmdconfig.notify import Watchdog, notify_stopping
 from cmdconfig.tls import twisted_ssl
 from fs_mirror.apply import Applier
 from fs_mirror.backend import REPORT, backend_spec, scratch_dirs
@@ -189,6 +190,7 @@ class FsMirrorService(MultiService):
         ClientService(endpoint, factory, retryPolicy=retry, clock=reactor).setServiceParent(self)
         if config["rotate.at"] and config["rotate.backdir"]:
             DailyRotation(config["rotate.at"], self.rotate_now, reactor).setServiceParent(self)
+        Watchdog(reactor).setServiceParent(self)
 
     def _build(self, verbose: int, out: IO[str]) -> MirrorClient:
         config = self.config
@@ -274,6 +276,10 @@ class FsMirrorService(MultiService):
 
     def stopService(self) -> Deferred:
         """Finish the batch in hand and save its serial, then close everything."""
+        try:
+            notify_stopping()
+        except OSError as e:
+            log.warn("cannot tell systemd fs_mirror is stopping: {error}", error=e)
         d = self.client.stop()
         d.addCallback(lambda _: super(FsMirrorService, self).stopService())
         closers = [x for x in (self.fetcher, self.reporter) if x is not None]

@@ -29,7 +29,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from cmdconfig.notify import notify_ready
+from cmdconfig.notify import Watchdog, notify_ready, notify_stopping
 from mirrord import lines
 from mirrord.control import ControlFactory, listen_control
 from mirrord.journal import Journal
@@ -254,6 +254,14 @@ class MirrordService(MultiService):
         assert isinstance(after, AfterBoot)
         after.started.chainDeferred(self.ready)
 
+    def stopService(self) -> defer.Deferred[Any]:  # noqa: N802
+        """Tell systemd a clean stop has begun (STOPPING=1), then stop in reverse order."""
+        try:
+            notify_stopping()
+        except OSError as e:
+            log.warn("cannot tell systemd mirrord is stopping: {error}", error=e)
+        return super().stopService()
+
 
 def _serving(parts: JournalService) -> Callable[[], None]:
     """The readiness hook: the line scripts wait for, and READY=1 when systemd asks."""
@@ -277,6 +285,7 @@ def makeService(config: Any, reactor: Any) -> MirrordService:  # noqa: N802 (Twi
     datadir = os.fsencode(config["datadir"])
     identity = load_identities(datadir, list(config["identities"]))
     top = MirrordService()
+    Watchdog(reactor).setServiceParent(top)  # pings from the start: a long boot is alive
     home = os.path.join(config["datadir"], "db")
     stores = StoreService(home, config["cache.size"] << 20, config["loglen"])
     watcher = WatcherService(identity, reactor, config["watch.max"] or None, config["move.wait"])

@@ -128,14 +128,15 @@ def test_ready_datagram_comes_with_the_boot_finished_line(tmp_path, monkeypatch)
 
 
 def test_children_are_added_in_start_order(tmp_path):
-    """store, watcher, journal, then after boot: the port, the control socket, the timers."""
+    """The watchdog (alive from the start), store, watcher, journal, then after boot: the
+    port, the control socket, the timers."""
     tree = tmp_path / "tree"
     tree.mkdir()
     datadir = str(tmp_path / "data")
     identity_store.save(os.fsencode(datadir), "default", Identity([os.fsencode(tree)], []))
     cfg = {**config(datadir), "poll.interval": 60, "rescan.interval": 600}
     service = makeService(cfg, MemoryReactorClock())
-    assert [s.name for s in service] == ["store", "watcher", "journal", "after-boot"]
+    assert [s.name for s in service] == ["watchdog", "store", "watcher", "journal", "after-boot"]
     after = service.getServiceNamed("after-boot")
     assert [s.name for s in after] == ["protocol", "control", "poll.interval", "rescan.interval"]
 
