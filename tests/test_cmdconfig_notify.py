@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cmdconfig.notify import notify, notify_ready
+from cmdconfig.notify import notify, notify_ready, watchdog_period
 
 
 @pytest.fixture
@@ -57,3 +57,13 @@ def test_a_socket_nobody_listens_on_raises_oserror():
     """A path with no socket behind it raises the socket's own OSError."""
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp, pytest.raises(OSError):
         notify_ready({"NOTIFY_SOCKET": os.path.join(tmp, "gone")})
+
+
+def test_watchdog_period_is_half_of_watchdog_usec_for_this_process_only() -> None:
+    """WATCHDOG_USEC=2000000 pings every second; another WATCHDOG_PID, or none set, never."""
+    assert watchdog_period({"WATCHDOG_USEC": "2000000"}) == 1.0
+    mine = {"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())}
+    assert watchdog_period(mine) == 1.0
+    assert watchdog_period({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "1"}) is None
+    assert watchdog_period({}) is None
+    assert watchdog_period({"WATCHDOG_USEC": "soon"}) is None
