@@ -223,12 +223,14 @@ def _stop_signals() -> Callable[[], None]:
     # the reactor, too, handles SIGINT only when it finds this handler).
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     previous_alrm = signal.getsignal(signal.SIGALRM)
+    previous_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the reactor runs
 
     def restore() -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)  # a stop retry still pending
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
         signal.signal(signal.SIGALRM, previous_alrm)
+        signal.signal(signal.SIGHUP, previous_hup)
 
     return restore
 
@@ -250,6 +252,30 @@ def _stop_in_reactor(reactor: Any) -> None:
     signal.signal(signal.SIGINT, stop)
     if pending:
         stop()
+
+
+def _reload_in_reactor(reactor: Any, prog: str) -> Callable[[Callable[[], object]], None]:
+    """From here on SIGHUP runs the hooks registered with the returned function, in the
+    reactor; with none registered it is logged and ignored (never the default: exit)."""
+    from twisted.logger import Logger
+
+    hooks: list[Callable[[], object]] = []
+    log = Logger(namespace=prog)
+
+    def run_hooks() -> None:
+        if not hooks:
+            log.info("SIGHUP: nothing to reload")
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:
+                log.failure("SIGHUP: reloading failed; running on as before")
+
+    def hup(signum: int = 0, frame: FrameType | None = None) -> None:
+        reactor.callFromThread(run_hooks)
+
+    signal.signal(signal.SIGHUP, hup)
+    return hooks.append
 
 
 def _stop_reactor(reactor: Any) -> None:
@@ -328,6 +354,7 @@ def react(
 
     def main(reactor: Any) -> defer.Deferred[None]:
         _stop_in_reactor(reactor)
+        args.on_reload = _reload_in_reactor(reactor, prog)
         return defer.maybeDeferred(serve, reactor, args, config).addBoth(ended)
 
     task.react(main)

@@ -129,11 +129,12 @@ def _check_files(config: Any) -> None:
         ) from None
 
 
-def _start(reactor: Any, config: Any) -> defer.Deferred[None]:
-    """Build and start the service tree; fires once it serves."""
+def _start(reactor: Any, config: Any, on_reload: Any) -> defer.Deferred[None]:
+    """Build and start the service tree; fires once it serves. SIGHUP reloads it."""
     from mirrord.service import makeService
 
     service = makeService(config, reactor)
+    on_reload(service.reload)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     service.startService()
     return service.ready
@@ -164,8 +165,9 @@ def _serve(reactor: Any, args: argparse.Namespace, config: Any) -> defer.Deferre
     """Serve until SIGTERM/SIGINT stops the reactor (exit 0), or fail starting."""
     lock = _lock_datadir(config["datadir"])
     reactor.addSystemEventTrigger("after", "shutdown", lock.close)
-    d = defer.maybeDeferred(_start, reactor, config)
+    d = defer.maybeDeferred(_start, reactor, config, args.on_reload)
     d.addCallbacks(lambda _: args.ready(), lambda f: _why(f, config))  # --daemon returns now
+
     return d.addCallback(lambda _: defer.Deferred())  # never fires: served until stopped
 
 

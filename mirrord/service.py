@@ -243,6 +243,18 @@ class MirrordService(MultiService):
     def __init__(self) -> None:
         super().__init__()
         self.ready: defer.Deferred[None] = defer.Deferred()
+        self.steering: Steering | None = None  # set by makeService
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the identities (configuration keys take effect at a restart)."""
+        if self.steering is None or not self.running:
+            return
+        changes = self.steering.reload()
+        log.info(
+            "SIGHUP: identities re-read, {what}; other configuration keys take effect"
+            " at the next restart",
+            what="; ".join(changes) if changes else "no change",
+        )
 
     def startService(self) -> None:  # noqa: N802
         try:
@@ -296,7 +308,8 @@ def makeService(config: Any, reactor: Any) -> MirrordService:  # noqa: N802 (Twi
     after = AfterBoot(journal.booted, _serving(journal))
     port = ProtocolPort(config, journal, reactor)
     port.setServiceParent(after)
-    control = ControlFactory(Steering(datadir, identity, journal, port))
+    top.steering = Steering(datadir, identity, journal, port)
+    control = ControlFactory(top.steering)
     sock = config["control.socket"] or os.path.join(config["datadir"], "mirrord.sock")
     Listener("control", lambda: listen_control(control, reactor, sock)).setServiceParent(after)
     if config["ftp.port"]:

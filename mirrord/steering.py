@@ -130,6 +130,30 @@ class Steering:
         self.parts.journal.rescan(path)
         return f"including {os.fsdecode(path)} in identity {name}"
 
+    def reload(self) -> list[str]:
+        """Re-read every identity's list files (SIGHUP): what ``fs_info`` changed takes
+        effect as ``-k include`` / ``-k exclude`` would; one line per change, for the log."""
+        said: list[str] = []
+        for name, old in zip(self.identity.names, self.identity.identities, strict=True):
+            new = identity_store.load(self.datadir, name)
+            if set(new.includes) == set(old.includes) and set(new.excludes) == set(old.excludes):
+                continue
+            self.identity.replace(name, new)
+            journal, monitor = self.parts.journal, self.parts.monitor
+            gone = [p for p in old.includes if p not in new.includes]
+            gone += [p for p in new.excludes if p not in old.excludes]
+            for path in gone:  # no longer served: DELETE it, stop watching it
+                monitor.unwatch_tree(path)
+                if self.parts.store.get(path) is not None and path not in self.identity:
+                    journal.add([Change(DropTree(path), Record(Action.DELETE, path))])
+                said.append(f"{os.fsdecode(path)} no longer served ({name})")
+            came = [p for p in new.includes if p not in old.includes]
+            came += [p for p in old.excludes if p not in new.excludes]
+            for path in came:  # served now: walk it, which sends and watches it
+                journal.rescan(path)
+                said.append(f"{os.fsdecode(path)} now served ({name})")
+        return said
+
     def exclude(self, path: bytes) -> str:
         """Exclude a sub-tree of an include at run time: DELETE it and stop watching it."""
         path = _checked_path(path)
