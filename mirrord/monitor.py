@@ -115,6 +115,7 @@ class Monitor:
         # again by watch() or placed by a later rename, it lives on where it is now
         self._moving: dict[int, int] = {}
         self._timer: DelayedCall | None = None
+        self.overflows = 0  # IN_Q_OVERFLOWs since start, for -k status
 
     # -- watches, called by the scanner ------------------------------------
 
@@ -159,12 +160,13 @@ class Monitor:
     def status(self) -> dict[str, int | bool]:
         """``watched``: directories with a watch; ``polled``: polled sub-tree roots;
         ``polled_full``: the polled set hit its bound; ``pending_moves``: renames
-        waiting for their other half."""
+        waiting for their other half; ``overflows``: event queue overflows since start."""
         return {
             "watched": len(self.tree),
             "polled": len(self._polled),
             "polled_full": self._polled.full,
             "pending_moves": len(self._pairer),
+            "overflows": self.overflows,
         }
 
     def _drop_watches(self, wds: Iterable[int]) -> None:
@@ -220,6 +222,7 @@ class Monitor:
         mask = event.mask
         if event.wd == -1:
             if mask & IN_Q_OVERFLOW:
+                self.overflows += 1
                 self.log.warn("inotify: event queue overflowed; rescanning everything")
                 self.sink.overflow()
             return

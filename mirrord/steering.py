@@ -110,6 +110,7 @@ class Steering:
             "watches": mon.get("watched", 0),  # the contract's name (section 6)
             "polled": mon.get("polled", 0),
             "unreadable": len(journal.unreadable),
+            "overflows": mon.get("overflows", 0),
             "roots": [os.fsdecode(r) for r in self.identity.roots()],
             "clients": self.port.clients(),
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -74,6 +75,8 @@ def test_queue_overflow_is_recovered(make_worker, tmp_path):
     r.converge([src], timeout=20)
     fresh = Replay(w.client()).init()  # still serving new clients
     assert fresh.model == r.model
+    status = json.loads(ctl(w, "status", "--json").stdout)
+    assert status["overflows"] >= 1  # contract 6: counted in -k status
 
 
 def test_watch_cap_polls_the_rest(make_worker, tmp_path):
