@@ -383,6 +383,7 @@ def test_polled_set_is_bounded(tmp_path: Path) -> None:
             "polled": 0,
             "polled_full": False,
             "pending_moves": 0,
+            "overflows": 0,
         }
     finally:
         inotify.close()
