@@ -230,10 +230,13 @@ def test_kill_9_keeps_session_and_serials(make_worker, tmp_path):
     written = []
 
     def write() -> None:
-        for i in range(5000):  # still writing when mirrord is killed, and after
-            if stop.is_set() and i > 100:
-                return
-            (src / "burst" / f"f{i:04}").write_bytes(b"%d" % i * 50)
+        after = 0  # files written once told to stop: mirrord was killed mid-burst
+        for i in range(10**6):  # bounded only for safety: runs until told, then a bit more
+            if stop.is_set():
+                after += 1
+                if after > 20:
+                    return
+            (src / "burst" / f"f{i:06}").write_bytes(b"%d" % i * 50)
             written.append(i)
 
     writer = threading.Thread(target=write)
