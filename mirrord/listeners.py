@@ -17,7 +17,7 @@ from twisted.internet import defer, endpoints, protocol
 from twisted.logger import Logger
 
 from cmdconfig.tls import twisted_ssl
-from mirrord.server import MirrorServerFactory
+from mirrord.clients import MirrorServerFactory
 
 __all__ = ["Listener", "ProtocolPort", "listen", "tls_options"]
 

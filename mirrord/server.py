@@ -17,21 +17,23 @@ Why it is shaped as it is:
   stop *reading* from it too, so a client that sends without reading blocks
   on its own socket instead of filling our memory with replies; a client has
   ``START_WITHIN`` seconds to start; past ``max-clients`` a connection gets
-  ``BUSY`` and a close.
+  ``BUSY`` and a close (``mirrord.clients``).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, interfaces, protocol
-from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer  # type: ignore[import-untyped]
 
-from mirrord.values import Entry, record_of
+from mirrord.initstream import SnapshotStream
+
+if TYPE_CHECKING:
+    from mirrord.clients import MirrorServerFactory
 from protocol.conversation import (
     BeginInit,
     CheckResume,
@@ -45,16 +47,12 @@ from protocol.conversation import (
 from protocol.errors import ProtocolError
 from protocol.linebuffer import MAX_LINE, LineBuffer
 from protocol.messages import (
-    BUSY,
-    EOF_LINE,
     SERIAL_OVERDUE,
     batch_lines,
     encode_line,
     init_head,
-    server_lines,
 )
 
-INIT_CHUNK = 512  # snapshot entries written per reactor turn (~40 KB)
 START_WITHIN = 10.0  # seconds a client has to complete START (and AUTH): contract 2.3
 
 
@@ -64,12 +62,8 @@ _NOT_STARTED = (State.NEW, State.CHALLENGED)  # the START deadline runs in these
 _PHASES = {State.STREAMING: "init", State.REALTIME: "realtime", State.WAITING: "realtime"}
 
 
-def snapshot_line(path: bytes, entry: Entry) -> bytes:
-    """The INIT record for one snapshot entry (directory, file or symlink)."""
-    return record_of(path, entry).encode()
-
-
-def _peer_text(address: Any) -> str:
+def peer_text(address: Any) -> str:
+    """``host:port`` (``[v6]:port``) of a client address, for the log and ``-k status``."""
     host, port = getattr(address, "host", None), getattr(address, "port", None)
     if host is None:
         return str(address)
@@ -93,9 +87,7 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
         self._paused = False
         self._producing = False  # registered with the transport
         self._next_pending = False  # a WantNext waiting for the transport to drain
-        self._init_serial = 0
-        self._init_after: bytes | None = None
-        self._init_skip = False  # _init_after is an unreadable directory: skip below it
+        self._init: SnapshotStream | None = None  # the INIT being streamed, if any
         self._init_call: Any = None
         self._start_call: Any = None  # closes a client that has not started in time
         self._waiter: defer.Deferred[Any] | None = None
@@ -116,7 +108,7 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
         return self.factory.reactor.callLater(period, func)
 
     def connectionMade(self) -> None:  # noqa: N802
-        self.peer = _peer_text(self.transport.getPeer())
+        self.peer = peer_text(self.transport.getPeer())
         self._conv = ServerConversation(self.factory.secret, os.urandom(16).hex())
         self._buffer = LineBuffer(MAX_LINE)
         self.transport.registerProducer(self, True)
@@ -228,12 +220,10 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
     def _begin_init(self) -> None:
         store = self.factory.store
         self.serial = None
-        self._init_serial = store.head
-        self._init_after = None
-        self._init_skip = False
-        self._write(init_head(store.session, self._init_serial))
+        self._init = SnapshotStream(store, self.factory.chunk)
+        self._write(init_head(store.session, self._init.serial))
         self.factory.log.info(
-            "client {peer} INIT at serial {serial}", peer=self.peer, serial=self._init_serial
+            "client {peer} INIT at serial {serial}", peer=self.peer, serial=self._init.serial
         )
         self._schedule_chunk()
 
@@ -244,29 +234,17 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
 
     def _init_chunk(self) -> None:
         self._init_call = None
-        if self._paused or self._closing or self.phase != "init":
+        stream = self._init
+        if self._paused or self._closing or self.phase != "init" or stream is None:
             return
-        limit = self.factory.chunk
-        chunk = self.factory.store.iter_tree(
-            after=self._init_after, limit=limit, skip_subtree=self._init_skip
-        )
-        full = len(chunk) >= limit
-        # What the snapshot still holds below an unreadable directory is not sent:
-        # the chunk ends there and the next one starts after its sub-tree.
-        for n, (_, entry) in enumerate(chunk):
-            if getattr(entry, "unreadable", False):
-                chunk, full = chunk[: n + 1], True
-                break
-        if chunk:
-            self._write(server_lines(snapshot_line(path, entry) for path, entry in chunk))
-            self._init_after = chunk[-1][0]
-            self._init_skip = bool(getattr(chunk[-1][1], "unreadable", False))
+        data = stream.chunk()
+        if data:
+            self._write(data)
             self.resetTimeout()  # progress: a slow but reading client is not idle
-        if full:
+        if not stream.done:
             self._schedule_chunk()
             return
-        self._write(EOF_LINE)
-        self.serial = self._init_serial
+        self._init, self.serial = None, stream.serial
         self.factory.log.info(
             "client {peer} INIT sent, at serial {serial}", peer=self.peer, serial=self.serial
         )
@@ -371,64 +349,3 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
             "lag": None if self.serial is None else head - self.serial,
             "bytes_sent": self.bytes_sent,
         }
-
-
-class _Busy(protocol.Protocol):
-    """The connection past ``max-clients``: one ``BUSY`` line, then a close."""
-
-    transport: Any  # an ITCPTransport (zope interfaces are opaque to mypy)
-
-    def connectionMade(self) -> None:  # noqa: N802
-        self.transport.write(encode_line(BUSY))
-        self.transport.loseConnection()
-
-
-class MirrorServerFactory(protocol.Factory):
-    """Serves one store and its journal to any number of clients."""
-
-    noisy = False  # our own log lines say when we listen and stop
-    protocol = MirrorProtocol  # type: ignore[assignment]  # its factory is this class
-
-    def __init__(
-        self,
-        store: Any,
-        journal: Any,
-        *,
-        batch: int = 1024,
-        timeout: float = 3600.0,
-        max_clients: int = 64,
-        secret: bytes | None = None,
-        reactor: Any,
-        log: Logger | None = None,
-        chunk: int = INIT_CHUNK,
-    ) -> None:
-        self.store, self.journal, self.reactor = store, journal, reactor
-        self.batch, self.timeout, self.secret, self.chunk = batch, timeout, secret, chunk
-        self.max_clients = max_clients
-        self.log = log if log is not None else Logger()
-        self._clients: dict[int, MirrorProtocol] = {}
-
-    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802
-        if len(self._clients) >= self.max_clients:
-            self.log.warn(
-                "client {peer} refused: {n} clients connected (max-clients)",
-                peer=_peer_text(addr),
-                n=len(self._clients),
-            )
-            return _Busy()
-        return super().buildProtocol(addr)
-
-    def connected(self, proto: MirrorProtocol) -> None:
-        self._clients[id(proto)] = proto
-
-    def disconnected(self, proto: MirrorProtocol) -> None:
-        self._clients.pop(id(proto), None)
-
-    def stop(self) -> None:
-        """Close every client before the store closes: nothing may read it after."""
-        for proto in list(self._clients.values()):
-            proto._close()
-
-    def clients(self) -> list[dict[str, Any]]:
-        """One status dict per connected client (peer, state, serial, lag, bytes_sent)."""
-        return [p.status() for p in self._clients.values()]

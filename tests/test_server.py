@@ -10,8 +10,9 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger
 
+from mirrord.clients import MirrorServerFactory
+from mirrord.initstream import snapshot_line
 from mirrord.journal import Journal
-from mirrord.server import MirrorServerFactory, snapshot_line
 from mirrord.store import Entry, Store
 from mirrord.values import Change, Put
 from protocol.messages import auth_digest

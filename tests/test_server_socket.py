@@ -31,8 +31,8 @@ def serve(home: str, portfile: str, cert: str | None = None, key: str | None = N
     from twisted.internet import reactor, stdio
     from twisted.protocols.basic import LineReceiver
 
+    from mirrord.clients import MirrorServerFactory
     from mirrord.listeners import listen
-    from mirrord.server import MirrorServerFactory
 
     store = Store(home)
     journal = real_journal(store, reactor)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mirrord.diff import diff
+from mirrord.initstream import snapshot_line
 from mirrord.paths import overlaps, parent_path
-from mirrord.server import snapshot_line
 from mirrord.values import DIR, FILE, LINK, Dirty, Entry, record_of
 from protocol.records import Action, Meta, Record
 
