@@ -6,10 +6,18 @@ started, a record, a batch finished...). The conversation answers the
 handshake itself (AUTH, SN or INIT, and INIT again when a resume is
 refused); the caller only decides when to ask for the next batch, with
 ``next()``, after it has applied the previous one.
+
+With a secret the client trusts no server that has not proven it knows the
+secret too (contract 2.1): a plain ``OK`` to START, or an ``OK:<Ps>`` whose
+proof does not verify, fails the conversation before anything is asked
+for.  That failure is not fatal (the next server answering may be the real
+one); only the server refusing our own proof is.  The caller supplies the
+nonce and the channel binding, as ``ServerConversation`` does.
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -21,6 +29,7 @@ from protocol.messages import (
     SERIAL_OVERDUE,
     SESSION_INVALID,
     Auth,
+    Binding,
     Challenge,
     Eof,
     ErrorReply,
@@ -32,8 +41,11 @@ from protocol.messages import (
     Serial,
     SessionId,
     Start,
-    auth_digest,
+    binding_bytes,
+    client_proof,
+    is_nonce,
     parse_server_line,
+    server_proof,
 )
 from protocol.records import Record
 
@@ -140,9 +152,20 @@ class ClientState(Enum):
 class ClientConversation:
     """One connection's conversation as seen by the client."""
 
-    def __init__(self, secret: bytes | None, resume: tuple[str, int] | None) -> None:
+    def __init__(
+        self,
+        secret: bytes | None,
+        resume: tuple[str, int] | None,
+        nonce_hex: str = "",
+        binding: Binding = b"",
+    ) -> None:
+        if secret is not None and not is_nonce(nonce_hex):
+            raise ValueError(f"a nonce is 32 hex digits, not {nonce_hex!r}")
         self.secret = secret
         self.resume = resume
+        self.nonce_hex = nonce_hex
+        self.binding = binding
+        self._expected_proof: str | None = None  # Ps, once AUTH is sent
         self.state = ClientState.NEW
         self.session: str | None = None
         self.serial: int | None = None  # the serial reached once the current data is applied
@@ -187,19 +210,33 @@ class ClientConversation:
     # -- handlers, one per waiting state -------------------------------------
 
     def _on_start_reply(self, line: Line) -> list[ClientEvent]:
-        if isinstance(line, Ok):
+        if isinstance(line, Ok) and line.proof_hex is None:
+            if self.secret is not None:
+                return self._fail("server did not authenticate (plain OK, no CHALLENGE)")
             return self._after_ok()
         if isinstance(line, Challenge):
             if self.secret is None:
                 return self._fail(
                     "server requires authentication; no secret configured", fatal=True
                 )
-            self.state = ClientState.AUTHENTICATING
-            return [SendLine(Auth(auth_digest(self.secret, line.nonce_hex)).encode())]
+            return self._authenticate(self.secret, line.nonce_hex)
         return self._unexpected(line)
 
+    def _authenticate(self, secret: bytes, server_nonce: str) -> list[ClientEvent]:
+        binding = binding_bytes(self.binding)
+        facts = (secret, server_nonce, self.nonce_hex, binding)
+        self._expected_proof = server_proof(*facts)
+        self.state = ClientState.AUTHENTICATING
+        return [SendLine(Auth(client_proof(*facts), self.nonce_hex).encode())]
+
     def _on_auth_reply(self, line: Line) -> list[ClientEvent]:
-        return self._after_ok() if isinstance(line, Ok) else self._unexpected(line)
+        if not isinstance(line, Ok):
+            return self._unexpected(line)
+        assert self._expected_proof is not None
+        given = (line.proof_hex or "").lower().encode("ascii")
+        if not hmac.compare_digest(self._expected_proof.encode("ascii"), given):
+            return self._fail("server's proof (OK:<Ps>) does not verify: not our mirrord")
+        return self._after_ok()
 
     def _after_ok(self) -> list[ClientEvent]:
         if self.resume is None:

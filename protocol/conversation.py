@@ -5,6 +5,12 @@ run and the states it may lead to. Storage is never called from here; the
 adapter is told what to do through outputs (``BeginInit``, ``CheckResume``,
 ``WantNext``) and reports the facts back (``init_done``, ``resume_checked``,
 ``batch_sent``). Every pair is in the table, so a test can walk all of it.
+
+Authentication (contract 2.1) is mutual: the adapter gives the conversation
+its fresh nonce and the channel binding (the TLS exporter value, or empty),
+as bytes or as a callable read when the AUTH arrives, since the TLS
+handshake may still be under way when the connection is made.  Nothing about
+the secret is sent before the client's proof verified.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from protocol.messages import (
     SERIAL_OVERDUE,
     SESSION_INVALID,
     Auth,
+    Binding,
     Challenge,
     Command,
     Init,
@@ -31,8 +38,11 @@ from protocol.messages import (
     Ok,
     Resume,
     Start,
-    auth_digest,
+    binding_bytes,
+    client_proof,
+    is_nonce,
     parse_command,
+    server_proof,
 )
 
 __all__ = [
@@ -193,10 +203,12 @@ _RESUME_REPLIES = {
 class ServerConversation:
     """One client's conversation; lines in, outputs out, no I/O."""
 
-    def __init__(self, secret: bytes | None, nonce_hex: str) -> None:
-        bytes.fromhex(nonce_hex)  # ValueError now rather than at AUTH time
+    def __init__(self, secret: bytes | None, nonce_hex: str, binding: Binding = b"") -> None:
+        if not is_nonce(nonce_hex):  # ValueError now rather than at AUTH time
+            raise ValueError(f"a nonce is 32 hex digits, not {nonce_hex!r}")
         self.secret = secret
         self.nonce_hex = nonce_hex
+        self.binding = binding
         self.state = State.NEW
         self.held_next = False
 
@@ -249,12 +261,8 @@ class ServerConversation:
             self.state = State.CHALLENGED
             return [Send(Challenge(self.nonce_hex).encode())]
         if step is Step.AUTH:
-            assert isinstance(command, Auth) and self.secret is not None
-            expected = auth_digest(self.secret, self.nonce_hex).encode("ascii")
-            if not hmac.compare_digest(expected, command.digest_hex.lower().encode("utf-8")):
-                return self._close(AUTH_FAILED)
-            self.state = State.STARTED
-            return [Send(Ok().encode())]
+            assert isinstance(command, Auth)
+            return self._authenticate(command)
         if step is Step.INIT:
             self.state = State.STREAMING
             return [BeginInit()]
@@ -271,6 +279,19 @@ class ServerConversation:
             self.held_next = True
             return []
         return []  # Step.IGNORE
+
+    def _authenticate(self, auth: Auth) -> list[Output]:
+        """Check the client's proof in constant time; only then prove ourselves."""
+        assert self.secret is not None
+        if not is_nonce(auth.nonce_hex):
+            return self._close(AUTH_FAILED)
+        binding = binding_bytes(self.binding)
+        facts = (self.secret, self.nonce_hex, auth.nonce_hex, binding)
+        expected = client_proof(*facts).encode("ascii")
+        if not hmac.compare_digest(expected, auth.proof_hex.lower().encode("ascii")):
+            return self._close(AUTH_FAILED)
+        self.state = State.STARTED
+        return [Send(Ok(server_proof(*facts)).encode())]
 
     def _release(self, expected: State) -> list[Output]:
         """Leave a busy state for REALTIME, or straight on to the held NEXT."""

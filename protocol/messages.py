@@ -34,6 +34,7 @@ __all__ = [
     "SERIAL_OVERDUE",
     "SESSION_INVALID",
     "Auth",
+    "Binding",
     "Challenge",
     "Command",
     "Eof",
@@ -46,13 +47,16 @@ __all__ = [
     "Serial",
     "SessionId",
     "Start",
-    "auth_digest",
     "batch_lines",
+    "binding_bytes",
+    "client_proof",
     "encode_line",
     "init_head",
+    "is_nonce",
     "server_lines",
     "parse_command",
     "parse_server_line",
+    "server_proof",
 ]
 
 INVALID_INIT_COMMAND = b"INVALID INIT COMMAND"
@@ -64,8 +68,9 @@ BUSY = b"BUSY"  # max-clients reached: sent instead of anything else, then a clo
 
 _SESSION = re.compile(rb"[0-9A-Za-z]{1,64}")
 _SERIAL = re.compile(rb"[0-9]{1,20}")
-_DIGEST = re.compile(rb"[\x21-\x7e]{0,256}")  # any visible ASCII: a wrong one is AUTH FAILED
-_NONCE = re.compile(rb"(?:[0-9A-Fa-f]{2}){1,64}")
+_AUTH_ARG = re.compile(rb"[\x21-\x7e]{0,256}")  # any visible ASCII: a wrong one is AUTH FAILED
+_NONCE = re.compile(rb"[0-9A-Fa-f]{32}")  # 16 random bytes, in hex
+_PROOF = re.compile(rb"[0-9A-Fa-f]{64}")  # an HMAC-SHA256, in hex
 _ERROR_TEXT = re.compile(rb"[A-Z]+(?: [A-Z]+)*")
 
 
@@ -103,12 +108,18 @@ class Resume:
 
 @dataclass(frozen=True, slots=True)
 class Auth:
-    """``AUTH:<hex HMAC-SHA256(secret, nonce)>``."""
+    """``AUTH:<Pc>:<Nc>``: the client's proof (``client_proof``) and its own nonce.
 
-    digest_hex: str
+    Parsed leniently: an AUTH whose fields are malformed is still an AUTH
+    (``nonce_hex`` empty when there is none), and fails as AUTH FAILED.
+    """
+
+    proof_hex: str
+    nonce_hex: str
 
     def encode(self) -> bytes:
-        return b"AUTH:" + self.digest_hex.encode("ascii")
+        fields = [self.proof_hex, self.nonce_hex] if self.nonce_hex else [self.proof_hex]
+        return b"AUTH:" + ":".join(fields).encode("ascii")
 
 
 Command: TypeAlias = Start | Init | Next | Resume | Auth
@@ -135,8 +146,9 @@ def parse_command(line: bytes) -> Command | None:
         if not _SERIAL.fullmatch(serial):
             return Resume(session.decode("ascii"), -1)
         return Resume(session.decode("ascii"), int(serial))
-    if name == b"AUTH" and _DIGEST.fullmatch(arg):
-        return Auth(arg.decode("ascii"))
+    if name == b"AUTH" and _AUTH_ARG.fullmatch(arg):
+        proof, _, nonce = arg.decode("ascii").partition(":")
+        return Auth(proof, nonce)
     return None
 
 
@@ -145,8 +157,14 @@ def parse_command(line: bytes) -> Command | None:
 
 @dataclass(frozen=True, slots=True)
 class Ok:
+    """``OK``, or ``OK:<Ps>`` answering a good AUTH with the server's own proof."""
+
+    proof_hex: str | None = None
+
     def encode(self) -> bytes:
-        return b"OK"
+        if self.proof_hex is None:
+            return b"OK"
+        return b"OK:" + self.proof_hex.encode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,10 +222,15 @@ def _challenge(value: bytes) -> Reply:
     return Challenge(value.decode("ascii"))
 
 
+def _proven_ok(value: bytes) -> Reply:
+    return Ok(value.decode("ascii"))
+
+
 _VALUED: dict[bytes, tuple[re.Pattern[bytes], Callable[[bytes], Reply]]] = {
     b"SERIAL": (_SERIAL, _serial),
     b"SESSION": (_SESSION, _session),
     b"CHALLENGE": (_NONCE, _challenge),
+    b"OK": (_PROOF, _proven_ok),
 }
 
 
@@ -230,9 +253,38 @@ def parse_server_line(line: bytes) -> Reply | Record:
     return Record.decode(line)
 
 
-def auth_digest(secret: bytes, nonce_hex: str) -> str:
-    """The hex HMAC-SHA256 of the nonce's bytes keyed with ``secret`` (the AUTH argument)."""
-    return hmac.new(secret, bytes.fromhex(nonce_hex), hashlib.sha256).hexdigest()
+# The channel binding B: the bytes, or a callable giving them when the proof
+# is computed (a TLS handshake may still be running when a connection opens).
+Binding: TypeAlias = bytes | Callable[[], bytes]
+
+
+def binding_bytes(binding: Binding) -> bytes:
+    """The binding's bytes, asking for them now if they were given as a callable."""
+    return binding if isinstance(binding, bytes) else binding()
+
+
+def is_nonce(text: str) -> bool:
+    """True for a nonce as the contract writes one: 32 hex digits (16 bytes)."""
+    return _NONCE.fullmatch(text.encode("ascii", "replace")) is not None
+
+
+def _proof(role: bytes, secret: bytes, server_nonce: str, client_nonce: str, binding: bytes) -> str:
+    message = role + b"\0" + bytes.fromhex(server_nonce) + bytes.fromhex(client_nonce) + binding
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def client_proof(secret: bytes, server_nonce: str, client_nonce: str, binding: bytes) -> str:
+    """``Pc``, the AUTH proof: hex HMAC-SHA256(secret, "mirror-client\\0" + Ns + Nc + B).
+
+    The nonces are given in hex and enter as raw bytes; ``binding`` (B) is the
+    TLS connection's RFC 9266 exporter value, or empty without TLS.
+    """
+    return _proof(b"mirror-client", secret, server_nonce, client_nonce, binding)
+
+
+def server_proof(secret: bytes, server_nonce: str, client_nonce: str, binding: bytes) -> str:
+    """``Ps``, the proof in ``OK:<Ps>``: as ``client_proof`` with "mirror-server\\0"."""
+    return _proof(b"mirror-server", secret, server_nonce, client_nonce, binding)
 
 
 def encode_line(line: bytes, *, server: bool = True) -> bytes:

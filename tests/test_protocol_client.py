@@ -35,11 +35,14 @@ from protocol import (
     ServerConversation,
     State,
     WantNext,
+    client_proof,
     encode_line,
+    server_proof,
 )
 
 SESSION = "0123456789abcdef0123456789abcdef"
 NONCE = "a0" * 16
+CLIENT_NONCE = "c1" * 16
 CHUNK = 7  # bytes per delivery, so lines arrive split across chunks
 
 
@@ -177,9 +180,13 @@ def pair(
     resume: tuple[str, int] | None = None,
     server_secret: bytes | None = None,
     client_secret: bytes | None = None,
+    server_binding: bytes = b"",
+    client_binding: bytes = b"",
 ) -> tuple[ServerSide, ClientSide]:
-    server = ServerSide(Worker(SNAPSHOT, list(LOG)), ServerConversation(server_secret, NONCE))
-    client = ClientSide(ClientConversation(client_secret, resume))
+    server = ServerSide(
+        Worker(SNAPSHOT, list(LOG)), ServerConversation(server_secret, NONCE, server_binding)
+    )
+    client = ClientSide(ClientConversation(client_secret, resume, CLIENT_NONCE, client_binding))
     client.connect()
     pump(server, client)
     return server, client
@@ -244,10 +251,34 @@ def test_refused_resume_falls_back_to_init(resume: tuple[str, int], reason: str)
 
 
 def test_auth_ok() -> None:
-    """With the same secret on both sides the client answers the challenge and gets its INIT."""
+    """With the same secret both sides prove it, the client first, and the client gets its INIT."""
     server, client = pair(server_secret=b"k3y", client_secret=b"k3y")
-    assert client.events[0].line.startswith(b"AUTH:")  # type: ignore[union-attr]
+    pc = client_proof(b"k3y", NONCE, CLIENT_NONCE, b"")
+    assert client.events[0] == SendLine(b"AUTH:%s:%s" % (pc.encode(), CLIENT_NONCE.encode()))
     assert without_sends(client.events) == INIT_EVENTS
+
+
+def test_auth_ok_over_the_same_channel() -> None:
+    """Both sides holding the same channel binding authenticate as without one."""
+    _, client = pair(
+        server_secret=b"k3y",
+        client_secret=b"k3y",
+        server_binding=b"B" * 32,
+        client_binding=b"B" * 32,
+    )
+    assert without_sends(client.events) == INIT_EVENTS
+
+
+def test_relayed_auth_fails_at_the_server() -> None:
+    """Bindings that differ (a relay between two TLS connections): the server says AUTH FAILED."""
+    server, client = pair(
+        server_secret=b"k3y",
+        client_secret=b"k3y",
+        server_binding=b"S" * 32,
+        client_binding=b"C" * 32,
+    )
+    assert without_sends(client.events) == [Failed("server said AUTH FAILED", fatal=True)]
+    assert server.closed
 
 
 def test_auth_failed() -> None:
@@ -278,10 +309,71 @@ def test_refused_credentials_are_fatal_other_failures_are_not() -> None:
         assert isinstance(event, Failed) and not event.fatal, (line, event)
 
 
-def test_client_with_secret_accepts_server_without_one() -> None:
-    """A plain OK is fine even when the client holds a secret."""
-    _, client = pair(client_secret=b"k3y")
-    assert without_sends(client.events) == INIT_EVENTS
+def test_client_with_secret_refuses_a_server_that_does_not_challenge() -> None:
+    """A plain OK to START, when we hold a secret, fails before INIT: not fatal, retried."""
+    server, client = pair(client_secret=b"k3y")
+    assert [e.line for e in client.events if isinstance(e, SendLine)] == []
+    [failed] = without_sends(client.events)
+    assert isinstance(failed, Failed) and not failed.fatal and "authenticate" in failed.reason
+    assert client.conv.receive(b"SESSION:" + SESSION.encode()) == []
+
+
+def authenticating(secret: bytes = b"k3y", binding: bytes = b"") -> ClientConversation:
+    conv = ClientConversation(secret, None, CLIENT_NONCE, binding)
+    conv.start()
+    [auth] = conv.receive(b"CHALLENGE:" + NONCE.encode())
+    assert isinstance(auth, SendLine) and auth.line.startswith(b"AUTH:")
+    return conv
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"OK",  # our proof accepted without proving anything back
+        b"OK:" + b"0" * 64,
+        b"OK:" + server_proof(b"other", NONCE, CLIENT_NONCE, b"").encode(),
+        b"OK:" + client_proof(b"k3y", NONCE, CLIENT_NONCE, b"").encode(),  # ours reflected
+        b"OK:" + server_proof(b"k3y", NONCE, "c2" * 16, b"").encode(),  # for another nonce
+        b"OK:" + server_proof(b"k3y", NONCE, CLIENT_NONCE, b"B" * 32).encode(),  # another channel
+    ],
+)
+def test_client_refuses_a_server_proof_that_does_not_verify(reply: bytes) -> None:
+    """After AUTH only OK:<Ps> with the right Ps goes on; anything else fails, not fatally."""
+    conv = authenticating()
+    [failed] = conv.receive(reply)
+    assert isinstance(failed, Failed) and not failed.fatal
+    assert conv.state is ClientState.FAILED
+
+
+def test_client_accepts_the_right_server_proof_in_either_case() -> None:
+    """OK:<Ps> (upper or lower case hex) is followed by INIT."""
+    conv = authenticating(binding=b"B" * 32)
+    ps = server_proof(b"k3y", NONCE, CLIENT_NONCE, b"B" * 32)
+    assert conv.receive(b"OK:" + ps.upper().encode()) == [SendLine(b"INIT")]
+
+
+def test_client_binding_callable_is_asked_when_challenged() -> None:
+    """A callable binding is read once, when the CHALLENGE arrives, never at construction."""
+    asked: list[int] = []
+
+    def binding() -> bytes:
+        asked.append(1)
+        return b"B" * 32
+
+    conv = ClientConversation(b"k3y", None, CLIENT_NONCE, binding)
+    conv.start()
+    assert asked == []
+    [auth] = conv.receive(b"CHALLENGE:" + NONCE.encode())
+    pc = client_proof(b"k3y", NONCE, CLIENT_NONCE, b"B" * 32)
+    assert auth == SendLine(b"AUTH:%s:%s" % (pc.encode(), CLIENT_NONCE.encode()))
+    assert asked == [1]
+
+
+def test_a_client_with_a_secret_needs_a_nonce() -> None:
+    """Constructing a client with a secret but no 32-hex-digit nonce is a caller bug."""
+    with pytest.raises(ValueError):
+        ClientConversation(b"k3y", None)
+    ClientConversation(None, None)  # without a secret no nonce is needed
 
 
 def client_in(state: ClientState) -> ClientConversation:
@@ -346,10 +438,7 @@ def test_resume_reply_other_than_ok_or_refusal_fails() -> None:
 
 def test_auth_reply_other_than_ok_fails() -> None:
     """After AUTH anything but OK fails."""
-    conv = ClientConversation(b"k", None)
-    conv.start()
-    [auth] = conv.receive(b"CHALLENGE:" + NONCE.encode())
-    assert isinstance(auth, SendLine) and auth.line.startswith(b"AUTH:")
+    conv = authenticating(b"k")
     assert conv.receive(b"EOF") == [Failed("unexpected line in state AUTHENTICATING: b'EOF'")]
 
 
@@ -380,6 +469,7 @@ SERVER_LINES = st.one_of(
             b"SERIAL:3",
             b"SERIAL:9",
             b"CHALLENGE:" + NONCE.encode(),
+            b"OK:" + server_proof(b"k", NONCE, CLIENT_NONCE, b"").encode(),
             b"SESSION INVALID",
             b"CREATE:/x",
             b"MOVE:/a\t/b",
@@ -393,7 +483,7 @@ def test_any_server_lines_are_handled(
     lines: list[bytes], resume: tuple[str, int] | None, secret: bytes | None
 ) -> None:
     """No sequence of server lines raises; once Failed, nothing more is reported."""
-    conv = ClientConversation(secret, resume)
+    conv = ClientConversation(secret, resume, CLIENT_NONCE)
     conv.start()
     failed = False
     for line in lines:

@@ -19,13 +19,23 @@ from protocol import (
     State,
     Step,
     WantNext,
-    auth_digest,
+    client_proof,
+    server_proof,
 )
 
 SECRET = b"s3cret"
 NONCE = "00112233445566778899aabbccddeeff"
+CLIENT_NONCE = "c1" * 16
 SESSION = "0123456789abcdef0123456789abcdef"
-GOOD_AUTH = b"AUTH:" + auth_digest(SECRET, NONCE).encode()
+PC = client_proof(SECRET, NONCE, CLIENT_NONCE, b"")
+GOOD_AUTH = b"AUTH:%s:%s" % (PC.encode(), CLIENT_NONCE.encode())
+
+
+def auth_line(proof: str) -> bytes:
+    return b"AUTH:%s:%s" % (proof.encode(), CLIENT_NONCE.encode())
+
+
+PROVEN_OK = b"OK:" + server_proof(SECRET, NONCE, CLIENT_NONCE, b"").encode()
 
 # One sample line per kind of command.
 SAMPLE = {
@@ -114,21 +124,72 @@ def test_start_without_secret_is_ok() -> None:
     assert conv.state is State.STARTED
 
 
-def test_start_with_secret_is_challenged_and_right_auth_is_ok() -> None:
-    """With a secret START gets CHALLENGE:<nonce>; the right HMAC, in either case, gets OK."""
+def test_start_with_secret_is_challenged_and_right_auth_is_ok_with_proof() -> None:
+    """With a secret START gets CHALLENGE:<Ns>; the right Pc, in either case, gets OK:<Ps>."""
     conv = ServerConversation(SECRET, NONCE)
     assert conv.receive(b"START") == [Send(b"CHALLENGE:" + NONCE.encode())]
-    upper = b"AUTH:" + auth_digest(SECRET, NONCE).upper().encode()
-    assert conv.receive(upper) == [Send(b"OK")]
+    upper = b"AUTH:%s:%s" % (PC.upper().encode(), CLIENT_NONCE.upper().encode())
+    assert conv.receive(upper) == [Send(PROVEN_OK)]
     assert conv.state is State.STARTED
 
 
-@pytest.mark.parametrize("line", [b"AUTH:", b"AUTH:00", b"AUTH:" + b"0" * 64, GOOD_AUTH + b"0"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"AUTH:",
+        b"AUTH:00",
+        b"AUTH:" + b"0" * 64,
+        b"AUTH:" + PC.encode(),  # the proof without the client's nonce
+        GOOD_AUTH + b"0",  # a nonce of 33 digits
+        GOOD_AUTH[:-2],  # of 30
+        b"AUTH:%s:%s" % (PC.encode(), b"c2" * 16),  # another nonce than the one proven
+        b"AUTH:%s:%s" % (PC.encode()[:-1], CLIENT_NONCE.encode()),
+        auth_line(client_proof(b"other", NONCE, CLIENT_NONCE, b"")),  # another secret
+        auth_line(server_proof(SECRET, NONCE, CLIENT_NONCE, b"")),  # the server's proof
+    ],
+)  # fmt: skip
 def test_wrong_auth_fails_and_closes(line: bytes) -> None:
-    """A wrong digest gets AUTH FAILED and a close."""
+    """A wrong or malformed proof or nonce gets AUTH FAILED and a close, and no proof of ours."""
     conv = conversation_in(State.CHALLENGED)
     assert conv.receive(line) == [Send(b"AUTH FAILED"), Close()]
     assert conv.state is State.CLOSED
+
+
+def test_auth_covers_the_channel_binding() -> None:
+    """Pc and Ps include the binding: a proof made over another channel gets AUTH FAILED."""
+    mine, relayed = b"\x01" * 32, b"\x02" * 32
+    good = client_proof(SECRET, NONCE, CLIENT_NONCE, mine)
+    other = client_proof(SECRET, NONCE, CLIENT_NONCE, relayed)
+    conv = ServerConversation(SECRET, NONCE, mine)
+    conv.receive(b"START")
+    assert conv.receive(b"AUTH:%s:%s" % (other.encode(), CLIENT_NONCE.encode())) == [
+        Send(b"AUTH FAILED"),
+        Close(),
+    ]
+    conv = ServerConversation(SECRET, NONCE, mine)
+    conv.receive(b"START")
+    ps = server_proof(SECRET, NONCE, CLIENT_NONCE, mine)
+    assert conv.receive(b"AUTH:%s:%s" % (good.encode(), CLIENT_NONCE.encode())) == [
+        Send(b"OK:" + ps.encode())
+    ]
+
+
+def test_a_binding_callable_is_asked_only_when_the_auth_arrives() -> None:
+    """A callable binding is read at AUTH time (the TLS handshake is done by then)."""
+    asked: list[int] = []
+
+    def binding() -> bytes:
+        asked.append(1)
+        return b"\x07" * 32
+
+    conv = ServerConversation(SECRET, NONCE, binding)
+    conv.receive(b"START")
+    assert asked == []
+    pc = client_proof(SECRET, NONCE, CLIENT_NONCE, b"\x07" * 32)
+    [reply] = conv.receive(b"AUTH:%s:%s" % (pc.encode(), CLIENT_NONCE.encode()))
+    assert asked == [1] and reply == Send(
+        b"OK:" + server_proof(SECRET, NONCE, CLIENT_NONCE, b"\x07" * 32).encode()
+    )
 
 
 def test_init_then_next_then_batches() -> None:
@@ -220,10 +281,11 @@ def test_adapter_calls_after_close_do_nothing() -> None:
     assert conv.init_done() == conv.batch_sent() == conv.resume_checked(ResumeResult.OK) == []
 
 
-def test_bad_nonce_is_refused_at_construction() -> None:
-    """The nonce must be hex."""
+@pytest.mark.parametrize("nonce", ["xyz", "00", "00" * 17, ""])
+def test_bad_nonce_is_refused_at_construction(nonce: str) -> None:
+    """The nonce must be 32 hex digits."""
     with pytest.raises(ValueError):
-        ServerConversation(SECRET, "xyz")
+        ServerConversation(SECRET, nonce)
 
 
 @given(st.lists(st.one_of(st.binary(max_size=20), st.sampled_from(list(SAMPLE.values())))))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
+from hashlib import sha256
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -27,27 +30,33 @@ from protocol import (
     Serial,
     SessionId,
     Start,
-    auth_digest,
+    client_proof,
     encode_line,
+    is_nonce,
     parse_command,
     parse_server_line,
+    server_proof,
 )
 from protocol.messages import EOF_LINE, batch_lines, init_head, server_lines
 
 SESSIONS = st.text("0123456789abcdef", min_size=32, max_size=32)
 SERIALS = st.integers(min_value=0, max_value=2**63)
 HEX = st.binary(min_size=1, max_size=32).map(bytes.hex)
+NONCES = st.binary(min_size=16, max_size=16).map(bytes.hex)
+PROOFS = st.binary(min_size=32, max_size=32).map(bytes.hex)
 COMMANDS = st.one_of(
     st.just(Start()),
     st.just(Init()),
     st.just(Next()),
     st.builds(Resume, SESSIONS, SERIALS),
-    st.builds(Auth, HEX),
+    st.builds(Auth, PROOFS, NONCES),
+    st.builds(Auth, HEX, st.just("")),
 )
 REPLIES = st.one_of(
     st.just(Ok()),
+    st.builds(Ok, PROOFS),
     st.just(Eof()),
-    st.builds(Challenge, HEX),
+    st.builds(Challenge, NONCES),
     st.builds(SessionId, SESSIONS),
     st.builds(Serial, SERIALS),
 )
@@ -77,13 +86,29 @@ def test_command_wire_forms() -> None:
     """Each command encodes to the line the contract shows."""
     assert [c.encode() for c in (Start(), Init(), Next())] == [b"START", b"INIT", b"NEXT"]
     assert Resume("ab12", 42).encode() == b"SN:ab12,42"
-    assert Auth("00ff").encode() == b"AUTH:00ff"
+    assert Auth("00ff", "a0" * 16).encode() == b"AUTH:00ff:" + b"a0" * 16
 
 
 @given(COMMANDS)
 def test_commands_round_trip(command: object) -> None:
     """parse_command(c.encode()) == c for every command."""
     assert parse_command(command.encode()) == command  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("line", "auth"),
+    [
+        (b"AUTH:", Auth("", "")),
+        (b"AUTH:00ff", Auth("00ff", "")),
+        (b"AUTH:00ff:", Auth("00ff", "")),
+        (b"AUTH:00ff:zz", Auth("00ff", "zz")),
+        (b"AUTH::a0", Auth("", "a0")),
+        (b"AUTH:a:b:c", Auth("a", "b:c")),
+    ],
+)
+def test_malformed_auth_is_still_an_auth(line: bytes, auth: Auth) -> None:
+    """An AUTH with missing or malformed fields is an AUTH (that earns AUTH FAILED)."""
+    assert parse_command(line) == auth
 
 
 @pytest.mark.parametrize("line", [b"START ", b"START\r", b"START \r  ", b"START\r\r"])
@@ -143,6 +168,7 @@ def test_parse_command_never_raises(line: bytes) -> None:
 def test_reply_wire_forms() -> None:
     """Each reply encodes to the line the contract shows."""
     assert Ok().encode() == b"OK"
+    assert Ok("5b" * 32).encode() == b"OK:" + b"5b" * 32
     assert Eof().encode() == b"EOF"
     assert Challenge("0a1b").encode() == b"CHALLENGE:0a1b"
     assert SessionId("f" * 32).encode() == b"SESSION:" + b"f" * 32
@@ -181,6 +207,12 @@ def test_record_lines_parse_as_records() -> None:
         b"CHALLENGE:abc",
         b"CHALLENGE:zz",
         b"CHALLENGE:",
+        b"CHALLENGE:" + b"a0" * 15,
+        b"CHALLENGE:" + b"a0" * 17,
+        b"OK:",
+        b"OK:00ff",
+        b"OK:" + b"g" * 64,
+        b"OK:" + b"0" * 65,
         b"Some error",
         b"EOF\r",
         b"FOO:bar",
@@ -202,12 +234,24 @@ def test_parse_server_line_raises_only_protocol_error(line: bytes) -> None:
     assert parse_server_line(value.encode()) == value
 
 
-def test_auth_digest_is_hmac_sha256_of_nonce_bytes() -> None:
-    """auth_digest matches RFC 4231 test case 2 (key 'Jefe'), the nonce given as hex."""
-    nonce_hex = b"what do ya want for nothing?".hex()
-    assert auth_digest(b"Jefe", nonce_hex) == (
-        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-    )
+def test_proofs_are_hmac_sha256_of_role_nonces_and_binding() -> None:
+    """Pc and Ps are HMAC-SHA256(secret, role + NUL + Ns + Nc + B), nonces as raw bytes."""
+    ns, nc, binding = "00" * 15 + "ff", "a0" * 16, bytes(range(32))
+    for role, proof in ((b"mirror-client", client_proof), (b"mirror-server", server_proof)):
+        message = role + b"\0" + b"\0" * 15 + b"\xff" + b"\xa0" * 16 + binding
+        assert proof(b"k3y", ns, nc, binding) == hmac.new(b"k3y", message, sha256).hexdigest()
+    assert client_proof(b"k3y", ns, nc, b"") != server_proof(b"k3y", ns, nc, b"")
+    assert client_proof(b"k3y", ns, nc, b"") != client_proof(b"k3y", ns, nc, binding)
+
+
+@pytest.mark.parametrize(
+    ("text", "valid"),
+    [("a0" * 16, True), ("A0" * 16, True), ("a0" * 15, False), ("a0" * 17, False),
+     ("", False), ("zz" * 16, False), ("é" * 32, False)],
+)  # fmt: skip
+def test_a_nonce_is_32_hex_digits(text: str, valid: bool) -> None:
+    """is_nonce accepts exactly 32 hex digits, in either case."""
+    assert is_nonce(text) is valid
 
 
 def test_encode_line_terminators() -> None:
