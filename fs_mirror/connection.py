@@ -25,6 +25,7 @@ from twisted.internet import protocol
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.python.failure import Failure
 
+from cmdconfig.tls import channel_binding
 from fs_mirror.progress import init_summary
 from fs_mirror.sink import Sink
 from fs_mirror.sweep import TooManyDeletes
@@ -124,7 +125,12 @@ class MirrorProtocol(protocol.Protocol):
         if saved is not None and self.client.sink.needs_resync():
             self.log.warn("full resync: this mirror no longer knows every change it owes")
             saved = None
-        self.conversation = ClientConversation(self.client.secret, saved)
+        self.conversation = ClientConversation(
+            self.client.secret,
+            saved,
+            os.urandom(16).hex(),  # our own nonce, new for every connection
+            lambda: channel_binding(self.transport),  # read when challenged: after the handshake
+        )
         for line in self.conversation.start():
             self._send(line)
 

@@ -30,6 +30,7 @@ from twisted.internet import defer, interfaces, protocol
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer  # type: ignore[import-untyped]
 
+from cmdconfig.tls import channel_binding
 from mirrord.initstream import SnapshotStream
 
 if TYPE_CHECKING:
@@ -109,7 +110,11 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
 
     def connectionMade(self) -> None:  # noqa: N802
         self.peer = peer_text(self.transport.getPeer())
-        self._conv = ServerConversation(self.factory.secret, os.urandom(16).hex())
+        self._conv = ServerConversation(
+            self.factory.secret,
+            os.urandom(16).hex(),  # a fresh nonce for every connection
+            lambda: channel_binding(self.transport),  # read at AUTH: the handshake is done
+        )
         self._buffer = LineBuffer(MAX_LINE)
         self.transport.registerProducer(self, True)
         self._producing = True

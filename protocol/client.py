@@ -212,7 +212,9 @@ class ClientConversation:
     def _on_start_reply(self, line: Line) -> list[ClientEvent]:
         if isinstance(line, Ok) and line.proof_hex is None:
             if self.secret is not None:
-                return self._fail("server did not authenticate (plain OK, no CHALLENGE)")
+                return self._fail(
+                    "server did not prove it knows the secret: it answered START with a plain OK"
+                )
             return self._after_ok()
         if isinstance(line, Challenge):
             if self.secret is None:
@@ -235,7 +237,10 @@ class ClientConversation:
         assert self._expected_proof is not None
         given = (line.proof_hex or "").lower().encode("ascii")
         if not hmac.compare_digest(self._expected_proof.encode("ascii"), given):
-            return self._fail("server's proof (OK:<Ps>) does not verify: not our mirrord")
+            return self._fail(
+                "server's proof does not verify: it does not know the secret,"
+                " or the connection is relayed"
+            )
         return self._after_ok()
 
     def _after_ok(self) -> list[ClientEvent]:

@@ -128,27 +128,33 @@ def test_include_and_exclude_refuse_bad_paths(make_worker, tmp_path):
 
 
 def test_auth_challenge(make_worker, tmp_path):
-    """With a secret, START gets CHALLENGE; a right AUTH gets OK, a wrong one AUTH FAILED."""
+    """With a secret, START gets CHALLENGE; a right AUTH gets OK:<Ps>, a wrong one AUTH FAILED.
+
+    The proofs are computed here by hand from contract 2.1 (no TLS: the binding is empty).
+    """
     src = tmp_path / "src"
     src.mkdir()
     secrets = tmp_path / "secrets"
     secrets.write_text("other nope\nmirror s3cret-value\n")
     secrets.chmod(0o600)
     w = make_worker([src], ["-o", f"auth.secret-from={secrets}:mirror"])
+
+    def proof(role: bytes, secret: bytes, ns: bytes, nc: bytes) -> bytes:
+        return hmac.new(secret, role + b"\0" + ns + nc, hashlib.sha256).hexdigest().encode()
+
     c = w.client()
     c.send(b"START")
     challenge = c.recv_line()
     assert re.fullmatch(rb"CHALLENGE:[0-9a-f]{32}", challenge), challenge
-    nonce = bytes.fromhex(challenge.split(b":")[1].decode())
-    digest = hmac.new(b"s3cret-value", nonce, hashlib.sha256).hexdigest()
-    c.send(b"AUTH:" + digest.encode())
-    assert c.recv_line() == b"OK"
+    ns, nc = bytes.fromhex(challenge.split(b":")[1].decode()), os.urandom(16)
+    c.send(b"AUTH:%s:%s" % (proof(b"mirror-client", b"s3cret-value", ns, nc), nc.hex().encode()))
+    assert c.recv_line() == b"OK:" + proof(b"mirror-server", b"s3cret-value", ns, nc)
     c.send(b"INIT")
     assert c.lines_until(b"EOF")[-1] == b"EOF"
     bad = w.client()
     bad.send(b"START")
-    nonce = bytes.fromhex(bad.recv_line().split(b":")[1].decode())
-    bad.send(b"AUTH:" + hmac.new(b"wrong", nonce, hashlib.sha256).hexdigest().encode())
+    ns = bytes.fromhex(bad.recv_line().split(b":")[1].decode())
+    bad.send(b"AUTH:%s:%s" % (proof(b"mirror-client", b"wrong", ns, nc), nc.hex().encode()))
     assert bad.recv_line() == b"AUTH FAILED"
     assert bad.closed()
 

@@ -20,7 +20,7 @@ from fs_mirror.client import MirrorClient
 from fs_mirror.connection import CLOSE_TIMEOUT, MirrorProtocol
 from fs_mirror.state import State
 from fs_sync.interface import BackendUnavailable, FetchItem, Outcome
-from protocol.messages import auth_digest
+from protocol.messages import client_proof, server_proof
 from protocol.records import Record
 
 SESSION = "0123456789abcdef0123456789abcdef"
@@ -285,15 +285,56 @@ def test_rotation_gate_holds_batches(tmp_path):
     assert rec.chunks == [([b"CREATE:/x"], 2, False)]
 
 
-def test_auth_answers_challenge(tmp_path):
-    """With a secret, the CHALLENGE is answered with the HMAC digest before INIT."""
+def auth_sent(t: StringTransport, secret: bytes, nonce: str) -> str:
+    """The client nonce of the AUTH line just sent, checking its proof (no TLS: B empty)."""
+    start, auth = sent(t)
+    assert start == b"START"
+    proof, mine = auth.removeprefix(b"AUTH:").decode().split(":")
+    assert proof == client_proof(secret, nonce, mine, b"")
+    return mine
+
+
+def test_auth_answers_challenge_and_checks_the_server_proof(tmp_path):
+    """With a secret, the CHALLENGE gets AUTH:<Pc>:<Nc>; INIT follows the right OK:<Ps> only."""
     h = Harness(tmp_path, secret=b"s3cret")
     proto, t = h.connect()
     nonce = "00" * 16
     feed(proto, f"CHALLENGE:{nonce}".encode())
-    assert sent(t) == [b"START", b"AUTH:" + auth_digest(b"s3cret", nonce).encode()]
-    feed(proto, b"OK")
+    mine = auth_sent(t, b"s3cret", nonce)
+    feed(proto, b"OK:" + server_proof(b"s3cret", nonce, mine, b"").encode())
     assert sent(t) == [b"INIT"]
+
+
+def test_client_nonce_is_new_for_every_connection(tmp_path):
+    """Each connection answers with a nonce of its own."""
+    h = Harness(tmp_path, secret=b"s3cret")
+    nonces = set()
+    for _ in range(3):
+        proto, t = h.connect()
+        feed(proto, b"CHALLENGE:" + b"00" * 16)
+        nonces.add(auth_sent(t, b"s3cret", "00" * 16))
+    assert len(nonces) == 3
+
+
+@pytest.mark.parametrize("reply", [b"OK", b"OK:" + b"0" * 64])
+def test_unproven_server_is_dropped_and_retried_not_fatal(tmp_path, reply):
+    """A plain OK after AUTH, or a wrong proof: logged, dropped, nothing applied, not fatal."""
+    h = Harness(tmp_path, secret=b"s3cret")
+    proto, t = h.connect()
+    feed(proto, b"CHALLENGE:" + b"00" * 16)
+    sent(t)
+    feed(proto, reply, b"SESSION:" + b"ab" * 16, b"SERIAL:1", b"CREATE:/fake", b"EOF")
+    assert t.disconnecting and sent(t) == []
+    assert h.fatal == [] and not os.path.lexists(h.datadir + b"/fake")
+
+
+def test_server_answering_start_with_plain_ok_is_dropped_when_we_hold_a_secret(tmp_path):
+    """With a secret, a server that never challenges gets no INIT: dropped, not fatal."""
+    h = Harness(tmp_path, secret=b"s3cret")
+    proto, t = h.connect()
+    feed(proto, b"OK", b"SESSION:" + b"ab" * 16, b"SERIAL:1", b"CREATE:/fake", b"EOF")
+    assert t.disconnecting and sent(t) == [b"START"]
+    assert h.fatal == [] and not os.path.lexists(h.datadir + b"/fake")
 
 
 def test_auth_failure_is_fatal(tmp_path):

@@ -21,7 +21,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from fs_mirror.service import DailyRotation, next_run
-from protocol.messages import auth_digest
+from protocol.messages import client_proof, server_proof
 from tests.daemons import Proc, command
 from tests.helpers import wait_for
 
@@ -74,12 +74,13 @@ class FakeMirrord:
                 if line == b"START":
                     out = [b"CHALLENGE:" + b"ab" * 16] if self.secret else [b"OK"]
                 elif line.startswith(b"AUTH:"):
-                    good = auth_digest(self.secret or b"", "ab" * 16).encode()
-                    if line[5:] != good:
+                    proof, _, nonce = line[5:].decode().partition(":")
+                    secret = self.secret or b""
+                    if proof != client_proof(secret, "ab" * 16, nonce, b""):
                         conn.sendall(b"AUTH FAILED\r\n")
                         conn.close()
                         return
-                    out = [b"OK"]
+                    out = [b"OK:" + server_proof(secret, "ab" * 16, nonce, b"").encode()]
                 elif line == b"INIT":
                     out = [b"SESSION:" + SESSION.encode(), b"SERIAL:%d" % self.serial, *self.init]
                     out.append(b"EOF")

@@ -15,7 +15,7 @@ from mirrord.initstream import snapshot_line
 from mirrord.journal import Journal
 from mirrord.store import Entry, Store
 from mirrord.values import Change, Put
-from protocol.messages import auth_digest
+from protocol.messages import client_proof, server_proof
 from protocol.records import Action, Record
 
 SESSION = "0123456789abcdef0123456789abcdef"
@@ -300,17 +300,18 @@ def test_crlf_and_bare_lf_and_split_chunks_are_accepted():
 
 
 def test_secret_requires_auth():
-    """With a secret, START is challenged and only the right HMAC gets OK."""
+    """With a secret, START is challenged; only the right proof gets OK with the server's own."""
     h = Harness(secret=b"s3cret")
     good = h.connect(port=1)
     good.send(b"START")
     (challenge,) = good.take()
     assert challenge.startswith(b"CHALLENGE:")
-    nonce = challenge.split(b":", 1)[1].decode()
-    good.send(b"AUTH:" + auth_digest(b"s3cret", nonce).encode())
-    assert good.take() == [b"OK"]
+    nonce, mine = challenge.split(b":", 1)[1].decode(), "c1" * 16
+    good.send(b"AUTH:%s:%s" % (client_proof(b"s3cret", nonce, mine, b"").encode(), mine.encode()))
+    assert good.take() == [b"OK:" + server_proof(b"s3cret", nonce, mine, b"").encode()]
     bad = h.connect(port=2)
-    bad.send(b"START", b"AUTH:" + auth_digest(b"other", nonce).encode())
+    wrong = client_proof(b"other", nonce, mine, b"")
+    bad.send(b"START", b"AUTH:%s:%s" % (wrong.encode(), mine.encode()))
     lines = bad.take()
     assert lines[0].startswith(b"CHALLENGE:") and lines[0] != challenge  # fresh nonce each time
     assert lines[1:] == [b"AUTH FAILED"]
