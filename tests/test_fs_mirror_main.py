@@ -34,6 +34,7 @@ class FakeMirrord:
     def __init__(self, init: list[bytes], serial: int, tls: ssl.SSLContext | None = None) -> None:
         self.init, self.serial, self.tls = init, serial, tls
         self.secret: bytes | None = None
+        self.forged: bytes | None = None  # if set: challenge, take any AUTH, answer this
         self.handshake_failures = 0
         self.batches: list[list[bytes]] = []
         self.received: list[bytes] = []
@@ -72,7 +73,10 @@ class FakeMirrord:
                 line = raw.rstrip(b"\r\n")
                 self.received.append(line)
                 if line == b"START":
-                    out = [b"CHALLENGE:" + b"ab" * 16] if self.secret else [b"OK"]
+                    challenge = self.secret or self.forged
+                    out = [b"CHALLENGE:" + b"ab" * 16] if challenge else [b"OK"]
+                elif line.startswith(b"AUTH:") and self.forged:
+                    out = [self.forged]
                 elif line.startswith(b"AUTH:"):
                     proof, _, nonce = line[5:].decode().partition(":")
                     secret = self.secret or b""
@@ -411,3 +415,39 @@ def test_auth_with_shared_secret(tmp_path, worker, server):
     assert bad.popen.wait(30) == 1
     bad._reader.join(2)
     assert "check auth.secret-from" in bad.output()
+
+
+@pytest.mark.parametrize(
+    ("forged", "why"),
+    [
+        (None, "answered START with a plain OK"),
+        (b"OK", "server's proof does not verify"),
+        (b"OK:" + b"0" * 64, "server's proof does not verify"),
+    ],
+    ids=["plain-ok-to-start", "plain-ok-to-auth", "wrong-proof"],
+)
+def test_an_impostor_mirrord_is_refused_and_retried(tmp_path, worker, forged, why):
+    """With a secret, a server that does not prove it knows it (a plain OK to START, or to
+    AUTH, or OK with a wrong proof) gets no INIT: nothing is applied, fs_mirror retries.
+
+    Issue 9: fs_mirror with a secret accepted a fake server's plain OK and applied its
+    CREATE:/fake.
+    """
+    fake = FakeMirrord([b"CREATE:/fake\tmode=755", b"CREATE:/srv/www\tmode=755"], 5)
+    fake.forged = forged
+    secrets = tmp_path / "secrets"
+    secrets.write_text("good sesame\n")
+    secrets.chmod(0o600)
+    datadir = tmp_path / "m"
+    proc = fs_mirror(fake.port, datadir, "-o", f"auth.secret-from={secrets}:good", *local(worker))
+    try:
+        applied = datadir / "fake"
+        wait_for(lambda: fake.connections >= 3 or applied.exists(), 30, 0.02, "retries")
+        assert not applied.exists(), "applied the impostor's CREATE:/fake"
+        assert b"INIT" not in fake.received
+        assert proc.popen.poll() is None  # not fatal: the real mirrord may answer next time
+        proc.wait_line(why, 10, count=2)  # each refusal is logged
+        assert not (datadir / "sn").exists() and not (datadir / "srv").exists()
+    finally:
+        assert proc.stop() == 0
+        fake.close()
