@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import select
+import socket
+import ssl
 import subprocess
+import threading
 from pathlib import Path
 
 from tests.daemons import (
     Proc,
     Worker,
     assert_clean_output,
+    command,
     mirror_of,
     start_fs_mirror,
     wait_converged,
 )
+from tests.helpers import wait_for
 
 
 def fs_mirror(worker: Worker, datadir: Path, *extra: str) -> Proc:
@@ -200,4 +206,139 @@ def test_tls_ca_bundle_with_several_cas(tmp_path: Path):
         wait_converged(src, backup)
     finally:
         assert client.stop() == 0
+        w.stop()
+
+
+def tls_secret_worker(tmp_path: Path, src: Path, keys: Path) -> tuple[Worker, Path]:
+    """mirrord speaking TLS (a cert for IP 127.0.0.1) and challenging with the shared secret."""
+    ca = make_ca(tmp_path, "ca")
+    cert, key = make_server_cert(tmp_path, ca, "IP:127.0.0.1")
+    options = ["-o", f"tls.cert={cert}", "-o", f"tls.key={key}"]
+    w = Worker(
+        tmp_path / "mirrord", [src], options=[*options, "-o", f"auth.secret-from={keys}:mirror"]
+    )
+    w.start()
+    return w, ca[0]
+
+
+def test_tls_and_secret_converge(tmp_path: Path):
+    """Over TLS with a shared secret both daemons compute the same channel binding: converge."""
+    src = tmp_path / "src"
+    small_tree(src)
+    keys = secrets(tmp_path)
+    w, ca = tls_secret_worker(tmp_path, src, keys)
+    backup = tmp_path / "backup"
+    client = fs_mirror(
+        w, backup, "-o", "tls=yes", "-o", f"tls.ca={ca}", "-o", f"auth.secret-from={keys}:mirror"
+    )
+    try:
+        client.wait_line("init finished", 30)
+        (src / "etc" / "hosts").write_bytes(b"127.0.0.1 localhost\n")
+        wait_converged(src, backup)
+    finally:
+        assert client.stop() == 0
+        w.stop()
+    assert_clean_output(client)
+
+
+class TlsRelay:
+    """A man in the middle holding a certificate the victim trusts.
+
+    It terminates the victim's TLS, opens a TLS connection of its own to the
+    real mirrord and passes the bytes through both ways unchanged, keeping
+    what mirrord said.  It knows nothing of the protocol.
+    """
+
+    def __init__(self, cert: Path, key: Path, upstream: int) -> None:
+        self.upstream = upstream
+        self.serving = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.serving.load_cert_chain(cert, key)
+        self.dialing = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.dialing.check_hostname = False
+        self.dialing.verify_mode = ssl.CERT_NONE
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.from_mirrord = b""
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def said(self) -> bytes:
+        with self.lock:
+            return self.from_mirrord
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
+
+    def _relay(self, conn: socket.socket) -> None:
+        try:
+            victim = self.serving.wrap_socket(conn, server_side=True)
+            raw = socket.create_connection(("127.0.0.1", self.upstream), timeout=10)
+            mirrord = self.dialing.wrap_socket(raw, server_hostname="127.0.0.1")
+        except (ssl.SSLError, OSError):
+            conn.close()
+            return
+        victim.settimeout(10)
+        peer = {victim: mirrord, mirrord: victim}
+        try:
+            while True:
+                ready = [s for s in peer if s.pending()]
+                if not ready:
+                    ready, _, _ = select.select(list(peer), [], [], 10)
+                for s in ready:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    if s is mirrord:
+                        with self.lock:
+                            self.from_mirrord += data
+                    peer[s].sendall(data)
+        except (ssl.SSLError, OSError):
+            return
+        finally:
+            victim.close()
+            mirrord.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_tls_relay_of_the_auth_is_refused_by_mirrord(tmp_path: Path):
+    """A relay between two TLS connections cannot pass fs_mirror's AUTH on to mirrord.
+
+    Issue 9: a fake server relayed a real nonce to a victim fs_mirror and the real
+    mirrord streamed its tree to the relay.  The proofs now cover each TLS
+    connection's RFC 9266 exporter value, which differs on the two legs, so
+    mirrord answers AUTH FAILED and the relay gets nothing of the tree.
+    """
+    src = tmp_path / "src"
+    small_tree(src)
+    keys = secrets(tmp_path)
+    w, ca = tls_secret_worker(tmp_path, src, keys)
+    (tmp_path / "relay").mkdir()
+    ca_key = tmp_path / "ca.key"
+    relay_cert, relay_key = make_server_cert(tmp_path / "relay", (ca, ca_key), "IP:127.0.0.1")
+    relay = TlsRelay(relay_cert, relay_key, w.port)
+    victim = Proc([command("fs_mirror"),
+                   "-o", "host=127.0.0.1", "-o", f"port={relay.port}", "-o", "reconnect.max=1",
+                   "-o", "fssync.type=local", "-o", "tls=yes", "-o", f"tls.ca={ca}",
+                   "-o", f"auth.secret-from={keys}:mirror",
+                   f"--datadir={tmp_path / 'victim'}"])  # fmt: skip
+    try:
+        wait_for(
+            lambda: b"AUTH FAILED" in relay.said() or b"SESSION:" in relay.said(),
+            30,
+            0.02,
+            "mirrord to answer the relayed AUTH",
+        )
+        assert b"SESSION:" not in relay.said(), "mirrord streamed its tree to the relay"
+        assert b"AUTH FAILED" in relay.said()
+        assert not mirror_of(tmp_path / "victim", src).exists()
+    finally:
+        victim.kill()
+        relay.close()
         w.stop()
