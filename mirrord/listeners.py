@@ -16,8 +16,10 @@ from twisted.application.service import Service
 from twisted.internet import defer, endpoints, protocol
 from twisted.logger import Logger
 
+from cmdconfig import Config
 from cmdconfig.tls import twisted_ssl
 from mirrord.clients import MirrorServerFactory
+from mirrord.steering import Parts
 
 __all__ = ["Listener", "ProtocolPort", "listen", "tls_options"]
 
@@ -84,7 +86,7 @@ class Listener(Service):
 class ProtocolPort(Listener):
     """The line protocol on ``bind:port``, serving the journal service's store and journal."""
 
-    def __init__(self, config: Any, parts: Any, reactor: Any) -> None:
+    def __init__(self, config: Config, parts: Parts, reactor: Any) -> None:
         super().__init__(
             "protocol",
             self._open,

@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from cmdconfig import Config
 from cmdconfig.cli import make_parser, react
 from cmdconfig.errors import CommandError, ConfigError, UsageError
 from mirrord.config import SCHEMA
@@ -31,11 +32,11 @@ def _extra(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="with -k status: print one JSON object")
 
 
-def control_socket(config: Any) -> str:
+def control_socket(config: Config) -> str:
     return config["control.socket"] or os.path.join(config["datadir"], "mirrord.sock")
 
 
-def _control(args: argparse.Namespace, config: Any) -> int:
+def _control(args: argparse.Namespace, config: Config) -> int:
     from mirrord import control
 
     words = args.control
@@ -88,7 +89,7 @@ def _lock_datadir(datadir: str) -> Any:
     return handle
 
 
-def _cannot_listen(exc: Any, config: Any) -> str:
+def _cannot_listen(exc: Any, config: Config) -> str:
     """What to do when a port cannot be bound (in use, bad address, no permission)."""
     where = f"{exc.interface or '0.0.0.0'}:{exc.port}"
     error = exc.socketError
@@ -104,7 +105,7 @@ def _cannot_listen(exc: Any, config: Any) -> str:
     return f"cannot listen on {where} ({reason}): {todo}"
 
 
-def _check_files(config: Any) -> None:
+def _check_files(config: Config) -> None:
     """Secrets and TLS files are read now: a bad one is exit 2 naming its key."""
     for key in ("auth.secret-from", "ftp.password-from"):
         config.secret(key)
@@ -129,7 +130,7 @@ def _check_files(config: Any) -> None:
         ) from None
 
 
-def _start(reactor: Any, config: Any, on_reload: Any) -> defer.Deferred[None]:
+def _start(reactor: Any, config: Config, on_reload: Any) -> defer.Deferred[None]:
     """Build and start the service tree; fires once it serves. SIGHUP reloads it."""
     from mirrord.service import makeService
 
@@ -140,7 +141,7 @@ def _start(reactor: Any, config: Any, on_reload: Any) -> defer.Deferred[None]:
     return service.ready
 
 
-def _why(failure: Failure, config: Any) -> NoReturn:
+def _why(failure: Failure, config: Config) -> NoReturn:
     """What a failed start means for the operator: exit 2 for config, else 1."""
     from twisted.internet.error import CannotListenError
 
@@ -161,7 +162,7 @@ def _why(failure: Failure, config: Any) -> NoReturn:
     raise CommandError(str(exc))
 
 
-def _serve(reactor: Any, args: argparse.Namespace, config: Any) -> defer.Deferred[Any]:
+def _serve(reactor: Any, args: argparse.Namespace, config: Config) -> defer.Deferred[Any]:
     """Serve until SIGTERM/SIGINT stops the reactor (exit 0), or fail starting."""
     lock = _lock_datadir(config["datadir"])
     reactor.addSystemEventTrigger("after", "shutdown", lock.close)
@@ -180,11 +181,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
         description="Watch the included trees and serve their change log.",
     )
 
-    def prepare(args: argparse.Namespace, config: Any) -> None:
+    def prepare(args: argparse.Namespace, config: Config) -> None:
         if not args.control:
             _check_files(config)  # exit 2 here, before --daemon detaches
 
-    def dispatch(reactor: Any, args: argparse.Namespace, config: Any) -> Any:
+    def dispatch(reactor: Any, args: argparse.Namespace, config: Config) -> Any:
         if args.control:
             args.ready()
             return _control(args, config)

@@ -29,6 +29,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from cmdconfig import Config
 from cmdconfig.notify import Watchdog, notify_ready, notify_stopping
 from mirrord import lines
 from mirrord.control import ControlFactory, listen_control
@@ -292,7 +293,7 @@ def _serving(parts: JournalService) -> Callable[[], None]:
     return hook
 
 
-def makeService(config: Any, reactor: Any) -> MirrordService:  # noqa: N802 (Twisted's name)
+def makeService(config: Config, reactor: Any) -> MirrordService:  # noqa: N802 (Twisted's name)
     """The service tree for ``config`` (identities are read now: a bad one fails here)."""
     datadir = os.fsencode(config["datadir"])
     identity = load_identities(datadir, list(config["identities"]))
@@ -329,7 +330,7 @@ def makeService(config: Any, reactor: Any) -> MirrordService:  # noqa: N802 (Twi
     return top
 
 
-def _ftp_factory(config: Any, identity: LiveIdentity) -> Any:
+def _ftp_factory(config: Config, identity: LiveIdentity) -> Any:
     from mirrord.ftpserver import make_ftp_factory  # imports the global reactor
 
     return make_ftp_factory(
