@@ -159,6 +159,7 @@ class _Walk:
         self.identity, self.store, self.watch, self.stats = identity, store, watch, stats
         self.report = report
         self.on_root_gone = on_root_gone
+        self._cut: set[bytes] = set()  # directories told as lost by _listing_cut
         self.root: bytes | None = None
         self.out: list[Change] = []
 
@@ -218,6 +219,8 @@ class _Walk:
                         new = self.entry(path, None)
                         if new is None and self._root_gone(path, old):
                             return None
+                        if new is None and self.on_root_gone is not None:
+                            self._listing_cut(path)  # listed by its parent, gone since
                         names = [] if new is not None and new.kind == DIR else None
                     if names is not None:
                         child = _child_mode(mode, fresh, locked)
@@ -235,6 +238,16 @@ class _Walk:
             found = [Change(Put(path, new))]  # unchanged, but the journal counts it
         self.out.extend(found)
         return frame
+
+    def _listing_cut(self, dir_path: bytes) -> None:
+        """A name listed in ``dir_path`` was gone by its lstat: a rename of it or of a
+        parent, its event still unread, may have taken what is below ``dir_path`` away
+        mid-walk, so ``dir_path`` is told as lost too: walked whole where the rename puts it.
+        """
+        if dir_path not in self._cut:
+            self._cut.add(dir_path)
+            assert self.on_root_gone is not None
+            self.on_root_gone(dir_path)
 
     def _root_gone(self, path: bytes, old: Entry | None) -> bool:
         """The walk's own root, stored, is gone: tell ``on_root_gone`` instead of deleting."""
@@ -264,7 +277,10 @@ class _Walk:
                 old = head[1]
             snap.floor = name
             path = base + b"/" + name
-            yield path, old, self.entry(path, old)
+            new = self.entry(path, old)
+            if new is None and self.on_root_gone is not None and path in self.identity:
+                self._listing_cut(dir_path)
+            yield path, old, new
         while (head := snap.peek()) is not None:
             snap.buf.popleft()
             yield base + b"/" + head[0], head[1], None

@@ -618,3 +618,21 @@ def test_walk_of_a_new_directory_after_its_parent_was_renamed_keeps_it(s):
         deep = e + b"/" + name + b"/deep"
         assert s.store.get(deep) is not None and deep in s.watched
     assert not [r for r in s.records() if r[0] is Action.DELETE]
+
+
+def test_walk_into_a_directory_its_parent_rename_took_away_keeps_what_is_below(s):
+    """mkdir -p d/a/b/c, then mv d e just as the walk of d/a reaches b (its parent's
+    listing named b, b's own listing finds it gone), the rename told later: once it
+    is, e/a/b is walked whole, so c reaches the log and is watched (torture seed 1)."""
+    d, e = s.root + b"/d", s.root + b"/e"
+    os.mkdir(d)
+    s.booted()
+    os.makedirs(d + b"/a/b/c")
+    s.journal.dirty(d + b"/a", recursive=True, present=True)
+    s.on_watch[d + b"/a/b"] = lambda: os.rename(d, e)  # as the walk lists d/a/b
+    s.pump()
+    s.journal.moved(d, e)
+    s.pump()
+    deep = e + b"/a/b/c"
+    assert s.store.get(deep) is not None and deep in s.watched
+    assert not [r for r in s.records() if r[0] is Action.DELETE]
