@@ -19,8 +19,9 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import task
+from twisted.logger import Logger
 
-__all__ = ["Watchdog", "notify", "notify_ready", "notify_stopping", "watchdog_period"]
+__all__ = ["Watchdog", "notify", "notify_ready", "notify_stopping", "tell", "watchdog_period"]
 
 
 def notify(message: bytes, environ: Mapping[str, str] | None = None) -> bool:
@@ -44,6 +45,14 @@ def notify(message: bytes, environ: Mapping[str, str] | None = None) -> bool:
 def notify_ready(environ: Mapping[str, str] | None = None) -> bool:
     """Tell the service manager the daemon serves (``READY=1``)."""
     return notify(b"READY=1", environ)
+
+
+def tell(message: bytes, log: Logger) -> None:
+    """``notify(message)`` for a daemon: a manager it cannot reach is a warning, not a failure."""
+    try:
+        notify(message)
+    except OSError as e:
+        log.warn("cannot tell systemd {message}: {error}", message=message.decode(), error=e)
 
 
 def notify_stopping(environ: Mapping[str, str] | None = None) -> bool:

@@ -21,7 +21,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cmdconfig.notify import notify_ready
+from cmdconfig.notify import tell
 from fs_mirror.connection import MirrorProtocol
 from fs_mirror.explain import tls_problem
 from fs_mirror.progress import InitProgress, NoProgress
@@ -129,10 +129,7 @@ class MirrorClient(protocol.Factory):
         if self._ready_told:
             return
         self._ready_told = True
-        try:
-            notify_ready()
-        except OSError as e:
-            self.log.warn("cannot tell systemd fs_mirror is ready: {error}", error=e)
+        tell(b"READY=1", self.log)
 
     def credentials_refused(self, reason: str) -> None:
         """mirrord refused our secret, or wants one we lack: retrying cannot help, stop."""

@@ -24,7 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from cmdconfig import CommandError
-from cmdconfig.notify import Watchdog, notify_stopping
+from cmdconfig.notify import Watchdog, tell
 from cmdconfig.tls import twisted_ssl
 from fs_mirror.apply import Applier
 from fs_mirror.backend import REPORT, backend_spec, scratch_dirs
@@ -276,10 +276,7 @@ class FsMirrorService(MultiService):
 
     def stopService(self) -> Deferred:
         """Finish the batch in hand and save its serial, then close everything."""
-        try:
-            notify_stopping()
-        except OSError as e:
-            log.warn("cannot tell systemd fs_mirror is stopping: {error}", error=e)
+        tell(b"STOPPING=1", log)
         d = self.client.stop()
         d.addCallback(lambda _: super(FsMirrorService, self).stopService())
         closers = [x for x in (self.fetcher, self.reporter) if x is not None]

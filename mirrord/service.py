@@ -30,7 +30,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from cmdconfig import Config
-from cmdconfig.notify import Watchdog, notify_ready, notify_stopping
+from cmdconfig.notify import Watchdog, tell
 from mirrord import lines
 from mirrord.control import ControlFactory, listen_control
 from mirrord.journal import Journal
@@ -269,10 +269,7 @@ class MirrordService(MultiService):
 
     def stopService(self) -> defer.Deferred[Any]:  # noqa: N802
         """Tell systemd a clean stop has begun (STOPPING=1), then stop in reverse order."""
-        try:
-            notify_stopping()
-        except OSError as e:
-            log.warn("cannot tell systemd mirrord is stopping: {error}", error=e)
+        tell(b"STOPPING=1", log)
         return super().stopService()
 
 
@@ -285,10 +282,7 @@ def _serving(parts: JournalService) -> Callable[[], None]:
             watched=parts.monitor.status().get("watched", 0),
             head=parts.store.head,
         )
-        try:
-            notify_ready()
-        except OSError as e:
-            log.warn("cannot tell systemd mirrord is ready: {error}", error=e)
+        tell(b"READY=1", log)
 
     return hook
 

@@ -8,8 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("protocol", "cmdconfig", "fs_info", "fs_sync", "mirrord", "fs_mirror")
 
-#: package -> what of ours it may import. ``fs_sync.beneath`` is the one way
-#: the worker's files are opened, shared by the backends and mirrord's FTP service.
+#: package -> what of ours it may import. ``fs_sync.beneath`` opens the worker's
+#: files without following symlinks: the local backend and mirrord's FTP service use it.
 ALLOWED = {
     "protocol": set(),
     "cmdconfig": set(),
