@@ -172,7 +172,7 @@ def test_move_renames_subtree_and_replaces_destination(store):
 
 
 def test_big_move_in_one_commit(store):
-    """A 12,000-entry sub-tree moves in one transaction (lock limits are large enough)."""
+    """A 12,000-entry sub-tree moves in one transaction (there is no lock table to fill)."""
     ops = [Put(b"/big", entry(DIR))]
     ops += [Put(b"/big/d%02d" % i, entry(DIR)) for i in range(12)]
     ops += [Put(b"/big/d%02d/f%04d" % (i, j), entry()) for i in range(12) for j in range(1000)]
@@ -307,3 +307,26 @@ def test_schema_1_database_is_read_and_marked_2(tmp_path):
         assert s.created is False
     finally:
         s.close()
+
+
+def test_database_of_a_release_with_the_locking_subsystem_opens_with_its_entries(
+    tmp_path, monkeypatch
+):
+    """Releases up to 0.1 opened the environment with DB_INIT_LOCK; their datadirs
+    open as they are (DB_RECOVER rebuilds the regions) and keep every entry."""
+    import mirrord.store
+
+    old_flags = mirrord.store._ENV_FLAGS | mirrord.store.db.DB_INIT_LOCK
+    monkeypatch.setattr(mirrord.store, "_ENV_FLAGS", old_flags)
+    s = Store(str(tmp_path / "db"))
+    s.commit([rec(b"/a")], [Put(b"/a", entry(DIR))])
+    session = s.session
+    s.close()
+    monkeypatch.undo()
+    s = Store(str(tmp_path / "db"))
+    try:
+        assert (s.session, s.head, s.get(b"/a")) == (session, 1, entry(DIR))
+        assert s.created is False
+    finally:
+        s.close()
+
