@@ -82,7 +82,14 @@ SCHEMA = Schema(
             "past it are polled (0 = as many as the kernel allows)",
             minimum=0,
         ),
-        Key("cache.size", "int", "64", "Berkeley DB cache size in MiB", minimum=1),
+        Key(
+            "cache.size",
+            "int",
+            "64",
+            "most MiB of Berkeley DB cache; at start it is sized to the stored tree, "
+            "from 8 MiB up to this",
+            minimum=1,
+        ),
         Key(
             "move.wait",
             "duration",

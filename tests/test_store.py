@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from mirrord.store import DIR, FILE, LINK, Entry, Store, StoreError, path_key
+from mirrord.store import DIR, FILE, LINK, MIN_CACHE, Entry, Store, StoreError, cache_for, path_key
 from mirrord.values import Drop, DropTree, MoveTree, Put
 from protocol.records import Action, Record
 
@@ -330,3 +330,27 @@ def test_database_of_a_release_with_the_locking_subsystem_opens_with_its_entries
     finally:
         s.close()
 
+
+def test_cache_is_sized_to_the_stored_tree_within_its_bounds(tmp_path):
+    home = str(tmp_path)
+    assert cache_for(home, 64 << 20) == MIN_CACHE  # a first boot: nothing stored yet
+    assert cache_for(home, 2 << 20) == 2 << 20  # the configured size is the most
+    with open(tmp_path / "snapshot", "wb") as f:
+        f.truncate(16 << 20)
+    with open(tmp_path / "wmlog", "wb") as f:
+        f.truncate(8 << 20)
+    assert cache_for(home, 64 << 20) == 30 << 20  # the B-trees and a quarter more
+    assert cache_for(home, 20 << 20) == 20 << 20
+
+
+def test_store_reopens_with_a_cache_grown_to_its_tree(tmp_path):
+    s = Store(str(tmp_path / "db"), cache_bytes=256 << 20)
+    s.load([Put(b"/d%06d" % i, entry()) for i in range(60_000)])
+    s.close()
+    s = Store(str(tmp_path / "db"), cache_bytes=256 << 20)
+    try:
+        gbytes, nbytes, _ = s._env.get_cachesize()
+        assert (gbytes << 30) + nbytes > MIN_CACHE
+        assert s.get(b"/d059999") == entry()
+    finally:
+        s.close()
