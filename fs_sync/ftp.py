@@ -23,6 +23,10 @@ Which trouble is whose:
 - the mirror's disk refusing the temporary file (ENOSPC, EROFS, ...) fails
   it with `LocalDiskError`;
 - a reply about one file (550, or a 4xx that repeats) is that file's outcome.
+
+A server that offers MRTR in its FEAT reply (mirrord's embedded one) gets a
+lane's share in batches of `BATCH` files over one data connection each
+(fs_sync/ftpbatch.py); any other server gets one RETR per file.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from fs_sync.atomic import AtomicFile, refuse_directory
+from fs_sync.ftpbatch import COMMAND, Content, End, FrameReader, Start, Status, encode_names
 from fs_sync.interface import (
     BackendUnavailable,
     FetchItem,
@@ -48,6 +53,10 @@ from fs_sync.interface import (
     Result,
     is_local_disk_error,
 )
+
+#: Files per MRTR: bounded by the format's MAX_NAMES, and small enough that a
+#: batch cut short costs little to redo file by file.
+BATCH = 1024
 
 #: The reason given for a name FTP cannot carry.
 CANNOT_CARRY = "FTP cannot carry a name holding CR or LF"
@@ -165,6 +174,7 @@ class _Lane:
         self.root = root.rstrip(b"/")
         self.timeout = timeout
         self._ftp: ftplib.FTP | None = None  # touched only in this lane's thread
+        self._batched = False  # the server offers MRTR (known once connected)
         self.pool = ThreadPool(minthreads=0, maxthreads=1, name=f"fs_sync-ftp-{number}")
         self.pool.start()
 
@@ -188,6 +198,7 @@ class _Lane:
                 ) from e
             ftp.set_pasv(True)
             ftp.voidcmd("TYPE I")
+            self._batched = _offers(ftp, COMMAND)
         except BackendUnavailable:
             ftp.close()
             raise
@@ -211,7 +222,80 @@ class _Lane:
 
     def fetch_batch(self, batch: list[FetchItem]) -> list[Result]:
         """Runs in the lane's thread; whole-fetch trouble is raised, ending the share."""
-        return [self._fetch(item) for item in batch]
+        results: dict[int, Result] = {}
+        todo: list[tuple[int, FetchItem, str]] = []
+        for index, item in enumerate(batch):
+            refused = refuse_directory(item)
+            path = ftp_path(self.root, item.remote)
+            if refused:
+                results[index] = refused
+            elif path is None:
+                results[index] = (item, Outcome.UNSUPPORTED, CANNOT_CARRY)
+            else:
+                todo.append((index, item, path))
+        for start in range(0, len(todo), BATCH):
+            part = todo[start : start + BATCH]
+            self._connect()
+            done = self._fetch_together(part) if self._batched else {}
+            results.update(done)
+            for index, item, _ in part:
+                if index not in done:
+                    results[index] = self._fetch(item)
+        return [results[i] for i in range(len(batch))]
+
+    def _fetch_together(self, part: list[tuple[int, FetchItem, str]]) -> dict[int, Result]:
+        """One MRTR for `part`: the results it gave (the rest go file by file)."""
+        ftp = self._connect()
+        results: dict[int, Result] = {}
+        out: AtomicFile | None = None
+        failed = ""  # why this file's content is being thrown away
+        try:
+            conn = ftp.transfercmd(COMMAND)
+        except ftplib.error_perm:
+            self._batched = False  # the server took it back: RETR from now on
+            return results
+        except _LINK_ERRORS:
+            self.disconnect()
+            return results
+        try:
+            with conn:
+                conn.sendall(encode_names(path.encode("latin-1") for _, _, path in part))
+                reader = FrameReader()
+                files = iter(part)
+                index, item, path = next(files)
+                while block := conn.recv(1 << 16):
+                    for event in reader.feed(block):
+                        match event:
+                            case Start(Status.OK):
+                                out, failed = _start(item, self.tmpdir, self.fsync)
+                                continue
+                            case Start(status):
+                                results[index] = _outcome(item, path, status)
+                            case Content(data):
+                                if out is not None:
+                                    try:
+                                        out.write(data)
+                                    except OSError as e:
+                                        out, failed = _throw_away(
+                                            out, e, "writing the temporary file"
+                                        )
+                                continue
+                            case End(status):
+                                results[index] = _finish(item, out, failed, status)
+                                out = None
+                        if len(results) == len(part):
+                            break
+                        index, item, path = next(files)
+            ftp.voidresp()
+        except LocalDiskError:
+            self.disconnect()  # the transfer was cut short: its reply is still due
+            raise
+        except (*_LINK_ERRORS, ftplib.error_temp, ftplib.error_perm, ValueError):
+            self.disconnect()  # cut short: what is missing goes file by file
+        finally:
+            if out is not None:
+                out.abort()
+        return results
 
     def _fetch(self, item: FetchItem) -> Result:
         refused = refuse_directory(item)
@@ -242,6 +326,65 @@ class _Lane:
                     message = f"FTP connection to {self.where} broke, also after a reconnect"
                     raise BackendUnavailable(f"{message}: {e or type(e).__name__}") from e
         raise AssertionError("unreachable")
+
+
+def _offers(ftp: ftplib.FTP, feature: str) -> bool:
+    """Whether the server's FEAT reply (RFC 2389) lists `feature`."""
+    try:
+        reply = ftp.sendcmd("FEAT")
+    except ftplib.Error:
+        return False
+    return any(line.strip().upper() == feature for line in reply.splitlines()[1:-1])
+
+
+def _start(item: FetchItem, tmpdir: bytes | None, fsync: bool) -> tuple[AtomicFile | None, str]:
+    """The temporary file for a batch's next file, or why there is none."""
+    try:
+        return AtomicFile(item.local, tmpdir, fsync), ""
+    except OSError as e:
+        problem = _local(e, "temporary file")
+        if isinstance(problem, LocalDiskError):
+            raise problem from e
+        return None, str(problem)
+
+
+def _throw_away(out: AtomicFile, error: OSError, doing: str) -> tuple[None, str]:
+    out.abort()
+    problem = _local(error, doing)
+    if isinstance(problem, LocalDiskError):
+        raise problem from error
+    return None, str(problem)
+
+
+def _finish(item: FetchItem, out: AtomicFile | None, failed: str, status: Status) -> Result:
+    """A batch file's content is whole (or not): install it and say so."""
+    if out is None:
+        return (item, Outcome.FAILED, failed)
+    if status is not Status.OK:
+        out.abort()
+        return (item, Outcome.FAILED, "reading it on the worker failed")
+    try:
+        out.commit()
+    except IsADirectoryError:
+        return (item, Outcome.FAILED, "local path is a directory")
+    except OSError as e:
+        problem = _local(e, "installing the fetched file")
+        if isinstance(problem, LocalDiskError):
+            raise problem from e
+        return (item, Outcome.FAILED, str(problem))
+    return (item, Outcome.DONE, "")
+
+
+def _outcome(item: FetchItem, path: str, status: Status) -> Result:
+    """What a batch's status byte for a file without content means."""
+    name = readable(path)
+    if status is Status.MISSING:
+        return (item, Outcome.VANISHED, f"{name}: not on the worker (or not served)")
+    if status is Status.NOT_A_FILE:
+        return (item, Outcome.NOT_A_FILE, "not a regular file on the server")
+    if status is Status.DENIED:
+        return (item, Outcome.FAILED, f"on the worker: {name}: permission denied")
+    return (item, Outcome.FAILED, f"on the worker: {name}: could not be opened")
 
 
 def _local(error: OSError, doing: str) -> Exception:

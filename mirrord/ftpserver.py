@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from fs_sync.beneath import open_beneath
+from fs_sync.ftpbatch import COMMAND, BatchError, NameReader, Status, chunk
 
 IsIncluded = Callable[[bytes], bool]
 
@@ -140,6 +141,24 @@ def _classes() -> tuple[type, type, type]:
             os.set_blocking(fd, True)
             return defer.succeed(ftp._FileReader(os.fdopen(fd, "rb")))
 
+        def open_for_batch(self, path: str) -> tuple[Status, int | None]:
+            """A batch's file: an fd to read, or why there is none (see ftpbatch)."""
+            try:
+                fd = self._open(ftp.toSegments([], path), os.O_RDONLY | os.O_NONBLOCK)
+            except ftp.InvalidPath:
+                return Status.MISSING, None
+            except OSError as e:
+                if e.errno in (errno.EACCES, errno.EPERM):
+                    return Status.DENIED, None
+                if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    return Status.MISSING, None
+                return Status.FAILED, None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                return Status.NOT_A_FILE, None
+            os.set_blocking(fd, True)
+            return Status.OK, fd
+
         def stat(self, path: Sequence[str], keys: Sequence[str] = ()) -> defer.Deferred[Any]:
             try:
                 return defer.succeed(_stat_values(self._stat(path), keys))
@@ -204,8 +223,10 @@ def _classes() -> tuple[type, type, type]:
 @functools.cache
 def _protocol_class() -> type:
     from twisted.internet import defer
+    from twisted.internet.interfaces import IConsumer, IPullProducer
     from twisted.logger import Logger
     from twisted.protocols import ftp
+    from zope.interface import implementer
 
     log = Logger("mirrord.ftpserver")
 
@@ -242,6 +263,22 @@ def _protocol_class() -> type:
             return defer.fail(ftp.CmdNotImplementedError("PORT/EPRT (use PASV or EPSV)"))
 
         ftp_PORT = ftp_EPRT = _refuse_active  # no connections to third parties (FTP bounce)
+
+        FEATURES = [*ftp.FTP.FEATURES, COMMAND]
+
+        def ftp_MRTR(self) -> defer.Deferred[Any]:
+            """Many files over one data connection (fs_sync/ftpbatch.py)."""
+            dtp = self.dtpInstance
+            if dtp is None:
+                return defer.fail(ftp.BadCmdSequenceError("PASV or EPSV required before MRTR"))
+            self.setTimeout(None)
+            self.reply(ftp.DATA_CNX_ALREADY_OPEN_START_XFR)
+
+            def idle_timeout_again(result: object) -> object:
+                self.setTimeout(self.factory.timeOut)
+                return result
+
+            return _Batch(self.shell, dtp).done.addBoth(idle_timeout_again)
 
         def connectionLost(self, reason: Any = None) -> None:
             self.disconnected = True  # Twisted's lineReceived resumes only if not
@@ -298,6 +335,94 @@ def _protocol_class() -> type:
             d.addBoth(idle_timeout_again)
             return d
 
+    @implementer(IConsumer, IPullProducer)
+    class _Batch:
+        """One MRTR: reads the name list off the data connection, then sends the
+        files as a pull producer, a few hundred KiB per call, one open file at a time."""
+
+        def __init__(self, shell: Any, dtp: Any) -> None:
+            self.shell, self.dtp = shell, dtp
+            self.names = NameReader()
+            self.done: defer.Deferred[Any] = defer.Deferred()
+            self._index = 0
+            self._fd: int | None = None
+            lost = dtp.registerConsumer(self)
+            if lost is None:  # the data connection is already gone
+                self._finish((ftp.CNX_CLOSED_TXFR_ABORTED,))
+            else:
+                lost.addBoth(self._lost)
+
+        # -- consumer of the name list --
+        def registerProducer(self, producer: Any, streaming: bool) -> None:
+            pass
+
+        def unregisterProducer(self) -> None:
+            pass
+
+        def write(self, data: bytes) -> None:
+            if self.done.called:
+                return
+            try:
+                self.names.feed(data)
+            except BatchError as e:
+                log.warn("MRTR refused: {why}", why=str(e))
+                self.dtp.transport.abortConnection()
+                self._finish((ftp.SYNTAX_ERR_IN_ARGS, str(e)))
+                return
+            if self.names.done:
+                self.dtp.transport.registerProducer(self, False)
+
+        # -- producer of the frames --
+        def resumeProducing(self) -> None:
+            out: list[bytes] = []
+            size = 0
+            names = self.names.names
+            while size < _BATCH_WRITE and self._index < len(names):
+                if self._fd is None:
+                    path = names[self._index].decode("latin-1")
+                    status, self._fd = self.shell.open_for_batch(path)
+                    out.append(bytes([status]))
+                    if self._fd is None:
+                        self._index += 1
+                    continue
+                try:
+                    data = os.read(self._fd, _BATCH_READ)
+                except OSError:
+                    data, end = b"", Status.FAILED
+                else:
+                    end = Status.OK
+                if data:
+                    out.append(chunk(data))
+                    size += len(data)
+                    continue
+                out.append(chunk(b"") + bytes([end]))
+                self._close()
+                self._index += 1
+            if out:
+                self.dtp.transport.write(b"".join(out))
+            if self._index == len(names) and not self.done.called:
+                self.dtp.transport.unregisterProducer()
+                self.dtp.transport.loseConnection()
+                self._finish((ftp.TXFR_COMPLETE_OK,))
+
+        def stopProducing(self) -> None:
+            self._close()
+
+        def _close(self) -> None:
+            fd, self._fd = self._fd, None
+            if fd is not None:
+                os.close(fd)
+
+        def _lost(self, result: object) -> None:
+            self._close()
+            if not self.done.called:
+                log.info("MRTR aborted: the data connection was closed")
+                self._finish((ftp.CNX_CLOSED_TXFR_ABORTED,))
+
+        def _finish(self, reply: tuple[str, ...]) -> None:
+            if not self.done.called:
+                self.done.callback(reply)
+
     class _OnlyFrom:
         """A listening factory that lets only `peer` connect (others are closed)."""
 
@@ -314,6 +439,10 @@ def _protocol_class() -> type:
             return self.factory.buildProtocol(addr)
 
     return MirrorFTP
+
+
+_BATCH_WRITE = 256 * 1024  # bytes per resumeProducing call of an MRTR
+_BATCH_READ = 64 * 1024
 
 
 def _as_bytes(value: str | bytes) -> bytes:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from fs_sync.ftpbatch import FrameReader, Status, encode_names
 from mirrord.ftpserver import open_served, segments_to_path
 from tests.helpers import wait_for
 
@@ -428,3 +429,67 @@ def test_passive_port_listens_on_the_control_address_only(tree: Tree) -> None:
         assert ftp.getresp().startswith("125")
         assert _drain(conn) == len(b"<h1>hi</h1>")
         assert ftp.voidresp().startswith("226")
+
+
+# -- MRTR: many files over one data connection -------------------------------------
+
+
+def mrtr(ftp: ftplib.FTP, names: list[bytes]) -> list[tuple[Status, bytes, Status | None]]:
+    """One MRTR spoken by hand: names out, frames back, folded per file."""
+    from tests.test_fs_sync_ftpbatch import files_of
+
+    ftp.voidcmd("TYPE I")
+    with ftp.transfercmd("MRTR") as conn:
+        conn.sendall(encode_names(names))
+        reader, events = FrameReader(), []
+        while block := conn.recv(1 << 16):
+            events += reader.feed(block)
+    assert reader.between_files
+    assert ftp.voidresp().startswith("226")
+    return files_of(events)
+
+
+def test_mrtr_is_offered_and_sends_each_file_with_why_the_others_are_not(tree: Tree) -> None:
+    root = os.fsencode(tree.root)
+    names = [
+        root + b"/index.html",
+        root + b"/big",  # many chunks
+        root + b"/missing",
+        root + b"/sub",  # a directory
+        root + b"/escape",  # a symlink out of the tree: never followed
+        os.fsencode(tree.outside / "secret"),  # not included
+        root + b"/sub/../../private/secret",  # climbs out
+        root + b"/sub/f.txt",
+    ]
+    with login(tree) as ftp:
+        assert "MRTR" in ftp.sendcmd("FEAT").split()
+        files = mrtr(ftp, names)
+        assert retr(ftp, tree.root / "sub" / "f.txt") == b"inner"  # the link is still good
+    assert files == [
+        (Status.OK, b"<h1>hi</h1>", Status.OK),
+        (Status.OK, (tree.root / "big").read_bytes(), Status.OK),
+        (Status.MISSING, b"", None),
+        (Status.NOT_A_FILE, b"", None),
+        (Status.MISSING, b"", None),
+        (Status.MISSING, b"", None),
+        (Status.MISSING, b"", None),
+        (Status.OK, b"inner", Status.OK),
+    ]
+
+
+def test_mrtr_with_a_hostile_name_list_is_refused_and_the_session_goes_on(tree: Tree) -> None:
+    mark = tree.server.log_mark()
+    with login(tree) as ftp:
+        ftp.voidcmd("TYPE I")
+        conn = ftp.transfercmd("MRTR")
+        conn.sendall(b"/x" * 5000)  # a name that never ends, past MAX_NAME
+        _drain(conn)  # the server cuts the data connection
+        with pytest.raises(ftplib.error_perm, match="^501"):
+            ftp.voidresp()
+        assert retr(ftp, tree.root / "index.html") == b"<h1>hi</h1>"
+    _assert_no_error_logged(tree, mark)
+
+
+def test_mrtr_without_a_data_connection_is_a_sequence_error(tree: Tree) -> None:
+    with login(tree) as ftp, pytest.raises(ftplib.error_perm, match="^503"):
+        ftp.voidcmd("MRTR")

@@ -10,12 +10,13 @@ PACKAGES = ("protocol", "cmdconfig", "fs_info", "fs_sync", "mirrord", "fs_mirror
 
 #: package -> what of ours it may import. ``fs_sync.beneath`` opens the worker's
 #: files without following symlinks: the local backend and mirrord's FTP service use it.
+#: ``fs_sync.ftpbatch`` is the pure codec of MRTR, spoken by that service and the ftp backend.
 ALLOWED = {
     "protocol": set(),
     "cmdconfig": set(),
     "fs_info": {"cmdconfig"},
     "fs_sync": set(),
-    "mirrord": {"protocol", "fs_info", "cmdconfig", "fs_sync.beneath"},
+    "mirrord": {"protocol", "fs_info", "cmdconfig", "fs_sync.beneath", "fs_sync.ftpbatch"},
     "fs_mirror": {"protocol", "fs_sync", "cmdconfig"},
 }
 
