@@ -99,6 +99,7 @@ class Applier:
         init: bool = False,
         replayed: int = 0,
         local_done: Callable[[], None] | None = None,
+        first: int | None = None,  # the serial of records[0]: report mode's, unused here
     ) -> Deferred[Stats]:
         """Apply ``records`` in order, then fetch the batch's files once.
 
@@ -391,3 +392,7 @@ class Applier:
     def resynced(self) -> None:
         """A full INIT begins: it names everything again, so nothing owed before counts."""
         self.owed.resynced()
+
+    def finish_init(self) -> Deferred[None]:
+        """Nothing to do here once an INIT is applied (the client sweeps the mirror)."""
+        return succeed(None)

@@ -176,7 +176,8 @@ class MirrorClient(protocol.Factory):
                 self.log.info("removed {count} local entries the worker no longer has", count=count)
 
         d = self.gate.run(self.run_blocking, self.sweep.finish, removed, self.max_delete)
-        return d.addCallback(report)
+        d.addCallback(report)
+        return d.addCallback(lambda _: self.sink.finish_init())
 
     # -- stopping ----------------------------------------------------------------
     def stop(self) -> Deferred:

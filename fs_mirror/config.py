@@ -60,6 +60,12 @@ SCHEMA = Schema(
         ),
         Key("report.syslog", "bool", "no", "report backend also logs each change to syslog"),
         Key(
+            "report.syslog.socket",
+            "str",
+            "/dev/log",
+            "the syslog daemon's local socket (report.syslog=yes refuses to start without it)",
+        ),
+        Key(
             "report.exec",
             "str",
             "",

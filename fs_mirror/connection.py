@@ -224,6 +224,7 @@ class MirrorProtocol(protocol.Protocol):
         because records are idempotent.
         """
         client, sink = self.client, self.client.sink
+        first = None if init else self._first  # serial of records[0] (NEXT batches)
         result: Deferred = Deferred()
         delay = RETRY_FIRST
 
@@ -235,7 +236,12 @@ class MirrorProtocol(protocol.Protocol):
             def apply() -> Deferred:
                 replayed, local_done = self._replay_plan(records)  # a retry replays too
                 return sink.apply_batch(
-                    records, serial, init=init, replayed=replayed, local_done=local_done
+                    records,
+                    serial,
+                    init=init,
+                    replayed=replayed,
+                    local_done=local_done,
+                    first=first,
                 )
 
             d = client.gate.run(apply)

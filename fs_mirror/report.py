@@ -21,7 +21,8 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from enum import StrEnum
 from typing import IO, Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -30,6 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from fs_mirror.syslog_out import DEFAULT_SOCKET, SyslogSocket
 from protocol.paths import quote
 from protocol.records import Meta, Record, encode_mtime
 
@@ -38,6 +40,14 @@ log = Logger()
 _UNDECODED = re.compile("[\udc80-\udcff]")
 
 _META_KEYS = ("mode", "uid", "gid", "size", "mtime")
+
+
+class Found(StrEnum):
+    """What a full sync found against the baseline (report lines of live changes have none)."""
+
+    CREATED = "created"
+    DELETED = "deleted"
+    CHANGED = "changed"
 
 
 def text_path(path: bytes) -> str:
@@ -85,6 +95,7 @@ class Reporter:
         max_running: int = 4,
         max_queued: int = 1000,
         syslog_fn: Callable[[str], None] | None = None,
+        syslog_socket: str = DEFAULT_SOCKET,
     ) -> None:
         if fmt not in ("text", "json"):
             raise ValueError(f"report format must be text or json, not {fmt!r}")
@@ -92,10 +103,10 @@ class Reporter:
         self._clock = clock if clock is not None else reactor
         self._reactor = reactor
         self._syslog = syslog_fn
-        if syslog and syslog_fn is None:
-            import syslog as _syslog
-
-            self._syslog = lambda line: _syslog.syslog(_syslog.LOG_INFO, line)
+        self._syslog_socket: SyslogSocket | None = None
+        if syslog and syslog_fn is None:  # raises SyslogUnreachable: no silent tripwire
+            self._syslog_socket = SyslogSocket(syslog_socket)
+            self._syslog = self._syslog_socket.send
         self._argv: list[str] | None = None
         self._pool: ThreadPool | None = None
         if exec_argv:
@@ -110,11 +121,28 @@ class Reporter:
         self.dropped = 0
         self._idle: list[Deferred[None]] = []
 
-    def format(self, record: Record, serial: int | None) -> str:
-        """One report line for `record`, without a newline."""
+    def _now(self) -> str:
         stamp = datetime.datetime.fromtimestamp(self._clock.seconds(), tz=datetime.UTC)
-        when = stamp.isoformat(timespec="milliseconds")
+        return stamp.isoformat(timespec="milliseconds")
+
+    def format(
+        self,
+        record: Record,
+        serial: int | None,
+        *,
+        found: Found | None = None,
+        was: Mapping[str, str] | None = None,
+        digest: str | None = None,
+    ) -> str:
+        """One report line for `record`, without a newline.
+
+        ``found`` and ``was`` (the fields the baseline had, where they differ)
+        are for what a full sync found; ``digest`` is the content's sha256.
+        """
+        when = self._now()
         fields = meta_fields(record.meta)
+        if digest is not None:
+            fields["sha256"] = digest
         if self.fmt == "json":
             obj: dict[str, Any] = {"time": when, "serial": serial}
             obj["action"] = record.action.value
@@ -122,6 +150,10 @@ class Reporter:
             if record.target is not None:
                 obj["target"] = text_path(record.target)
             obj.update(fields)
+            if found is not None:
+                obj["found"] = found.value
+            if was:
+                obj["was"] = dict(was)
             return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
         parts = [when, record.action.value, f"'{text_path(record.path)}'"]
         if record.target is not None:
@@ -129,18 +161,46 @@ class Reporter:
         if serial is not None:
             parts.append(f"serial={serial}")
         parts += [f"{k}={v}" for k, v in fields.items()]
+        if found is not None:
+            parts.append(f"found={found.value}")
+        parts += [f"was.{k}={v}" for k, v in (was or {}).items()]
         return " ".join(parts)
 
-    def report(self, record: Record, serial: int | None = None) -> None:
-        line = self.format(record, serial)
+    def report(
+        self,
+        record: Record,
+        serial: int | None = None,
+        *,
+        found: Found | None = None,
+        was: Mapping[str, str] | None = None,
+        digest: str | None = None,
+    ) -> None:
+        line = self.format(record, serial, found=found, was=was, digest=digest)
+        self._emit(line)
+        if self._argv is not None:
+            self._run_hook(record, serial, found, digest)
+
+    def summary(self, event: str, text: str, **counts: int) -> None:
+        """A line about the report itself (the baseline recorded, a full sync compared)."""
+        if self.fmt == "json":
+            obj: dict[str, Any] = {"time": self._now(), "event": event, **counts}
+            self._emit(json.dumps(obj, separators=(",", ":")))
+        else:
+            self._emit(f"{self._now()} {event}: {text}")
+
+    def _emit(self, line: str) -> None:
         self.out.write(line + "\n")
         self.out.flush()
         if self._syslog is not None:
             self._syslog(line)
-        if self._argv is not None:
-            self._run_hook(record, serial)
 
-    def hook_env(self, record: Record, serial: int | None) -> dict[str, str | bytes]:
+    def hook_env(
+        self,
+        record: Record,
+        serial: int | None,
+        found: Found | None = None,
+        digest: str | None = None,
+    ) -> dict[str, str | bytes]:
         """The hook's environment: ours plus FSM_*; paths as their exact bytes."""
         env: dict[str, str | bytes] = dict(os.environ)
         fields = meta_fields(record.meta)
@@ -150,9 +210,13 @@ class Reporter:
         for key in _META_KEYS:
             env[f"FSM_{key.upper()}"] = fields.get(key, "")
         env["FSM_SERIAL"] = "" if serial is None else str(serial)
+        env["FSM_FOUND"] = "" if found is None else found.value
+        env["FSM_SHA256"] = digest or ""
         return env
 
-    def _run_hook(self, record: Record, serial: int | None) -> None:
+    def _run_hook(
+        self, record: Record, serial: int | None, found: Found | None, digest: str | None
+    ) -> None:
         if self._pending >= self._cap:
             self.dropped += 1
             log.warn(
@@ -162,7 +226,10 @@ class Reporter:
             )
             return
         assert self._argv is not None and self._pool is not None
-        env = {os.fsencode(k): os.fsencode(v) for k, v in self.hook_env(record, serial).items()}
+        env = {
+            os.fsencode(k): os.fsencode(v)
+            for k, v in self.hook_env(record, serial, found, digest).items()
+        }
         self._pending += 1
         d = deferToThreadPool(self._reactor, self._pool, _run, self._argv, env)
         d.addCallbacks(self._hook_done, self._hook_failed)
@@ -192,6 +259,8 @@ class Reporter:
             self._idle.append(done)
 
         def stop(result: None) -> None:
+            if self._syslog_socket is not None:
+                self._syslog_socket.close()
             if self._pool is not None:
                 self._pool.stop()
                 self._pool = None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import shlex
 import sys
 from collections.abc import Callable
 from typing import IO, Any
@@ -34,7 +33,7 @@ from fs_mirror.owed import OWED_NAME, Owed
 from fs_mirror.progress import InitProgress
 from fs_mirror.report import Reporter
 from fs_mirror.rotate import RotateError, check_backdir, rotate
-from fs_mirror.sink import ReportSink
+from fs_mirror.sink import report_sink
 from fs_mirror.state import State, StateCorrupt, StateLocked
 from fs_sync.registry import make_fetcher
 
@@ -176,6 +175,7 @@ class FsMirrorService(MultiService):
             ) from None
         self.fetcher: Any = None
         self.reporter: Reporter | None = None
+        self.closers: list[Callable[[], Deferred]] = []  # run after the client stopped
         try:
             endpoint = _endpoint(config, reactor)
             self.client = self._build(verbose, out or sys.stdout)
@@ -196,14 +196,9 @@ class FsMirrorService(MultiService):
         config = self.config
         secret = config.secret("auth.secret-from")
         if config["fssync.type"] == REPORT:
-            argv = shlex.split(config["report.exec"]) if config["report.exec"] else None
-            try:
-                self.reporter = Reporter(
-                    out, config["report.format"], config["report.syslog"], argv, self.reactor
-                )
-            except ValueError as e:
-                raise config.error("report.exec", str(e)) from None
-            sink: Any = ReportSink(self.reporter)
+            sink: Any = report_sink(config, out, self.reactor, self.state.staging)
+            self.reporter = sink.reporter
+            self.closers.append(sink.close)  # the baseline, once the reporter is done
         else:
             password = config.secret("fssync.password-from")
             staging, tmpdir = scratch_dirs(self.state.staging)
@@ -279,9 +274,9 @@ class FsMirrorService(MultiService):
         tell(b"STOPPING=1", log)
         d = self.client.stop()
         d.addCallback(lambda _: super(FsMirrorService, self).stopService())
-        closers = [x for x in (self.fetcher, self.reporter) if x is not None]
-        for closer in closers:
-            d.addCallback(_then, closer.close)
+        closers = [x.close for x in (self.fetcher, self.reporter) if x is not None]
+        for close in closers + self.closers:
+            d.addCallback(_then, close)
 
         def release(result: object) -> object:
             self.state.release()

@@ -61,7 +61,9 @@ class Recorder:
         self.waiting: list[Deferred] = []
         self.stats = Stats()
 
-    def apply_batch(self, records, serial=None, *, init=False, replayed=0, local_done=None):
+    def apply_batch(
+        self, records, serial=None, *, init=False, replayed=0, local_done=None, first=None
+    ):
         self.chunks.append(([r.encode() for r in records], serial, init))
         self.stats.records += len(records)
         d: Deferred = Deferred()
@@ -79,6 +81,9 @@ class Recorder:
 
     def resynced(self) -> None:
         pass
+
+    def finish_init(self) -> Deferred:
+        return succeed(None)
 
 
 class Harness:

@@ -135,6 +135,8 @@ def test_exec_hook_gets_the_change_in_its_environment(tmp_path: Path) -> None:
         b"FSM_UID": b"33",
         b"FSM_GID": b"33",
         b"FSM_SERIAL": b"5",
+        b"FSM_FOUND": b"",
+        b"FSM_SHA256": b"",
     }
     assert (second[b"FSM_ACTION"], second[b"FSM_TARGET"]) == (b"MOVE", b"/var/b")
 

@@ -12,7 +12,8 @@ from twisted.internet.testing import MemoryReactorClock
 
 from cmdconfig import ConfigError, load
 from fs_mirror.config import SCHEMA
-from fs_mirror.service import FsMirrorService, ReportSink
+from fs_mirror.service import FsMirrorService
+from fs_mirror.sink import ReportSink
 from protocol.records import Action, Meta, Record
 
 DAY = datetime.date(2026, 11, 22)
@@ -80,18 +81,23 @@ def test_unknown_report_hook_is_refused(tmp_path):
         FsMirrorService(cfg, reactor=MemoryReactorClock(), out=io.StringIO())
 
 
-def test_report_sink_prints_every_record_with_serial(tmp_path):
-    """ReportSink reports each record (INIT ones too) with the batch serial and changes nothing."""
+def test_report_sink_prints_changes_after_the_baseline_with_serial(tmp_path):
+    """ReportSink records the INIT as the baseline (one line) and reports later changes; it
+    changes nothing of the mirror."""
     out = io.StringIO()
     cfg = config(tmp_path, "fssync.type=report")
     service = FsMirrorService(cfg, reactor=MemoryReactorClock(), out=out)
     try:
         sink = service.client.sink
         assert isinstance(sink, ReportSink) and not sink.mirrors
+        sink.resynced()
         sink.apply_batch([Record(Action.CREATE, b"/etc")], 1, init=True)
-        sink.apply_batch([Record(Action.ATTRIB, b"/etc/passwd", meta=Meta(mode=0o666))], 2)
+        sink.finish_init()
+        sink.apply_batch([Record(Action.ATTRIB, b"/etc/passwd", meta=Meta(mode=0o666))], 2, first=2)
         lines = out.getvalue().splitlines()
-        assert len(lines) == 2 and "/etc/passwd" in lines[1] and "serial=2" in lines[1]
+        assert len(lines) == 2 and "baseline: 1 entries recorded at serial 1" in lines[0]
+        assert "/etc/passwd" in lines[1] and "serial=2" in lines[1]
         assert sorted(os.listdir(tmp_path / "data")) == [".fs_mirror.d", ".fs_mirror.lock"]
     finally:
+        sink.close()
         service.state.release()
