@@ -5,13 +5,15 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
 import pytest
 from twisted.internet.task import Clock
 
-from fs_mirror.report import Reporter, format_mtime, text_path
+from fs_mirror.report import Found, Reporter, format_mtime, text_path
+from fs_mirror.syslog_out import SyslogUnreachable
 from protocol.paths import unquote
 from protocol.records import Action, Meta, Record
 from tests.fetcher_contract import private_reactor, run_deferred
@@ -161,3 +163,68 @@ def test_exec_missing_command_is_refused() -> None:
     """A hook command that cannot be found is an error at start, naming it."""
     with pytest.raises(ValueError, match="no-such-hook-cmd"):
         Reporter(io.StringIO(), exec_argv=["no-such-hook-cmd"], clock=clock_at(0))
+
+
+def test_exec_runs_without_a_shell(tmp_path: Path) -> None:
+    """Shell syntax in report.exec's arguments reaches the program as it is: no shell runs."""
+    script = "import sys, os; open(sys.argv[1], 'w').write(repr(sys.argv[2:]))"
+    seen = tmp_path / "argv"
+    odd = ["$(touch pwned)", "a;b", "*", "'q'"]
+    with private_reactor() as reactor:
+        argv = [sys.executable, "-c", script, str(seen), *odd]
+        reporter = Reporter(io.StringIO(), exec_argv=argv, reactor=reactor, clock=clock_at(0))
+        reporter.report(MOVE, 1)
+        run_deferred(reactor, reporter.close())
+    assert seen.read_text() == repr(odd)
+    assert not (Path.cwd() / "pwned").exists()
+
+
+def test_a_full_sync_difference_says_what_it_found_and_what_was() -> None:
+    """A difference line carries found= and the baseline's differing fields as was.*."""
+    out = io.StringIO()
+    reporter = Reporter(out, "text", clock=clock_at(0))
+    reporter.report(WRITE, 9, found=Found.CHANGED, was={"size": "4"}, digest="ab" * 32)
+    line = out.getvalue()
+    assert line.endswith(f" mtime=1700000000.25 sha256={'ab' * 32} found=changed was.size=4\n")
+    out = io.StringIO()
+    Reporter(out, "json", clock=clock_at(0)).report(WRITE, 9, found=Found.CREATED)
+    obj = json.loads(out.getvalue())
+    assert obj["found"] == "created" and "was" not in obj and "sha256" not in obj
+
+
+def test_summary_lines() -> None:
+    """The baseline summary is one text line, or one JSON object with its counts."""
+    out = io.StringIO()
+    Reporter(out, "text", clock=clock_at(0)).summary("baseline", "3 entries", entries=3)
+    assert out.getvalue() == "1970-01-01T00:00:00.000+00:00 baseline: 3 entries\n"
+    out = io.StringIO()
+    Reporter(out, "json", clock=clock_at(0)).summary("baseline", "3 entries", entries=3)
+    assert json.loads(out.getvalue()) == {
+        "time": "1970-01-01T00:00:00.000+00:00",
+        "event": "baseline",
+        "entries": 3,
+    }
+
+
+def test_syslog_lines_reach_the_socket(tmp_path: Path) -> None:
+    """With report.syslog, each line goes as a user.info message to the syslog socket."""
+    path = str(tmp_path / "log")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        server.settimeout(5)
+        out = io.StringIO()
+        reporter = Reporter(out, syslog=True, syslog_socket=path, clock=clock_at(0))
+        reporter.report(MOVE, 3)
+        got = server.recv(65536)
+    assert got == f"<14>fs_mirror[{os.getpid()}]: {out.getvalue().rstrip()}".encode()
+
+
+def test_syslog_unreachable_is_refused_at_start(tmp_path: Path) -> None:
+    """No syslog listening on the socket: an error at start naming the socket, not silence."""
+    missing = tmp_path / "none" / "log"
+    with pytest.raises(SyslogUnreachable, match=str(missing)):
+        Reporter(io.StringIO(), syslog=True, syslog_socket=str(missing), clock=clock_at(0))
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    with pytest.raises(SyslogUnreachable, match="plain"):
+        Reporter(io.StringIO(), syslog=True, syslog_socket=str(plain), clock=clock_at(0))
