@@ -37,6 +37,7 @@ def backend_spec(
     *,
     rsync_staging: bytes,
     tmpdir: bytes,
+    kind: str | None = None,
 ) -> BackendSpec | None:
     """The backend ``fssync.type`` names; None for ``report`` (not a fetcher).
 
@@ -44,7 +45,7 @@ def backend_spec(
     so the backend does not fsync file by file.  Raises ValueError naming the
     key for an unknown type.
     """
-    kind = config.get("fssync.type")
+    kind = kind or config.get("fssync.type")  # report.hash passes report.fetch's
     if kind == REPORT:
         return None
     if kind not in KINDS:

@@ -70,9 +70,15 @@ class Entry:
         return Record(self.action, path, self.target, self.meta)
 
     def same_as(self, other: Entry) -> bool:
-        """Equal for a tripwire; a directory's mtime is left out (its children move it)."""
+        """Equal for a tripwire.
+
+        A directory's mtime is left out (its children move it), and so is a
+        content hash that one side lacks (report.hash was off for it).
+        """
         if self.action is Action.CREATE and other.action is Action.CREATE:
             return replace(self.meta, mtime_ns=None) == replace(other.meta, mtime_ns=None)
+        if self.digest is None or other.digest is None:  # hashing was off for one of them
+            return replace(self, digest=None) == replace(other, digest=None)
         return self == other
 
 

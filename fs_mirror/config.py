@@ -15,6 +15,15 @@ def _rotation(config: Config) -> None:
         raise config.error("rotate.at", "daily rotation needs rotate.backdir")
 
 
+def _report_hash(config: Config) -> None:
+    if config["report.hash"] != "none" and config["report.fetch"] == "none":
+        raise config.error(
+            "report.hash",
+            "report mode has no file contents: hashing needs report.fetch=local|ftp|rsync"
+            " (with the fssync.* keys of that backend)",
+        )
+
+
 SCHEMA = Schema(
     [
         Key("host", "str", REQUIRED, "the worker running mirrord"),
@@ -71,6 +80,20 @@ SCHEMA = Schema(
             "",
             "report backend runs this program for each change (empty = none)",
         ),
+        Key(
+            "report.hash",
+            "choice",
+            "none",
+            "report backend shows each file's content hash (needs report.fetch)",
+            choices=("none", "sha256"),
+        ),
+        Key(
+            "report.fetch",
+            "choice",
+            "none",
+            "backend report.hash fetches files through, set up by the fssync.* keys",
+            choices=("none", "local", "ftp", "rsync"),
+        ),
         Key("rotate.backdir", "path", "", "directory of the daily hard-linked backups"),
         Key("rotate.keep", "int", "14", "number of daily backups kept", minimum=1),
         Key("rotate.at", "time", "", "time of day (HH:MM) to rotate (empty = never)"),
@@ -90,5 +113,5 @@ SCHEMA = Schema(
             minimum=0,
         ),
     ],
-    checks=[_rotation],
+    checks=[_rotation, _report_hash],
 )

@@ -16,10 +16,13 @@ from typing import IO, Any, Protocol
 from twisted.internet.defer import Deferred, succeed
 
 from cmdconfig import Config
+from fs_mirror.backend import backend_spec, scratch_dirs
 from fs_mirror.baseline import Baseline, Entry
+from fs_mirror.hashing import ContentHasher
 from fs_mirror.nodes import Stats
 from fs_mirror.report import Found, Reporter, meta_fields, text_path
 from fs_mirror.syslog_out import SyslogUnreachable
+from fs_sync.registry import make_fetcher
 from protocol.records import Action, Record
 
 
@@ -77,7 +80,24 @@ def report_sink(config: Config, out: IO[str], reactor: Any, staging: bytes) -> R
             " report.syslog.socket at its socket, or set report.syslog=no",
         ) from None
     baseline = Baseline(os.path.join(staging, BASELINE_NAME))
-    return ReportSink(reporter, baseline, reactor)
+    return ReportSink(reporter, baseline, reactor, _hasher(config, reactor, staging))
+
+
+def _hasher(config: Config, reactor: Any, staging: bytes) -> ContentHasher | None:
+    """The content hasher ``report.hash`` asks for, fetching through ``report.fetch``."""
+    if config["report.hash"] == "none":
+        return None
+    rsync, tmpdir = scratch_dirs(staging)
+    password = config.secret("fssync.password-from")
+    kind = config["report.fetch"]
+    try:
+        spec = backend_spec(config, password, rsync_staging=rsync, tmpdir=tmpdir, kind=kind)
+    except ValueError as e:
+        raise config.error("report.fetch", str(e)) from None
+    assert spec is not None  # report.fetch is never "report"
+    workdir = os.path.join(tmpdir, b"hash")
+    os.makedirs(workdir, mode=0o700)
+    return ContentHasher(make_fetcher(spec, reactor), workdir, reactor)
 
 
 class ReportSink:
@@ -92,10 +112,17 @@ class ReportSink:
 
     mirrors = False
 
-    def __init__(self, reporter: Reporter, baseline: Baseline, reactor: Any) -> None:
+    def __init__(
+        self,
+        reporter: Reporter,
+        baseline: Baseline,
+        reactor: Any,
+        hasher: ContentHasher | None = None,
+    ) -> None:
         self.reporter = reporter
         self.baseline = baseline
         self.reactor = reactor
+        self.hasher = hasher
         self.stats = Stats()
         self._full: _FullSync | None = None  # the full sync being received
 
@@ -109,18 +136,54 @@ class ReportSink:
         local_done: Callable[[], None] | None = None,
         first: int | None = None,
     ) -> Deferred[Stats]:
-        if init:
-            self._add_full(records, serial)
-            return succeed(self.stats)
-        self._full = None  # a full sync cut short: the baseline stays as it was
-        fresh = records[replayed:]  # what a killed run reported is not reported again
-        for i, record in enumerate(fresh):
-            self.stats.records += 1
-            self.reporter.report(record, serial if first is None else first + replayed + i)
-        self.baseline.follow(fresh)
-        return succeed(self.stats)
+        if not init:
+            self._full = None  # a full sync cut short: the baseline stays as it was
+            records = records[replayed:]  # what a killed run reported is not reported again
+            if first is not None:
+                first += replayed
 
-    def _add_full(self, records: list[Record], serial: int | None) -> None:
+        def take(digests: list[str | None]) -> Stats:
+            if init:
+                self._add_full(records, serial, digests)
+            else:
+                self._follow(records, serial, first, digests)
+            return self.stats
+
+        if self.hasher is None:
+            return succeed(take([]))
+        files = [i for i, r in enumerate(records) if r.action is Action.FWRITE]
+        d = self.hasher.digests([records[i].path for i in files])
+
+        def aligned(found: list[str | None]) -> list[str | None]:
+            digests: list[str | None] = [None] * len(records)
+            for i, digest in zip(files, found, strict=True):
+                digests[i] = digest
+            return digests
+
+        return d.addCallback(aligned).addCallback(take)
+
+    def _follow(
+        self,
+        records: list[Record],
+        serial: int | None,
+        first: int | None,
+        digests: list[str | None],
+    ) -> None:
+        for i, record in enumerate(records):
+            self.stats.records += 1
+            digest = digests[i] if digests else None
+            was = None
+            if digest is not None:
+                old = self.baseline.get(record.path)
+                if old is not None and old.digest is not None and old.digest != digest:
+                    was = {"sha256": old.digest}
+            number = serial if first is None else first + i
+            self.reporter.report(record, number, was=was, digest=digest)
+        self.baseline.follow(records, digests)
+
+    def _add_full(
+        self, records: list[Record], serial: int | None, digests: list[str | None]
+    ) -> None:
         full = self._full
         if full is None:  # resynced() was not called: begin here
             self.resynced()
@@ -129,7 +192,7 @@ class ReportSink:
         full.serial = serial
         full.entries += len(records)
         self.stats.records += len(records)
-        for record, old, new in self.baseline.add_full(records):
+        for record, old, new in self.baseline.add_full(records, digests):
             found = Found.CREATED if old is None else Found.CHANGED
             if old is None:
                 full.created += 1
@@ -209,9 +272,9 @@ class ReportSink:
         self._full = _FullSync()
 
     def close(self) -> Deferred[None]:
-        """Close the baseline (after the reporter: fs_mirror closes that one)."""
+        """Close the baseline and the hasher's backend (fs_mirror closes the reporter)."""
         self.baseline.close()
-        return succeed(None)
+        return succeed(None) if self.hasher is None else self.hasher.close()
 
 
 @dataclass
@@ -237,6 +300,6 @@ def differences(old: Entry, new: Entry) -> dict[str, str]:
     for key, value in before.items():
         if after.get(key) != value and not (key == "mtime" and new.action is Action.CREATE):
             was[key] = value
-    if old.digest is not None and old.digest != new.digest:
+    if old.digest is not None and new.digest is not None and old.digest != new.digest:
         was["sha256"] = old.digest
     return was

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -117,3 +118,61 @@ def test_syslog_that_cannot_be_reached_refuses_to_start(tmp_path: Path):
     assert done.returncode != 0
     assert "report.syslog" in done.stderr and str(nowhere) in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_hash_shows_whether_content_really_changed(tmp_path: Path):
+    """report.hash=sha256 through report.fetch=local: a write shows the new hash and the
+    baseline's; a rewrite of the same bytes shows no old one; and a full sync finds a file
+    whose content changed behind the same size and mtime."""
+    src = tmp_path / "src"
+    make_tree(src)
+    passwd = src / "etc" / "passwd"
+    w = Worker(tmp_path / "mirrord", [src])
+    w.start()
+    hashing = ("-o", "report.hash=sha256", "-o", "report.fetch=local")
+    client = tripwire(w, tmp_path / "ids", *hashing)
+    w2: Worker | None = None
+    try:
+        client.wait_line("baseline: 6 entries recorded", 30)
+        old = passwd.read_bytes()
+        passwd.write_bytes(b"root:x:0:0\nevil:x:0:0\n")
+        client.wait_line(f"FWRITE '{passwd}'", 20)
+        line = report_lines(client, "FWRITE", passwd)[-1]
+        assert line["sha256"] == sha256(passwd.read_bytes()) and line["was.sha256"] == sha256(old)
+        passwd.write_bytes(passwd.read_bytes())  # the same bytes again
+        client.wait_line(f"FWRITE '{passwd}'", 20, count=2)
+        again = report_lines(client, "FWRITE", passwd)[-1]
+        assert again["sha256"] == line["sha256"] and "was.sha256" not in again
+        assert w.stop() == 0
+        shutil.rmtree(tmp_path / "mirrord")
+        sshd = src / "bin" / "sshd"
+        st = sshd.stat()
+        sshd.write_bytes(b"\x7fELG")  # same size ...
+        os.utime(sshd, ns=(st.st_atime_ns, st.st_mtime_ns))  # ... and mtime: only the hash tells
+        w2 = Worker(tmp_path / "mirrord", [src], port=w.port)
+        w2.start()
+        client.wait_line("full-sync:", 60)
+        assert "0 created, 0 deleted, 1 changed" in client.output(), client.output()
+        found = report_lines(client, "FWRITE", sshd)
+        assert len(found) == 1 and found[0]["found"] == "changed", client.output()
+        assert found[0]["was.sha256"] == sha256(b"\x7fELF")
+        assert found[0]["sha256"] == sha256(b"\x7fELG")
+        assert not list((tmp_path / "ids" / ".fs_mirror.d" / "tmp" / "hash").iterdir())
+    finally:
+        assert client.stop() == 0
+        (w2 or w).stop()
+    assert_clean_output(client)
+
+
+def test_hash_without_a_fetch_backend_is_refused(tmp_path: Path):
+    """report.hash needs report.fetch: report mode has no file contents of its own."""
+    done = subprocess.run(
+        [command("fs_mirror"), "-o", "host=127.0.0.1", "-o", "fssync.type=report",
+         "-o", "report.hash=sha256", f"--datadir={tmp_path / 'ids'}"],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode != 0 and "report.hash" in done.stderr and "report.fetch" in done.stderr
