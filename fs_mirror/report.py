@@ -1,11 +1,14 @@
 """The `report` mode: print every change instead of applying it.
 
-This is the realtime tripwire: one line per record, as text for a person or
-JSON for a log pipeline, optionally to syslog, and optionally a hook command
-run per change. Hooks run with an argument vector (never a shell) and the
-change in FSM_* environment variables; at most `max_running` run at once and
-at most `max_queued` wait, so a burst of changes cannot fork-bomb the host:
-past the cap a change is dropped from the hook (still printed) with a warning.
+This is the realtime tripwire: one line per change, as text for a person or
+JSON for a log pipeline, optionally to syslog (``fs_mirror.syslog_out``),
+and optionally a hook command run per change.  What counts as a change (not
+the baseline, only the differences of a later full sync) is
+``fs_mirror.sink.ReportSink``'s to decide.  Hooks run with an argument
+vector (never a shell) and the change in FSM_* environment variables; at
+most `max_running` run at once and at most `max_queued` wait, so a burst of
+changes cannot fork-bomb the host: past the cap a change is dropped from the
+hook (still printed) with a warning.
 
 It belongs to the client, not to fs_sync: it fetches nothing, it is where
 ``fs_mirror.sink.ReportSink`` sends records, and it prints them in the
