@@ -106,15 +106,25 @@ def _ancestors(key: bytes) -> Iterator[bytes]:
         yield key
 
 
+class BaselineError(Exception):
+    """The baseline's database cannot be opened; the message says where and why."""
+
+
 class Baseline:
     """The baseline tables in the Berkeley DB environment ``home``."""
 
     def __init__(self, home: bytes) -> None:
-        os.makedirs(home, mode=0o700, exist_ok=True)
         env = db.DBEnv()
         env.set_cachesize(0, 32 << 20, 1)
         env.set_lg_max(16 << 20)
-        env.open(os.fsdecode(home), _FLAGS)
+        try:
+            os.makedirs(home, mode=0o700, exist_ok=True)
+            env.open(os.fsdecode(home), _FLAGS)
+        except (OSError, db.DBError) as e:
+            raise BaselineError(
+                f"cannot open report mode's baseline in {os.fsdecode(home)}: {e};"
+                " remove that directory (and DATADIR/sn) to record a new baseline"
+            ) from None
         env.log_set_config(db.DB_LOG_AUTO_REMOVE, 1)
         self._env = env
         self._meta = self._open("meta")

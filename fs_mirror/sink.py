@@ -15,9 +15,9 @@ from typing import IO, Any, Protocol
 
 from twisted.internet.defer import Deferred, succeed
 
-from cmdconfig import Config
+from cmdconfig import CommandError, Config
 from fs_mirror.backend import backend_spec, scratch_dirs
-from fs_mirror.baseline import Baseline, Entry
+from fs_mirror.baseline import Baseline, BaselineError, Entry
 from fs_mirror.hashing import ContentHasher
 from fs_mirror.nodes import Stats
 from fs_mirror.report import Found, Reporter, meta_fields, text_path
@@ -79,7 +79,10 @@ def report_sink(config: Config, out: IO[str], reactor: Any, staging: bytes) -> R
             f"{e}: a tripwire must not run without its alerts; start syslog, point"
             " report.syslog.socket at its socket, or set report.syslog=no",
         ) from None
-    baseline = Baseline(os.path.join(staging, BASELINE_NAME))
+    try:
+        baseline = Baseline(os.path.join(staging, BASELINE_NAME))
+    except BaselineError as e:
+        raise CommandError(str(e)) from None
     return ReportSink(reporter, baseline, reactor, _hasher(config, reactor, staging))
 
 

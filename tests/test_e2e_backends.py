@@ -142,7 +142,8 @@ def test_report_mode_is_a_realtime_tripwire(tmp_path: Path):
     )
     try:
         client.wait_line("init finished", 60)
-        client.wait_line("sshd")  # the INIT itself is reported
+        client.wait_line('"event":"baseline","entries":2')  # the INIT is the baseline
+        assert client.count("sshd") == 0  # ... and not reported as changes
         before = client.count("ATTRIB")
         t0 = time.monotonic()
         os.chmod(binary, 0o4755)

@@ -189,12 +189,14 @@ def test_reconnects_after_connection_drop(tmp_path, worker, server):
 
 
 def test_report_mode_changes_nothing(tmp_path, server):
-    """fssync.type=report prints every record (INIT too) and writes no mirror files."""
+    """fssync.type=report records the INIT as its baseline, prints later records and writes
+    no mirror files."""
     data = tmp_path / "ids"
     client = fs_mirror(server.port, data, "-o", "fssync.type=report", "-o", "report.format=json")
     try:
         client.wait_line("init finished")
-        client.wait_line("index.html")
+        client.wait_line('"event":"baseline"')
+        assert client.count("index.html") == 0
         server.queue(6, [b"ATTRIB:/srv/www/index.html\tmode=4755"])
         client.wait_line('"ATTRIB"')
         line = next(x for x in client.lines if '"ATTRIB"' in x)

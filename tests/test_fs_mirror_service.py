@@ -10,7 +10,7 @@ import pytest
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.testing import MemoryReactorClock
 
-from cmdconfig import ConfigError, load
+from cmdconfig import CommandError, ConfigError, load
 from fs_mirror.config import SCHEMA
 from fs_mirror.service import FsMirrorService
 from fs_mirror.sink import ReportSink
@@ -101,3 +101,15 @@ def test_report_sink_prints_changes_after_the_baseline_with_serial(tmp_path):
     finally:
         sink.close()
         service.state.release()
+
+
+def test_a_baseline_that_cannot_be_opened_is_a_clear_error(tmp_path):
+    """Report mode whose baseline directory is unusable stops at start saying where and how."""
+    staging = tmp_path / "data" / ".fs_mirror.d"
+    staging.mkdir(parents=True)
+    (staging / "report-baseline").write_text("not a database home")
+    cfg = config(tmp_path, "fssync.type=report")
+    with pytest.raises(CommandError, match="report-baseline.*record a new baseline"):
+        FsMirrorService(cfg, reactor=MemoryReactorClock(), out=io.StringIO())
+    again = FsMirrorService(config(tmp_path, "fssync.type=local"), reactor=MemoryReactorClock())
+    again.state.release()  # the lock was let go
