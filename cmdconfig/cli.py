@@ -21,7 +21,7 @@ import argparse
 import importlib.metadata
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -37,6 +37,8 @@ Main = Callable[[argparse.Namespace, Config], "int | None"]
 #: ``serve(reactor, args, config)``: a Deferred, a coroutine or a plain status.
 Serve = Callable[[Any, argparse.Namespace, Config], object]
 Prepare = Callable[[argparse.Namespace, Config], None]
+#: Which keys without a default this command line must give (None: all of them).
+Needs = Callable[[argparse.Namespace], "Collection[str] | None"]
 
 
 class _Override(argparse.Action):
@@ -76,6 +78,7 @@ class CommandParser(argparse.ArgumentParser):
         default_config: str | None,
         aliases: Mapping[str, str],
         description: str | None,
+        needs: Needs | None = None,
     ) -> None:
         super().__init__(
             prog=prog,
@@ -85,6 +88,7 @@ class CommandParser(argparse.ArgumentParser):
         )
         self.schema = schema
         self.default_config = default_config
+        self.needs = needs
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
@@ -93,7 +97,14 @@ class CommandParser(argparse.ArgumentParser):
         """Parse ``argv`` and load the configuration it selects."""
         args = self.parse_args(argv)
         path = args.config if args.config is not None else self.default_config
-        config = load(self.schema, path, args.overrides, required_file=args.config is not None)
+        required = self.needs(args) if self.needs is not None else None
+        config = load(
+            self.schema,
+            path,
+            args.overrides,
+            required_file=args.config is not None,
+            required=required,
+        )
         return args, config
 
 
@@ -113,10 +124,12 @@ def make_parser(
     *,
     aliases: Mapping[str, str] | None = None,
     description: str | None = None,
+    needs: Needs | None = None,
 ) -> CommandParser:
-    """The shared options, then the command's own (``extra``)."""
+    """The shared options, then the command's own (``extra``); ``needs`` lets a
+    mode of the command (``fs_mirror --status``) require fewer keys."""
     aliases = dict(aliases or {})
-    parser = CommandParser(prog, schema, default_config, aliases, description)
+    parser = CommandParser(prog, schema, default_config, aliases, description, needs)
     where = f" (default {default_config})" if default_config else ""
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more output (repeatable)"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import errno
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from cmdconfig.errors import ConfigError
@@ -114,10 +114,14 @@ def load(
     overrides: Iterable[Override] = (),
     *,
     required_file: bool = False,
+    required: Collection[str] | None = None,
 ) -> Config:
     """Defaults, then the file at ``path``, then each override in order.
 
     A missing file is an error only when ``required_file`` (given with -c).
+    ``required`` names the keys without a default that must be given (None:
+    all of them), for a mode that needs fewer (``fs_mirror --status``); a
+    key left out then is absent from the Config.
     """
     settings: list[tuple[str, str, str]] = []
     lines = _read_file(path, required_file) if path else None
@@ -145,7 +149,7 @@ def load(
             raise ConfigError(f"{where}: bad value for {name!r}: {e}") from None
         origins[name] = where
     for spec in schema:
-        if spec.name not in values:
+        if spec.name not in values and (required is None or spec.name in required):
             where = f"in {read_path} " if read_path else "in the file given with -c "
             raise ConfigError(
                 f"{read_path or 'configuration'}: missing required key {spec.name!r}"

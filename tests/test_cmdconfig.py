@@ -147,6 +147,26 @@ def test_missing_required_key(tmp_path):
     assert "missing required key 'host'" in error_of(SMALL, None)
 
 
+def test_a_mode_may_require_fewer_keys(tmp_path):
+    """``required`` names the keys without default that must be given; others may be
+    absent (and are absent from the Config), but a given value is still checked."""
+    config = load(SMALL, None, [], required=())
+    assert "host" not in config and config["port"] == 2123
+    assert "missing required key 'host'" in error_of(SMALL, None)
+    with pytest.raises(ConfigError, match="'port'"):
+        load(SMALL, None, ["port=none"], required=())
+
+
+def test_fs_mirror_status_needs_only_the_datadir(tmp_path):
+    """``fs_mirror --status`` loads without host or fssync.type; the daemon still needs them."""
+    from fs_mirror.main import PARSER
+
+    args, config = PARSER.load(["--status", f"--datadir={tmp_path}", "-c", "/dev/null"])
+    assert args.status and config["datadir"] == str(tmp_path) and "host" not in config
+    with pytest.raises(ConfigError, match="'host'"):
+        PARSER.load([f"--datadir={tmp_path}", "-c", "/dev/null"])
+
+
 def test_missing_default_file_is_fine(tmp_path):
     """The default file may be absent: defaults and overrides still apply."""
     config = load(SMALL, str(tmp_path / "absent.conf"), ["host=h"])
