@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from mirrord.headtimes import HeadTimes
 from mirrord.lost import LostPaths
 from mirrord.paths import overlaps, parent_path
 from mirrord.reconcile import reconcile
@@ -75,6 +76,7 @@ class Journal:
         self._queue = TurnQueue()
         self._call: DelayedCall | None = None
         self._waiters = Waiters()
+        self.head_times = HeadTimes(store.head, reactor.seconds())  # for lag in seconds
         self._overflow: defer.Deferred[None] | None = None
         self._overflow_again: str | None = None  # label of a recheck asked for meanwhile
         self.commits = 0
@@ -170,6 +172,7 @@ class Journal:
         return self._waiters.wait_after(serial, self.store.head)
 
     def _wake(self) -> None:
+        self.head_times.grew(self.store.head, self.reactor.seconds())
         self._waiters.wake(self.store.head)
 
     def stop(self) -> None:

@@ -347,10 +347,14 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
     def status(self) -> dict[str, Any]:
         """What ``mirrord -k status`` shows about this client."""
         head = self.factory.store.head
+        now = self.factory.reactor.seconds()
+        times = self.factory.journal.head_times
+        behind = None if self.serial is None else times.lag_seconds(self.serial, head, now)
         return {
             "peer": self.peer,
             "state": self.phase,
             "serial": self.serial,
             "lag": None if self.serial is None else head - self.serial,
+            "lag_seconds": None if behind is None else round(behind, 3),
             "bytes_sent": self.bytes_sent,
         }

@@ -11,6 +11,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger
 
 from mirrord.clients import MirrorServerFactory
+from mirrord.headtimes import HeadTimes
 from mirrord.initstream import snapshot_line
 from mirrord.journal import Journal
 from mirrord.store import Entry, Store
@@ -76,9 +77,10 @@ class MemoryStore:
 class MemoryJournal:
     """``wait_after`` Deferreds, fired by ``commit`` once the head passes them."""
 
-    def __init__(self, store: MemoryStore) -> None:
-        self.store = store
+    def __init__(self, store: MemoryStore, clock: MemoryReactorClock) -> None:
+        self.store, self.clock = store, clock
         self.waiters: list[tuple[int, defer.Deferred]] = []
+        self.head_times = HeadTimes(store.head, clock.seconds())
 
     def wait_after(self, serial: int) -> defer.Deferred:
         if self.store.head > serial:
@@ -91,6 +93,7 @@ class MemoryJournal:
 
     def commit(self, *lines: bytes) -> None:
         head = self.store.append(*lines)
+        self.head_times.grew(head, self.clock.seconds())
         ready = [w for w in self.waiters if head > w[0]]
         self.waiters = [w for w in self.waiters if head <= w[0]]
         for _, d in ready:
@@ -129,7 +132,8 @@ class Harness:
         self.store = MemoryStore(entries) if store is None else store
         self.clock = MemoryReactorClock()
         real = store is not None
-        self.journal = real_journal(store, self.clock) if real else MemoryJournal(self.store)
+        memory = MemoryJournal(self.store, self.clock)
+        self.journal = real_journal(store, self.clock) if real else memory
         self.events: list[dict] = []
         options.setdefault("timeout", 60.0)
         self.factory = MirrorServerFactory(
@@ -442,6 +446,23 @@ def test_next_with_records_answers_at_once():
     c.send(b"NEXT")
     assert c.take() == [b"SERIAL:2", rec(b"/srv/1"), b"DELETE:/srv/a", b"EOF"]
     assert c.proto.status()["lag"] == 0
+
+
+def test_status_says_how_long_a_client_has_lacked_a_record():
+    """lag_seconds: the age of the oldest record the client has not got; 0 once it has all."""
+    h = Harness()
+    c = h.connect()
+    c.init()
+    h.clock.advance(20)  # well inside the idle timeout
+    h.journal.commit(rec(b"/srv/1"))
+    h.clock.advance(5)
+    h.journal.commit(rec(b"/srv/2"))
+    h.clock.advance(2.5)
+    status = c.proto.status()
+    assert (status["lag"], status["lag_seconds"]) == (2, 7.5)
+    c.send(b"NEXT")
+    assert c.take() == [b"SERIAL:2", rec(b"/srv/1"), rec(b"/srv/2"), b"EOF"]
+    assert (c.proto.status()["lag"], c.proto.status()["lag_seconds"]) == (0, 0.0)
 
 
 def test_next_parks_until_a_commit_wakes_it():
