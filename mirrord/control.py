@@ -200,7 +200,7 @@ def format_status(d: dict[str, Any]) -> str:
     watched = d.get("watched")
     if isinstance(watched, list | tuple):
         watched = len(watched)
-    polled = d.get("polled") or []
+    polled = d.get("polled", 0)  # a count; older daemons sent the list of sub-trees
     polled_list = polled if isinstance(polled, list | tuple) else []
     clients = d.get("clients") or []
     lines = [
@@ -214,9 +214,10 @@ def format_status(d: dict[str, Any]) -> str:
         lines += [f"  {r}" for r in roots]
     lines += [
         f"watched dirs:     {watched if watched is not None else '?'}",
-        f"polled subtrees:  {len(polled_list) if polled_list else polled}",
+        f"polled subtrees:  {len(polled_list) if isinstance(polled, list | tuple) else polled}",
     ]
     lines += [f"  {p}" for p in polled_list]
+    lines.append(f"overflows:        {d.get('overflows', '?')}")
     lines.append(f"clients:          {len(clients)}")
     for c in clients:
         serial = c.get("serial")
@@ -225,6 +226,8 @@ def format_status(d: dict[str, Any]) -> str:
             lag = head - serial
         serial_text = "-" if serial is None else str(serial)
         lag_text = "-" if lag is None else str(lag)
+        if c.get("lag_seconds") is not None:
+            lag_text += f" ({c['lag_seconds']:g}s)"
         lines.append(
             f"  {c.get('peer', '?')}  {c.get('state', '?')}  serial {serial_text}"
             f"  lag {lag_text}  sent {c.get('bytes_sent', 0)} bytes"

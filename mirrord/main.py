@@ -94,8 +94,10 @@ def _cannot_listen(exc: Any, config: Config) -> str:
     where = f"{exc.interface or '0.0.0.0'}:{exc.port}"
     error = exc.socketError
     reason = getattr(error, "strerror", None) or str(error)
-    ftp = bool(config["ftp.port"]) and exc.port == config["ftp.port"]
-    port, bind = ("ftp.port", "ftp.bind") if ftp else ("port", "bind")
+    port, bind = "port", "bind"
+    for prefix in ("ftp.", "metrics."):  # which of our ports it is, to name its keys
+        if config[prefix + "port"] and exc.port == config[prefix + "port"]:
+            port, bind = prefix + "port", prefix + "bind"
     if getattr(error, "errno", None) == errno.EADDRINUSE:
         todo = f"stop the program using it or choose another port with -o {port}=N"
     elif getattr(error, "errno", None) == errno.EACCES:

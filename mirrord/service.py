@@ -30,12 +30,15 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from cmdconfig import Config
+from cmdconfig.metrics import listen_metrics
 from cmdconfig.notify import Watchdog, tell
+from cmdconfig.prometheus import Metric
 from mirrord import lines
 from mirrord.control import ControlFactory, listen_control
 from mirrord.journal import Journal
 from mirrord.kernel import Inotify, InotifyReader, check_limits, read_limits
 from mirrord.listeners import Listener, ProtocolPort
+from mirrord.metrics import metrics
 from mirrord.monitor import Monitor
 from mirrord.steering import LiveIdentity, StartupError, Steering, load_identities
 from mirrord.store import Store
@@ -52,9 +55,11 @@ class StoreService(Service):
         self.setName("store")
         self.home, self.cache_bytes, self.loglen = home, cache_bytes, loglen
         self.store: Store | None = None
+        self.opened_head = 0  # the head when opened: records logged since are this run's
 
     def startService(self) -> None:  # noqa: N802
         store = self.store = Store(self.home, cache_bytes=self.cache_bytes, loglen=self.loglen)
+        self.opened_head = store.head
         log.info(
             "database {home}: session {session}, serials {oldest}..{head}{new}",
             home=self.home,
@@ -303,8 +308,8 @@ def makeService(config: Config, reactor: Any) -> MirrordService:  # noqa: N802 (
     after = AfterBoot(journal.booted, _serving(journal))
     port = ProtocolPort(config, journal, reactor)
     port.setServiceParent(after)
-    top.steering = Steering(datadir, identity, journal, port)
-    control = ControlFactory(top.steering)
+    steering = top.steering = Steering(datadir, identity, journal, port)
+    control = ControlFactory(steering)
     sock = config["control.socket"] or os.path.join(config["datadir"], "mirrord.sock")
     Listener("control", lambda: listen_control(control, reactor, sock)).setServiceParent(after)
     if config["ftp.port"]:
@@ -317,11 +322,31 @@ def makeService(config: Config, reactor: Any) -> MirrordService:  # noqa: N802 (
             bind=config["ftp.bind"],
             port=config["ftp.port"],
         ).setServiceParent(after)
+    if config["metrics.port"]:
+        _metrics_listener(config, reactor, steering, stores).setServiceParent(after)
     for key, func in (("poll.interval", journal.poll), ("rescan.interval", journal.verify)):
         if config[key] > 0:
             Every(key, config[key], func, reactor).setServiceParent(after)
     after.setServiceParent(top)
     return top
+
+
+def _metrics_listener(
+    config: Config, reactor: Any, steering: Steering, stores: StoreService
+) -> Listener:
+    """``/metrics`` on metrics.bind:metrics.port, read off the ``-k status`` reply."""
+
+    def collect() -> list[Metric]:
+        status = steering.status()
+        return metrics(status, status["head"] - stores.opened_head)
+
+    return Listener(
+        "metrics",
+        lambda: listen_metrics(reactor, config["metrics.port"], config["metrics.bind"], collect),
+        "metrics on http://{bind}:{port}/metrics",
+        bind=config["metrics.bind"],
+        port=config["metrics.port"],
+    )
 
 
 def _ftp_factory(config: Config, identity: LiveIdentity) -> Any:

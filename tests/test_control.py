@@ -180,6 +180,17 @@ def test_format_status_computes_missing_lag_and_renders_errors():
     assert format_status({"ok": False, "error": "boom"}) == "error: boom"
 
 
+def test_format_status_counts_polled_and_shows_overflows_and_lag_in_seconds():
+    """A polled count of 0 prints 0 (not an empty list); overflows and lag_seconds show."""
+    text = format_status(
+        {"ok": True, "head": 9, "polled": 0, "overflows": 3,
+         "clients": [{"peer": "p:1", "serial": 4, "lag": 5, "lag_seconds": 12.5}]}
+    )  # fmt: skip
+    assert "polled subtrees:  0" in text and "[]" not in text
+    assert "overflows:        3" in text
+    assert "serial 4  lag 5 (12.5s)" in text
+
+
 # -- over a real unix socket ---------------------------------------------------------
 
 
