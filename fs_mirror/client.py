@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from cmdconfig.notify import tell
 from fs_mirror.connection import MirrorProtocol
 from fs_mirror.explain import tls_problem
+from fs_mirror.health import Health
 from fs_mirror.progress import InitProgress, NoProgress
 from fs_mirror.sink import Sink
 from fs_mirror.state import State
@@ -74,6 +75,8 @@ class MirrorClient(protocol.Factory):
         self._idle_waiters: list[Deferred] = []
         self._ready_told = False  # READY=1 is sent once per process
         self.saved = state.load()
+        # what --status and /metrics show; the service points its ``changed`` at the file
+        self.health = Health(sink.stats, reactor.seconds, self.saved)
         self.sweep = InitSweep(state.datadir, state.staging)
         self.max_delete = max_delete
 
@@ -90,10 +93,12 @@ class MirrorClient(protocol.Factory):
     def disconnected(self, proto: MirrorProtocol, reason: Failure) -> None:
         if self.current is proto:
             self.current = None
+            self.health.link(False)
         if not self.stopping:
             tls = tls_problem(reason)
             if tls:
                 self.log.error("TLS: {why}; nothing applied, reconnecting", why=tls)
+                self.health.failed(f"TLS: {tls}")
                 return
             why = reason.getErrorMessage()
             self.log.info("connection to mirrord closed ({why}); reconnecting", why=why)
@@ -131,16 +136,23 @@ class MirrorClient(protocol.Factory):
         self._ready_told = True
         tell(b"READY=1", self.log)
 
+    def linked(self) -> None:
+        """In step with mirrord on this connection (for --status)."""
+        self.health.link(True)
+
     def credentials_refused(self, reason: str) -> None:
         """mirrord refused our secret, or wants one we lack: retrying cannot help, stop."""
+        message = (
+            f"authentication failed ({reason}): check auth.secret-from, it must hold"
+            " the same secret as mirrord's auth.secret-from"
+        )
+        self.health.failed(message)
         if self.on_fatal:
-            self.on_fatal(
-                f"authentication failed ({reason}): check auth.secret-from, it must hold"
-                " the same secret as mirrord's auth.secret-from"
-            )
+            self.on_fatal(message)
 
     def fatal(self, message: str) -> None:
         """Stop fs_mirror for good: retrying cannot help (exit status 1)."""
+        self.health.failed(message)
         if self.on_fatal is not None:
             self.on_fatal(message)
         else:
@@ -150,6 +162,7 @@ class MirrorClient(protocol.Factory):
         self.sink.checkpoint()  # what this serial relies on is on disk before it
         self.state.save(session, serial)
         self.saved = (session, serial)
+        self.health.saved(session, serial)
 
     def begin_init(self) -> None:
         # The INIT names everything again: what was owed before it is moot

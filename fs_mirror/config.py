@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cmdconfig import REQUIRED, Config, Key, Schema
+from cmdconfig import metrics as metrics_keys
 
 DEFAULT_FILE = "/etc/fs_mirror.conf"
 
@@ -112,6 +113,7 @@ SCHEMA = Schema(
             "longest wait in seconds between reconnection attempts",
             minimum=0,
         ),
+        *metrics_keys.KEYS,
     ],
-    checks=[_rotation, _report_hash],
+    checks=[_rotation, _report_hash, metrics_keys.check_keys],
 )

@@ -190,6 +190,7 @@ class MirrorProtocol(protocol.Protocol):
                 return
             where = f"serial {self.client.saved[1]}" if self.client.saved else "a new INIT"
             fmt = "{what} failed: {why}; reconnecting to retry from {where}"
+            self.client.health.failed(f"{what} failed: {failure.getErrorMessage()}")
             if failure.check(OSError):
                 self.log.error(fmt, what=what, why=failure.getErrorMessage(), where=where)
             else:
@@ -253,6 +254,7 @@ class MirrorProtocol(protocol.Protocol):
             if why is None:
                 result.errback(failure)
                 return
+            client.health.failed(f"cannot apply records up to serial {serial}: {why}")
             self.log.error(
                 "cannot apply records up to serial {serial}: {why}; retrying in {delay:.0f} s"
                 " (the mirror stays at serial {saved})",
@@ -268,6 +270,7 @@ class MirrorProtocol(protocol.Protocol):
     def _abort(self, message: str | None) -> None:
         if message:
             self.log.error("{message}; reconnecting", message=message)
+            self.client.health.failed(message)
         self.closed = True
         self.lines.clear()
         self.events.clear()
@@ -305,6 +308,8 @@ class MirrorProtocol(protocol.Protocol):
                 self._run(self._flush, "applying records")
         elif isinstance(event, InitStarted):
             self.session, self.serial, self.initializing = event.session, event.serial, True
+            self.client.health.heard(event.session, event.serial)
+            self.client.linked()
             self.records = []
             self.client.begin_init()
             self._init_start = (self.client.reactor.seconds(), _counts(self.client.sink))
@@ -317,11 +322,15 @@ class MirrorProtocol(protocol.Protocol):
             self.session, self.serial = event.session, event.serial
             self._next_serial = event.serial + 1
             self.log.info("resumed session {s} at serial {n}", s=event.session, n=event.serial)
+            self.client.health.heard(event.session, event.serial)
+            self.client.linked()
             self.client.in_step()
             self._next()
         elif isinstance(event, BatchStarted):
             self.serial = event.serial
             self.records = []
+            if self.session is not None:
+                self.client.health.heard(self.session, event.serial)
         elif isinstance(event, BatchFinished):
             self.serial = event.serial
             self._run(self._finish_batch, f"applying the batch up to serial {event.serial}")
@@ -378,6 +387,7 @@ class MirrorProtocol(protocol.Protocol):
             session=self.session,
             serial=self.serial,
         )
+        self.client.linked()
         self.client.in_step()
         self._next()
 

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from twisted.internet.defer import Deferred
 
-from cmdconfig import CommandError, Config
+from cmdconfig import CommandError, Config, UsageError
 from cmdconfig.cli import make_parser, react
 from cmdconfig.tls import twisted_ssl
 from fs_mirror.config import ALIASES, DEFAULT_FILE, SCHEMA
@@ -30,6 +30,44 @@ def _extra(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="make today's backup in rotate.backdir now and exit",
     )
+    parser.add_argument(
+        "--status",
+        action="store_true",
+        help="print the state of the fs_mirror running on --datadir (or of the last one)",
+    )
+    parser.add_argument("--json", action="store_true", help="with --status: one JSON object")
+
+
+def _needs(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """--status reads the datadir only: host and fssync.type may be left out."""
+    return ("datadir",) if args.status else None
+
+
+def _show_status(config: Config, as_json: bool) -> int:
+    """``fs_mirror --status``: the status file the running (or last) fs_mirror wrote."""
+    import json
+    import time
+
+    from fs_mirror.statusfile import StatusUnreadable, format_status, read_status, state_of
+
+    datadir = config["datadir"]
+    try:
+        status = read_status(datadir)
+    except (OSError, StatusUnreadable) as e:
+        why = e.strerror if isinstance(e, OSError) else str(e)
+        raise CommandError(f"cannot read the status in {datadir}: {why}") from None
+    if status is None:
+        raise CommandError(
+            f"no fs_mirror has run on {datadir} (no status file): start fs_mirror"
+            f" with --datadir={datadir} first, or check the path"
+        )
+    if as_json:
+        from fs_mirror.health import jsonable
+
+        print(json.dumps({**jsonable(status), "state": state_of(status)}, sort_keys=True))
+    else:
+        print(format_status(status, time.time()))
+    return 0
 
 
 def _rotate_once(config: Config) -> int:
@@ -83,7 +121,7 @@ def _check_tls_ca(config: Config) -> None:
 
 def _prepare(args: argparse.Namespace, config: Config) -> None:
     """Checks whose failure is the exit status even with --daemon."""
-    if not args.rotate:
+    if not args.rotate and not args.status:
         _check_tls_ca(config)
         try:
             ensure_private_datadir(config["datadir"])
@@ -95,6 +133,11 @@ def _prepare(args: argparse.Namespace, config: Config) -> None:
 
 def command(reactor: Any, args: argparse.Namespace, config: Config) -> Any:
     """Run fs_mirror with a loaded configuration, under ``task.react``."""
+    if args.status:
+        args.ready()
+        return _show_status(config, args.json)
+    if args.json:
+        raise UsageError("--json goes with --status")
     if args.rotate:
         args.ready()
         return _rotate_once(config)
@@ -123,6 +166,7 @@ PARSER = make_parser(
     _extra,
     aliases=ALIASES,
     description="Mirror a mirrord worker's trees into a local directory.",
+    needs=_needs,
 )
 
 

@@ -20,21 +20,25 @@ from typing import IO, Any
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from cmdconfig import CommandError
+from cmdconfig.metrics import MetricsService
 from cmdconfig.notify import Watchdog, tell
 from cmdconfig.tls import twisted_ssl
 from fs_mirror.apply import Applier
 from fs_mirror.backend import REPORT, backend_spec, scratch_dirs
 from fs_mirror.client import INIT_CHUNK, MirrorClient
 from fs_mirror.gate import BatchLock, FileGate
+from fs_mirror.metrics import metrics
 from fs_mirror.owed import OWED_NAME, Owed
 from fs_mirror.progress import InitProgress
 from fs_mirror.report import Reporter
 from fs_mirror.rotate import RotateError, check_backdir, rotate
 from fs_mirror.sink import report_sink
 from fs_mirror.state import State, StateCorrupt, StateLocked
+from fs_mirror.statusfile import StatusFile, status_path
 from fs_sync.registry import make_fetcher
 
 log = Logger(namespace="fs_mirror")
@@ -93,7 +97,9 @@ def _then(_: object, step: Callable[[], Deferred[None]]) -> Deferred[None]:
     return step()
 
 
-def _say_retries(policy: Callable[[int], float], where: str) -> Callable[[int], float]:
+def _say_retries(
+    policy: Callable[[int], float], where: str, failed: Callable[[str], None]
+) -> Callable[[int], float]:
     """The backoff policy, saying each wait: an unreachable mirrord must not be silent."""
 
     def retry(attempt: int) -> float:
@@ -104,9 +110,20 @@ def _say_retries(policy: Callable[[int], float], where: str) -> Callable[[int], 
             attempt=attempt,
             delay=delay,
         )
+        failed(f"no connection to mirrord at {where}")
         return delay
 
     return retry
+
+
+def _cannot_listen(e: CannotListenError) -> str:
+    """What to do when metrics.port cannot be bound."""
+    reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
+    return (
+        f"cannot listen on {e.interface}:{e.port} for metrics ({reason}):"
+        " choose another port with -o metrics.port=N or an address of this host"
+        " with -o metrics.bind=ADDR"
+    )
 
 
 def _endpoint(config: Any, reactor: Any) -> Any:
@@ -185,12 +202,20 @@ class FsMirrorService(MultiService):
         retry = _say_retries(
             backoffPolicy(initialDelay=0.5, factor=2.0, maxDelay=config["reconnect.max"]),
             f"{config['host']}:{config['port']}",
+            self.client.health.failed,
         )
         factory: Any = self.client  # an IProtocolFactory (zope interfaces are opaque to mypy)
         ClientService(endpoint, factory, retryPolicy=retry, clock=reactor).setServiceParent(self)
         if config["rotate.at"] and config["rotate.backdir"]:
             DailyRotation(config["rotate.at"], self.rotate_now, reactor).setServiceParent(self)
         Watchdog(reactor).setServiceParent(self)
+        health = self.client.health
+        self.status_file = StatusFile(status_path(config["datadir"]), health.status, reactor)
+        health.changed = self.status_file.changed
+        if config["metrics.port"]:
+            MetricsService(
+                config["metrics.port"], config["metrics.bind"], lambda: metrics(health), reactor
+            ).setServiceParent(self)
 
     def _build(self, verbose: int, out: IO[str]) -> MirrorClient:
         config = self.config
@@ -269,6 +294,14 @@ class FsMirrorService(MultiService):
     def exit_code(self) -> int:
         return 0 if self.failure is None else 1
 
+    def startService(self) -> None:
+        """Start the children; a metrics port that cannot listen stops fs_mirror (exit 1)."""
+        self.status_file.changed()  # --status finds this run from its first moment
+        try:
+            super().startService()
+        except CannotListenError as e:
+            self.fatal(_cannot_listen(e))
+
     def stopService(self) -> Deferred:
         """Finish the batch in hand and save its serial, then close everything."""
         tell(b"STOPPING=1", log)
@@ -279,6 +312,7 @@ class FsMirrorService(MultiService):
             d.addCallback(_then, close)
 
         def release(result: object) -> object:
+            self.status_file.final(self.client.health.status(running=False))
             self.state.release()
             return result
 
