@@ -3,8 +3,10 @@
 ``fs_mirror -o host=H -o fssync.type=local|ftp|rsync|report --datadir=DIR``
 runs in the foreground until SIGTERM/SIGINT (exit 0, after the batch in hand
 is applied and its serial saved).  ``--rotate`` makes today's hard-linked
-backup in ``rotate.backdir`` and exits.  Exit 2 for a bad option or key
-(one line naming it), 1 for anything else with a message saying what to do.
+backup in ``rotate.backdir`` and exits; ``--status [--json]`` prints the
+state of the fs_mirror running on ``--datadir`` (or of the last one) and
+exits.  Exit 2 for a bad option or key (one line naming it), 1 for anything
+else with a message saying what to do.
 """
 
 from __future__ import annotations
