@@ -13,8 +13,8 @@ only wires, adding one child service per part in the order they start, and
 4. ``after-boot``, whose children start only once that scan is done, so no
    client ever sees a half-built snapshot: the protocol port, the control
    socket, the FTP service, the metrics port, and the poll and verification
-   timers; then the
-   readiness hook prints the line the contract fixes and tells systemd.
+   timers; then the readiness hook prints the line the contract fixes and
+   tells systemd.
 
 Stopping reverses it: no more clients and timers, the journal commits its
 queue and ends its walks, inotify closes, the store closes last.
