@@ -33,6 +33,8 @@ def config(datadir: str) -> dict:
         "tls.key": "",
         "control.socket": "",
         "ftp.port": 0,
+        "metrics.port": 0,
+        "metrics.bind": "127.0.0.1",
     }
 
 
@@ -139,6 +141,11 @@ def test_children_are_added_in_start_order(tmp_path):
     assert [s.name for s in service] == ["watchdog", "store", "watcher", "journal", "after-boot"]
     after = service.getServiceNamed("after-boot")
     assert [s.name for s in after] == ["protocol", "control", "poll.interval", "rescan.interval"]
+    with_metrics = makeService({**cfg, "metrics.port": 9123}, MemoryReactorClock())
+    after = with_metrics.getServiceNamed("after-boot")
+    assert [s.name for s in after] == [
+        "protocol", "control", "metrics", "poll.interval", "rescan.interval"
+    ]  # fmt: skip
 
 
 def test_a_port_that_cannot_listen_fails_ready_and_nothing_after_it_starts(tmp_path):
