@@ -19,7 +19,10 @@ Then fs_mirror starts again and the time from its start until its
 seconds, records/s; ``connected`` (seconds from the start until fs_mirror
 logs its resumed session: interpreter, imports, connect) and ``after`` (the
 records/s from then on, which leaves that fixed cost out); the CPU
-seconds of both daemons (from the start until sn reached the head); whether
+seconds of both daemons (from the start until sn reached the head) and
+``rec/cpu s``, the records per CPU second fs_mirror spent after it
+connected: on a machine busy with other work the wall-clock figures
+include time spent waiting for a core, this one does not; whether
 fs_mirror resumed (no INIT: its log says "resumed session", an INIT says
 "full sync"), and whether the mirror equals the source (names, types,
 modes, symlink targets).
@@ -46,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,7 +60,6 @@ from common import BIN, Daemon, free_port, fs_info, make_tree, mirrord  # noqa: 
 #: Changes made per round of ``change_round``, and what each round consumes.
 PER_ROUND = 10
 FILES_PER_ROUND = 5  # renamed, renamed across, deleted, chmod'ed twice
-LAG = 100  # rounds between making a directory or symlink and removing it
 
 
 def fs_mirror(port: int, datadir: Path, profile: str | None = None) -> Daemon:
@@ -112,9 +115,15 @@ def status(datadir: Path) -> dict:
     return json.loads(out)
 
 
-def wait_logged(port: int, session: str, serial: int, path: Path, timeout: float) -> int:
-    """Read mirrord's log from ``serial`` until the CREATE of ``path``; the serial it is at."""
+def wait_logged(
+    port: int, session: str, serial: int, path: Path, timeout: float
+) -> tuple[int, Counter[str]]:
+    """Read mirrord's log from ``serial`` until the CREATE of ``path``.
+
+    Returns the serial it is at and how many records of each action it read.
+    """
     needle = b"CREATE:" + os.fsencode(path)
+    actions: Counter[str] = Counter()
     deadline = time.monotonic() + timeout
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.settimeout(timeout)
@@ -133,21 +142,27 @@ def wait_logged(port: int, session: str, serial: int, path: Path, timeout: float
                 if line == b"EOF":
                     break
                 found = found or line.split(b"\t")[0] == needle
+                actions[line.partition(b":")[0].decode()] += 1
             if found:
-                return int(head.partition(b":")[2])
+                return int(head.partition(b":")[2]), actions
     raise TimeoutError(f"no CREATE of {path} in mirrord's log")
 
 
 def prepare(tree: Path, rounds: int) -> None:
-    """The entries the changes act on, beside make_tree's files."""
-    (tree / "new").mkdir()
-    (tree / "links").mkdir()
-    (tree / "across").mkdir()
-    pool = tree / "pool"
+    """What the changes remove or rename, beside make_tree's files: one of each per round.
+
+    Everything removed exists before mirrord boots: a directory made and
+    removed while mirrord is still behind on its events leaves no record at
+    all (it is gone when mirrord looks), so the records would be fewer than
+    the changes.
+    """
+    for name in ("new", "links", "across", "old", "oldlinks", "pool"):
+        (tree / name).mkdir()
     for i in range(rounds):
-        (pool / f"r{i}").mkdir(parents=True)
-        for name in ("a", "b"):
-            (pool / f"r{i}" / name).touch()
+        (tree / "old" / f"o{i}").mkdir()
+        os.symlink(f"old-{i}", tree / "oldlinks" / f"l{i}")
+        (tree / "pool" / f"r{i}").mkdir()
+        (tree / "pool" / f"r{i}" / "a").touch()
 
 
 def files_of(tree: Path) -> Iterator[Path]:
@@ -158,20 +173,11 @@ def files_of(tree: Path) -> Iterator[Path]:
 
 
 def change_round(tree: Path, i: int, files: Iterator[Path]) -> None:
-    """Ten changes, none of which needs file content in the mirror.
-
-    What a round removes was made LAG rounds before: mirrord merges what
-    one reactor turn saw of a path, so removing it at once would often
-    leave no record of either change.
-    """
+    """Ten changes to ten different paths, none of which needs file content in the mirror."""
     (tree / "new" / f"n{i}").mkdir()
+    (tree / "old" / f"o{i}").rmdir()
     os.symlink(f"target-{i}", tree / "links" / f"l{i}")
-    if i >= LAG:
-        (tree / "new" / f"n{i - LAG}").rmdir()
-        os.unlink(tree / "links" / f"l{i - LAG}")
-    else:  # as many changes, nothing old enough to remove yet
-        (tree / "new" / f"first{i}").mkdir()
-        os.symlink("x", tree / "links" / f"first{i}")
+    os.unlink(tree / "oldlinks" / f"l{i}")
     moved, across, deleted, modded, modded2 = itertools.islice(files, FILES_PER_ROUND)
     moved.rename(moved.with_name(moved.name + ".mv"))
     across.rename(tree / "across" / f"{across.parent.name}-{across.name}")
@@ -227,6 +233,10 @@ def compare(source: Path, mirror: Path) -> str:
     return f"{count} entries differ, first: " + "; ".join(diffs[:5])
 
 
+def records_per(records: int, seconds: float) -> float:
+    return records / seconds if seconds > 0 else float("inf")
+
+
 def catch_up(
     label: str, port: int, worker: Daemon, mirror_dir: Path, head: int, profile: str | None
 ) -> None:
@@ -238,19 +248,24 @@ def catch_up(
     client = fs_mirror(port, mirror_dir, profile)
     client.wait_for("session ")  # 'resumed session ...' or 'full sync: session ...'
     connected = time.monotonic() - t0
+    startup_cpu = cpu_seconds(client.proc.pid)
     took = connected + wait_sn(mirror_dir, head, timeout=3600)
     client_cpu = cpu_seconds(client.proc.pid)
+    per_cpu = records_per(head - before[1], client_cpu - startup_cpu)
     worker_cpu = cpu_seconds(worker.proc.pid) - worker_cpu
     client.stop()
     records = head - before[1]
     joined = "\n".join(client.lines)
-    mode = "INIT (full sync)" if "full sync" in joined else "resumed, no INIT"
-    if "resumed session" not in joined and "full sync" not in joined:
+    if "full sync" in joined:
+        mode = "INIT (full sync)"
+    elif "resumed session" in joined:
+        mode = "resumed, no INIT"
+    else:
         mode = "neither 'resumed session' nor 'full sync' logged"
     print(
         f"{label:>10} {records:>8} {took:>8.2f} {records / took:>9.0f}"
-        f" {connected:>9.2f} {records / (took - connected):>9.0f}"
-        f" {client_cpu:>10.1f} {worker_cpu:>11.1f}  {mode}",
+        f" {connected:>9.2f} {records_per(records, took - connected):>9.0f}"
+        f" {client_cpu:>10.1f} {per_cpu:>9.0f} {worker_cpu:>11.1f}  {mode}",
         flush=True,
     )
 
@@ -265,7 +280,8 @@ def main(changes: int, empty: int) -> None:
         made, dirs = make_tree(tree, rounds * FILES_PER_ROUND)
         prepare(tree, rounds)
         print(
-            f"# tree: {made} files in {dirs} dirs, plus {rounds} small dirs to rename,"
+            f"# tree: {made} files in {dirs} dirs, plus {rounds} each of dirs to rename,"
+            " of dirs and of symlinks to remove,"
             f" made in {time.monotonic() - t0:.1f}s",
             flush=True,
         )
@@ -282,7 +298,8 @@ def main(changes: int, empty: int) -> None:
         mirror = mirror_dir / str(tree).lstrip("/")
         print(
             f"{'round':>10} {'records':>8} {'seconds':>8} {'records/s':>9}"
-            f" {'connected':>9} {'after':>9} {'cpu client':>10} {'cpu mirrord':>11}",
+            f" {'connected':>9} {'after':>9} {'cpu client':>10} {'rec/cpu s':>9}"
+            f" {'cpu mirrord':>11}",
             flush=True,
         )
 
@@ -293,11 +310,11 @@ def main(changes: int, empty: int) -> None:
         sn = read_sn(mirror_dir)
         assert sn is not None
         (tree / "sentinel-1").mkdir()
-        head = wait_logged(port, sn[0], sn[1], tree / "sentinel-1", timeout=600)
+        head, actions = wait_logged(port, sn[0], sn[1], tree / "sentinel-1", timeout=600)
         head = max(head, status(top / "data")["head"])
         print(
             f"# {rounds * PER_ROUND} changes made in {time.monotonic() - t0:.1f}s;"
-            f" mirrord head {head} ({head - sn[1]} records), overflows so far"
+            f" mirrord head {head} ({head - sn[1]} records: {dict(actions)}), overflows so far"
             f" {status(top / 'data').get('overflows')}",
             flush=True,
         )
@@ -313,11 +330,11 @@ def main(changes: int, empty: int) -> None:
             sn = read_sn(mirror_dir)
             assert sn is not None
             (tree / "sentinel-2").mkdir()
-            head = wait_logged(port, sn[0], sn[1], tree / "sentinel-2", timeout=600)
+            head, actions = wait_logged(port, sn[0], sn[1], tree / "sentinel-2", timeout=600)
             head = max(head, status(top / "data")["head"])
             print(
                 f"# {empty} empty files made in {time.monotonic() - t0:.1f}s;"
-                f" mirrord head {head} ({head - sn[1]} records)",
+                f" mirrord head {head} ({head - sn[1]} records: {dict(actions)})",
                 flush=True,
             )
             catch_up("empty new", port, worker, mirror_dir, head, None)
