@@ -73,10 +73,10 @@ class Applier:
         # Files fetched too late or refused: a later MOVE turns them into a
         # fetch of the new name (see fs_mirror.owed).
         self.owed = owed if owed is not None else Owed()
-        # What it learns of real directories is forgotten after every
-        # _RESHAPING record, before the fetch and at each batch's end: only
-        # CREATE, FWRITE and ATTRIB run meanwhile, and none of them makes a
-        # symlink or removes a directory.
+        # What it learns of real directories is forgotten at and below what
+        # each _RESHAPING record changed, and wholly at each batch's start and
+        # end: only CREATE, FWRITE and ATTRIB run meanwhile, and none of them
+        # makes a symlink or removes a directory.
         self._paths = Confinement(self.datadir)
 
     def confine(self, path: bytes) -> bytes:
@@ -135,7 +135,7 @@ class Applier:
                     self._skipped(record, e)
                 finally:
                     if record.action in _RESHAPING:
-                        self._paths.forget()
+                        self._reshaped(record)
             if local_done is not None:
                 local_done()
             return self._fetch_pending()
@@ -144,6 +144,12 @@ class Applier:
             return fail()  # the local disk refused: the batch did not happen
         finally:
             self._paths.forget()
+
+    def _reshaped(self, record: Record) -> None:
+        """What was learnt of directories at or below what `record` changed is stale."""
+        self._paths.forget_tree(self.datadir + record.path)
+        if record.action is Action.MOVE and record.target is not None:
+            self._paths.forget_tree(self.datadir + record.target)
 
     def _refused(self, action: str, path: bytes, e: Exception) -> None:
         self.stats.refused += 1
@@ -317,7 +323,7 @@ class Applier:
                 if path in guessed:
                     continue  # the replay of a directory move this mirror already made
                 shutil.rmtree(local)  # the worker's directory became a file
-                self._paths.forget()
+                self._paths.forget_tree(local)
             item = FetchItem(remote=path, local=local)
             items.append(item)
             metas.append(meta)

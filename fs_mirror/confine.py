@@ -34,17 +34,35 @@ class Confinement:
     """Maps worker paths under ``datadir`` and makes their parents, never leaving it.
 
     Directories ``lstat``-ed (or made) and found real are remembered so each
-    record need not ``lstat`` every parent again.  Whoever makes a symlink or
-    removes a directory under the datadir must call ``forget`` afterwards.
+    record need not ``lstat`` every parent again.  Whoever makes a symlink,
+    or removes or moves a directory, under the datadir must call
+    ``forget_tree`` for that path afterwards (or ``forget``).
     """
 
     def __init__(self, datadir: bytes) -> None:
         self.datadir = datadir
         self._dirs: set[bytes] = set()
+        # path -> the directories learnt below it, one level down (a path may
+        # have none of its own learnt): what forget_tree must drop with it.
+        self._below: dict[bytes, set[bytes]] = {}
 
     def forget(self) -> None:
         """Trust nothing learnt so far (a directory may now be a symlink, or gone)."""
         self._dirs.clear()
+        self._below.clear()
+
+    def forget_tree(self, local: bytes) -> None:
+        """Trust nothing learnt at ``local`` or below it; what is above still holds.
+
+        A catch-up made of deletes, moves and symlinks used to forget every
+        directory after each of them, and ``lstat`` every parent of every
+        path again (six calls a record at a modest depth).
+        """
+        stack = [local]
+        while stack:
+            path = stack.pop()
+            self._dirs.discard(path)
+            stack.extend(self._below.pop(path, ()))
 
     def local(self, path: bytes) -> bytes:
         """The local path for worker ``path``, or HostilePath/ReservedPath when it is unsafe."""
@@ -77,8 +95,15 @@ class Confinement:
 
     def _known_dir(self, local: bytes) -> None:
         if len(self._dirs) >= DIRS_KEPT:
-            self._dirs.clear()
+            self.forget()
         self._dirs.add(local)
+        child, parent = local, os.path.dirname(local)
+        while len(parent) > len(self.datadir):  # link it under every ancestor
+            below = self._below.setdefault(parent, set())
+            if child in below:
+                break
+            below.add(child)
+            child, parent = parent, os.path.dirname(parent)
 
     def make_parents(self, local: bytes) -> list[bytes]:
         """Create missing parents of ``local`` (confined already).
