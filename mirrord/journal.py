@@ -52,14 +52,18 @@ from mirrord.values import (
     move_meta,
 )
 from mirrord.waiters import Waiters
-from mirrord.walks import RETRY_MAX, Walker, WalkFailed
+from mirrord.walks import RETRY_MAX, SLICE, Walker, WalkFailed
 from protocol.records import Action, Record
 
 __all__ = ["Journal", "WalkFailed", "scan_roots"]
 
 
 class Journal:
-    """Collects changes per reactor turn, commits them, wakes waiters."""
+    """Collects changes per reactor turn, commits them, wakes waiters.
+
+    ``walk_slice``: seconds of ``reactor`` time the walks may take per reactor
+    turn (0: one step each, as on a loaded machine; see ``walks``).
+    """
 
     def __init__(
         self,
@@ -70,6 +74,7 @@ class Journal:
         log: Logger | None = None,
         *,
         progress_every: float = 5.0,
+        walk_slice: float = SLICE,
     ) -> None:
         self.store, self.identity, self.watch, self.reactor = store, identity, watch, reactor
         self.log = log if log is not None else Logger()
@@ -87,7 +92,9 @@ class Journal:
         # written (see ``dirty``), and roots of follow-up walks found gone,
         # looked at again when their rename is told.
         self._lost = LostPaths()
-        self.walker = Walker(store, identity, watch, reactor, self, self.log, progress_every)
+        self.walker = Walker(
+            store, identity, watch, reactor, self, self.log, progress_every, walk_slice
+        )
 
     @property
     def unreadable(self) -> set[bytes]:

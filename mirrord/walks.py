@@ -8,6 +8,11 @@ running (:class:`Job`), because a rename told meanwhile may move entries out
 from under a walk that has not reached them: the journal asks
 :meth:`Walker.missed` and walks the destination again.
 
+Slices of walking end by the reactor's own clock (``Clock.seconds``), not by
+Twisted's default wall-clock timer: the same time in production, and under a
+test's ``task.Clock`` the slices, and so the order in which the walks of one
+turn take their steps, are the test's to decide rather than the machine load's.
+
 A walk that fails is logged and asked for again, with a growing delay while
 it keeps failing; only a ``strict`` walk (the boot) fails for good, as
 :class:`WalkFailed`, since mirrord must not serve a snapshot it knows to be
@@ -16,7 +21,7 @@ incomplete.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol, cast
 
 from twisted.internet import defer, task
@@ -31,9 +36,10 @@ from mirrord.store import path_key
 from mirrord.unreadable import show
 from mirrord.values import Change
 
-__all__ = ["RETRY_MAX", "Job", "WalkFailed", "WalkSink", "Walker"]
+__all__ = ["RETRY_MAX", "SLICE", "Job", "WalkFailed", "WalkSink", "Walker"]
 
 RETRY_MAX = 30.0  # seconds between attempts while walks (or commits) keep failing
+SLICE = 0.01  # seconds of walking per reactor turn (Twisted's default slice)
 
 
 class WalkFailed(OSError):
@@ -76,6 +82,16 @@ class Job:
         return not (pos > skey and not pos.startswith(skey + b"\0"))  # not passed yet
 
 
+def slices(clock: Clock, seconds: float) -> Callable[[], Callable[[], bool]]:
+    """The cooperator's slice: it ends once ``seconds`` of ``clock`` time have passed."""
+
+    def start() -> Callable[[], bool]:
+        end = clock.seconds() + seconds
+        return lambda: clock.seconds() >= end
+
+    return start
+
+
 class Walker:
     """Runs walks one after another on a cooperator; ``jobs`` are those not ended."""
 
@@ -88,6 +104,7 @@ class Walker:
         sink: WalkSink,
         log: Logger,
         progress_every: float = 5.0,
+        slice_seconds: float = SLICE,
     ) -> None:
         self.store, self.identity, self.watch, self.reactor = store, identity, watch, reactor
         self.sink, self.log, self.progress_every = sink, log, progress_every
@@ -96,7 +113,8 @@ class Walker:
         self._failures = 0  # failed walks in a row
         # Twisted types the scheduler's result as its zope interface: the same object
         self._coop = task.Cooperator(
-            scheduler=lambda f: cast(IDelayedCall, reactor.callLater(0, f))
+            terminationPredicateFactory=slices(reactor, slice_seconds),
+            scheduler=lambda f: cast(IDelayedCall, reactor.callLater(0, f)),
         )
 
     def missed(self, src: bytes) -> bool:
