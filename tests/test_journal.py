@@ -15,6 +15,7 @@ from fs_info.identity import Identity
 from mirrord.journal import Journal, WalkFailed, scan_roots
 from mirrord.store import Store
 from mirrord.values import Change, DropTree
+from mirrord.walks import SLICE
 from protocol.records import Action, Record
 
 
@@ -28,25 +29,39 @@ class Setup:
         self.clock = task.Clock()
         self.events: list[dict] = []
         self.watched: list[bytes] = []
+        self.watched_dirs: set[tuple[int, int]] = set()  # (st_dev, st_ino) of each watched
         self.on_watch: dict[bytes, Callable[[], object]] = {}  # path -> done when it is watched
         self.identity = Identity([self.root], [self.root + b"/x"])
         self.journal = self.make()
 
-    def make(self, identity=None):
+    def make(self, identity=None, walk_slice=SLICE):
         return Journal(
             self.store,
             identity or self.identity,
             self.watch,
             self.clock,
             Logger(observer=self.events.append),
+            walk_slice=walk_slice,
         )
 
     def watch(self, path: bytes) -> bool:
         self.watched.append(path)
+        try:
+            st = os.stat(path)
+        except OSError:
+            pass
+        else:
+            self.watched_dirs.add((st.st_dev, st.st_ino))
         hook = self.on_watch.pop(path, None)
         if hook is not None:
             hook()
         return True
+
+    def is_watched(self, path: bytes) -> bool:
+        """Is the directory now at ``path`` watched? An inotify watch is on the
+        directory itself, so it follows renames of it and of its parents."""
+        st = os.stat(path)
+        return (st.st_dev, st.st_ino) in self.watched_dirs
 
     def pump(self) -> None:
         for _ in range(100_000):
@@ -314,6 +329,21 @@ def test_move_under_running_walk_needs_rescan():
     assert job.missed(b"/r/b-x")  # sorts after /r/b/c: not reached yet
     assert not job.missed(b"/other")
     assert job.missed(b"/")  # the walk's root itself moved away
+
+
+def test_walk_slices_end_by_the_journals_clock():
+    """The cooperator's slices follow the injected clock, not the wall clock, so a
+    test's ``task.Clock`` decides the order of the walks' steps, not the machine load."""
+    from mirrord.walks import slices
+
+    clock = task.Clock()
+    ends = slices(clock, 1.0)()
+    assert not ends()
+    clock.advance(0.5)
+    assert not ends()
+    clock.advance(0.5)
+    assert ends()
+    assert slices(clock, 0.0)()()  # one step per slice
 
 
 def test_move_queued_before_a_pending_walk_runs_rewalks_the_destination(s):
@@ -610,13 +640,82 @@ def test_walk_of_a_new_directory_after_its_parent_was_renamed_keeps_it(s):
         os.makedirs(d + b"/" + name + b"/deep")
         s.journal.dirty(d + b"/" + name, recursive=True, present=True)
     s.on_watch[d + b"/a"] = lambda: os.rename(d, e)  # as the first walk lists d/a
-    s.pump()
+    s.pump()  # the clock stands still: one slice runs the walk of d/a, then that of d/b
+    assert d + b"/b" not in s.watched  # so d/b was gone before its walk began
     assert not [r for r in s.records() if r[0] is Action.DELETE]
     s.journal.moved(d, e)
     s.pump()
     for name in (b"a", b"b"):
         deep = e + b"/" + name + b"/deep"
-        assert s.store.get(deep) is not None and deep in s.watched
+        assert s.store.get(deep) is not None and s.is_watched(deep)
+    assert not [r for r in s.records() if r[0] is Action.DELETE]
+
+
+def test_walk_done_before_its_parent_rename_keeps_its_watches_under_the_new_name(s):
+    """The same mkdir -p d/a/deep d/b/deep and mv d e, with each walk step its own
+    slice, as on a loaded machine: the walk of d/b then runs whole first (the
+    cooperator goes on in its task list where the boot's last slice stopped), and
+    d/b/deep is watched under its old name before the rename.
+
+    Nothing is lost: the MOVE carries d/b/deep to e/b/deep, and its watch, on the
+    directory itself, follows (``WatchTree`` re-parents it), while d/a, gone when
+    listed, is walked whole under e. This interleaving made the test above fail
+    about one run in three under load while it read watches by path.
+    """
+    s.journal = s.make(walk_slice=0.0)
+    d, e = s.root + b"/d", s.root + b"/e"
+    os.mkdir(d)
+    s.booted()
+    for name in (b"a", b"b"):
+        os.makedirs(d + b"/" + name + b"/deep")
+        s.journal.dirty(d + b"/" + name, recursive=True, present=True)
+    s.on_watch[d + b"/a"] = lambda: os.rename(d, e)
+    s.pump()
+    assert s.watched[-3:] == [d + b"/b", d + b"/b/deep", d + b"/a"]
+    s.journal.moved(d, e)
+    s.pump()
+    records = s.records()
+    assert (Action.CREATE, d + b"/b/deep") in records and (Action.MOVE, d, e) in records
+    assert (Action.CREATE, e + b"/a/deep") in records
+    for name in (b"a", b"b"):
+        deep = e + b"/" + name + b"/deep"
+        assert s.store.get(deep) is not None and s.is_watched(deep)
+    assert e + b"/b/deep" not in s.watched  # watched once, under the name it had then
+    assert not [r for r in records if r[0] is Action.DELETE]
+
+
+@pytest.mark.parametrize("told_while_walking", [False, True])
+@pytest.mark.parametrize("walk_slice", [SLICE, 0.0])
+@pytest.mark.parametrize("at", [b"a", b"a/deep", b"b", b"b/deep"])
+def test_parent_rename_at_any_step_of_two_new_directories_walks_loses_nothing(
+    s, at, walk_slice, told_while_walking
+):
+    """mkdir -p d/a/deep d/b/deep, mv d e as the walks watch ``at``, in either walk
+    order, the rename told later or while the walks still run: both deep
+    directories end up stored and watched under e, nothing under d, no DELETE."""
+    s.journal = s.make(walk_slice=walk_slice)
+    d, e = s.root + b"/d", s.root + b"/e"
+    os.mkdir(d)
+    s.booted()
+    for name in (b"a", b"b"):
+        os.makedirs(d + b"/" + name + b"/deep")
+        s.journal.dirty(d + b"/" + name, recursive=True, present=True)
+
+    def rename() -> None:
+        os.rename(d, e)
+        if told_while_walking:
+            s.journal.moved(d, e)
+
+    s.on_watch[d + b"/" + at] = rename
+    s.pump()
+    assert not s.on_watch  # the rename happened
+    if not told_while_walking:
+        s.journal.moved(d, e)
+        s.pump()
+    for name in (b"a", b"b"):
+        deep = e + b"/" + name + b"/deep"
+        assert s.store.get(deep) is not None and s.is_watched(deep)
+    assert not [p for p, _ in s.store.walk() if p == d or p.startswith(d + b"/")]
     assert not [r for r in s.records() if r[0] is Action.DELETE]
 
 
