@@ -31,7 +31,7 @@ from cmdconfig.exits import exit_status
 from cmdconfig.loader import Config, load
 from cmdconfig.schema import Schema
 
-__all__ = ["CommandParser", "make_parser", "react", "run"]
+__all__ = ["CommandParser", "make_parser", "react", "run", "start_logging"]
 
 Main = Callable[[argparse.Namespace, Config], "int | None"]
 #: ``serve(reactor, args, config)``: a Deferred, a coroutine or a plain status.
@@ -96,16 +96,19 @@ class CommandParser(argparse.ArgumentParser):
     def load(self, argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, Config]:
         """Parse ``argv`` and load the configuration it selects."""
         args = self.parse_args(argv)
+        return args, self.reload(args)
+
+    def reload(self, args: argparse.Namespace) -> Config:
+        """The configuration ``args`` select, read again (SIGHUP): the file, then the overrides."""
         path = args.config if args.config is not None else self.default_config
         required = self.needs(args) if self.needs is not None else None
-        config = load(
+        return load(
             self.schema,
             path,
             args.overrides,
             required_file=args.config is not None,
             required=required,
         )
-        return args, config
 
 
 def package_version() -> str:
@@ -205,6 +208,17 @@ def _no_op() -> None:
     pass
 
 
+def start_logging(args: argparse.Namespace, config: Config, prog: str) -> None:
+    """Log at ``-v`` plus ``log.verbose`` to ``log.file`` or stderr (again on SIGHUP)."""
+    from cmdconfig.logs import setup_logging  # twisted: only when logging
+
+    path = config.get("log.file", "")
+    try:
+        setup_logging(args.verbose + config.get("log.verbose", 0), sys.stderr, prog, path)
+    except OSError as e:
+        raise config.error("log.file", f"cannot open {path}: {e.strerror}") from None
+
+
 def _begin(
     parser: CommandParser,
     argv: Sequence[str] | None,
@@ -215,9 +229,8 @@ def _begin(
     """Parse, load the config, set up logging, check, detach if asked."""
     args, config = parser.load(argv)
     if log:
-        from cmdconfig.logs import setup_logging  # twisted: only when logging
-
-        setup_logging(args.verbose, sys.stderr, parser.prog)
+        start_logging(args, config, parser.prog)
+    args.reread = lambda: parser.reload(args)  # the configuration again, for SIGHUP
     if prepare is not None:
         prepare(args, config)
     args.ready = _no_op

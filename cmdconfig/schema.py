@@ -209,3 +209,32 @@ class Schema:
             lines.append(f"  {key.name} = {key.describe_default()}")
             lines.append(f"      {key.help}{extra}")
         return "\n".join(lines)
+
+
+def daemon_keys() -> list[Key]:
+    """The keys both daemons share: where their log goes, how much, how often progress."""
+    return [
+        Key(
+            "log.file",
+            "path",
+            "",
+            "append the log to this file instead of stderr; reopened on SIGHUP, so it can"
+            " be rotated (empty = stderr)",
+        ),
+        Key(
+            "log.verbose",
+            "int",
+            "0",
+            "more log output, as that many -v on top of the command line's (re-read on SIGHUP)",
+            minimum=0,
+            maximum=2,
+        ),
+        Key(
+            "progress.interval",
+            "duration",
+            "5",
+            "seconds between progress lines (and systemd STATUS= updates) during a boot"
+            " scan or a full sync",
+            minimum=0.01,
+        ),
+    ]

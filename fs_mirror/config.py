@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from cmdconfig import REQUIRED, Config, Key, Schema
 from cmdconfig import metrics as metrics_keys
+from cmdconfig.schema import daemon_keys
 
 DEFAULT_FILE = "/etc/fs_mirror.conf"
 
@@ -114,6 +115,7 @@ SCHEMA = Schema(
             minimum=0,
         ),
         *metrics_keys.KEYS,
+        *daemon_keys(),
     ],
     checks=[_rotation, _report_hash, metrics_keys.check_keys],
 )

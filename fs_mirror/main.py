@@ -133,6 +133,19 @@ def _prepare(args: argparse.Namespace, config: Config) -> None:
             pass  # cannot create it: the service says so and what to do (exit 1)
 
 
+def _reopen_log() -> None:
+    """SIGHUP: reopen ``log.file`` (logrotate moved it away); fs_mirror runs on."""
+    from twisted.logger import Logger
+
+    from cmdconfig.logs import reopen_logging
+
+    log = Logger(namespace="fs_mirror")
+    if reopen_logging():
+        log.info("SIGHUP: log file reopened")
+    else:
+        log.info("SIGHUP: logging to stderr, no log file to reopen")
+
+
 def command(reactor: Any, args: argparse.Namespace, config: Config) -> Any:
     """Run fs_mirror with a loaded configuration, under ``task.react``."""
     if args.status:
@@ -145,7 +158,8 @@ def command(reactor: Any, args: argparse.Namespace, config: Config) -> Any:
         return _rotate_once(config)
     from fs_mirror.service import FsMirrorService
 
-    service = FsMirrorService(config, reactor=reactor, verbose=args.verbose)
+    service = FsMirrorService(config, reactor=reactor, verbose=args.verbose + config["log.verbose"])
+    args.on_reload(_reopen_log)
     args.ready()  # datadir locked, secrets read: --daemon's caller returns 0 now
     reactor.callWhenRunning(service.startService)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)

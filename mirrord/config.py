@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from cmdconfig import Config, Key, Schema
 from cmdconfig import metrics as metrics_keys
+from cmdconfig.schema import daemon_keys
 from fs_info.store import IdentityStoreError, check_name
 
 DEFAULT_FILE = "/etc/mirrord.conf"
@@ -125,6 +126,7 @@ SCHEMA = Schema(
             "unix socket for 'mirrord -k' (empty = DATADIR/mirrord.sock)",
         ),
         *metrics_keys.KEYS,
+        *daemon_keys(),
     ],
     checks=[_identities, _tls_pair, _ftp_password, metrics_keys.check_keys],
 )
