@@ -87,8 +87,9 @@ class MirrorClient(protocol.Factory):
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)
 
     # -- called by the protocol ------------------------------------------------
-    def connected(self, proto: MirrorProtocol) -> None:
+    def connected(self, proto: MirrorProtocol, peer: str) -> None:
         self.current = proto
+        self.log.info("connected to mirrord at {peer}", peer=peer)
 
     def disconnected(self, proto: MirrorProtocol, reason: Failure) -> None:
         if self.current is proto:
@@ -129,12 +130,13 @@ class MirrorClient(protocol.Factory):
         self._idle_waiters.append(d)
         return d
 
-    def in_step(self) -> None:
-        """Connected and at a serial mirrord knows (resumed, or INIT applied): READY=1, once."""
-        if self._ready_told:
-            return
-        self._ready_told = True
-        tell(b"READY=1", self.log)
+    def in_step(self, serial: int) -> None:
+        """Connected and at a serial mirrord knows (resumed, or INIT applied): READY=1, once;
+        and a ``STATUS=`` that replaces the INIT's progress."""
+        if not self._ready_told:
+            self._ready_told = True
+            tell(b"READY=1", self.log)
+        tell(b"STATUS=in step with mirrord from serial %d" % serial, self.log)
 
     def linked(self) -> None:
         """In step with mirrord on this connection (for --status)."""

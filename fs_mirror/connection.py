@@ -109,7 +109,8 @@ class MirrorProtocol(protocol.Protocol):
 
     # -- Twisted callbacks ---------------------------------------------------
     def connectionMade(self) -> None:
-        self.client.connected(self)
+        peer = self.transport.getPeer()
+        self.client.connected(self, f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}")
         if self.client.stopping:
             self.closed = True
             self.transport.loseConnection()
@@ -324,7 +325,7 @@ class MirrorProtocol(protocol.Protocol):
             self.log.info("resumed session {s} at serial {n}", s=event.session, n=event.serial)
             self.client.health.heard(event.session, event.serial)
             self.client.linked()
-            self.client.in_step()
+            self.client.in_step(event.serial)
             self._next()
         elif isinstance(event, BatchStarted):
             self.serial = event.serial
@@ -388,7 +389,7 @@ class MirrorProtocol(protocol.Protocol):
             serial=self.serial,
         )
         self.client.linked()
-        self.client.in_step()
+        self.client.in_step(self.serial)
         self._next()
 
     def _finish_batch(self) -> Deferred:

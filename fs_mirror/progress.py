@@ -1,13 +1,16 @@
-"""INIT progress for an operator watching a terminal.
+"""INIT progress, for a person at a terminal, a log and systemd.
 
 A full sync of millions of files takes long; on a terminal fs_mirror keeps
 one status line up to date (records, files and bytes so far, and the rates),
 redrawn in place at most every ``interval`` seconds.  In a log (not a tty)
-nothing is drawn: the ``init finished`` summary line says it all once.
+the same text is a log line every ``progress.interval`` seconds
+(:class:`SaidProgress`), and systemd gets it as ``STATUS=`` at that rate too;
+:class:`Progresses` hands one INIT's updates to several of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import IO, Protocol
 
 
@@ -92,3 +95,51 @@ class NoProgress(InitProgress):
 
     def finish(self) -> None:
         pass
+
+
+class SaidProgress(InitProgress):
+    """Hands the progress text to ``say`` (a log line, a ``STATUS=``) at most every ``interval``.
+
+    The first update is said only once ``interval`` has passed since the
+    INIT began: a short INIT says nothing but its summary.
+    """
+
+    def __init__(self, say: Callable[[str], None], clock: Clock, interval: float) -> None:
+        self.say, self.clock, self.interval = say, clock, interval
+        self._began = 0.0
+        self._base = (0, 0, 0)
+        self._last = 0.0
+
+    def begin(self, counts: tuple[int, int, int]) -> None:
+        self._began = self._last = self.clock.seconds()
+        self._base = counts
+
+    def update(self, counts: tuple[int, int, int], *, force: bool = False) -> None:
+        now = self.clock.seconds()
+        if not force and now - self._last < self.interval:
+            return
+        self._last = now
+        records, files, size = (c - b for c, b in zip(counts, self._base, strict=True))
+        self.say(progress_text(records, files, size, now - self._began))
+
+    def finish(self) -> None:
+        pass
+
+
+class Progresses(InitProgress):
+    """Several progress reports of one INIT (terminal, log, systemd)."""
+
+    def __init__(self, parts: Sequence[InitProgress]) -> None:
+        self.parts = list(parts)
+
+    def begin(self, counts: tuple[int, int, int]) -> None:
+        for part in self.parts:
+            part.begin(counts)
+
+    def update(self, counts: tuple[int, int, int], *, force: bool = False) -> None:
+        for part in self.parts:
+            part.update(counts, force=force)
+
+    def finish(self) -> None:
+        for part in self.parts:
+            part.finish()

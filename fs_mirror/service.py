@@ -33,7 +33,7 @@ from fs_mirror.client import INIT_CHUNK, MirrorClient
 from fs_mirror.gate import BatchLock, FileGate
 from fs_mirror.metrics import metrics
 from fs_mirror.owed import OWED_NAME, Owed
-from fs_mirror.progress import InitProgress
+from fs_mirror.progress import InitProgress, Progresses, SaidProgress
 from fs_mirror.report import Reporter
 from fs_mirror.rotate import RotateError, check_backdir, rotate
 from fs_mirror.sink import report_sink
@@ -90,6 +90,14 @@ class DailyRotation(Service):
             self._call.cancel()
         self._call = None
         return self._running
+
+
+def _status(text: str) -> None:
+    tell(b"STATUS=" + text.encode(errors="backslashreplace"), log)
+
+
+def _log_progress(text: str) -> None:
+    log.info("{progress}", progress=text)
 
 
 def _then(_: object, step: Callable[[], Deferred[None]]) -> Deferred[None]:
@@ -255,11 +263,16 @@ class FsMirrorService(MultiService):
             max_delete=config["init.max-delete"],
         )
 
-    def _progress(self, sink: Any) -> InitProgress | None:
-        """A status line during INIT when a person watches stderr (never in report mode)."""
-        if not sink.mirrors or not sys.stderr.isatty():
-            return None
-        return InitProgress(sys.stderr, self.reactor)
+    def _progress(self, sink: Any) -> InitProgress:
+        """INIT progress: redrawn on a terminal (not in report mode, which prints there),
+        else a log line; and ``STATUS=`` for systemd, every ``progress.interval``."""
+        every = self.config["progress.interval"]
+        parts: list[InitProgress] = [SaidProgress(_status, self.reactor, every)]
+        if not sys.stderr.isatty():
+            parts.append(SaidProgress(_log_progress, self.reactor, every))
+        elif sink.mirrors:
+            parts.append(InitProgress(sys.stderr, self.reactor))
+        return Progresses(parts)
 
     def rotate_now(self, today: datetime.date) -> Deferred:
         """Rotate in a thread while batches wait on the shared gate."""

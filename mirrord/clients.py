@@ -9,6 +9,7 @@ closes, and answers ``-k status`` for each.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import protocol
@@ -48,10 +49,14 @@ class MirrorServerFactory(protocol.Factory):
         reactor: Any,
         log: Logger | None = None,
         chunk: int = INIT_CHUNK,
+        progress_every: float = 5.0,
+        status: Callable[[str], None] | None = None,
     ) -> None:
         self.store, self.journal, self.reactor = store, journal, reactor
         self.batch, self.timeout, self.secret, self.chunk = batch, timeout, secret, chunk
         self.max_clients = max_clients
+        # an INIT's progress line every ``progress_every`` s, also told to ``status``
+        self.progress_every, self.status = progress_every, status
         self.log = log if log is not None else Logger()
         self._clients: dict[int, MirrorProtocol] = {}
 

@@ -29,6 +29,7 @@ class SnapshotStream:
         self.store, self.limit = store, limit
         self.serial: int = store.head  # the snapshot is consistent with this serial
         self.done = False  # EOF has been handed out
+        self.sent = 0  # entries handed out so far (for progress lines)
         self._after: bytes | None = None  # the last path sent
         self._skip = False  # _after is an unreadable directory: skip below it
 
@@ -43,6 +44,7 @@ class SnapshotStream:
         data = b""
         if entries:
             data = server_lines(snapshot_line(path, entry) for path, entry in entries)
+            self.sent += len(entries)
             self._after = entries[-1][0]
             self._skip = bool(getattr(entries[-1][1], "unreadable", False))
         if not full:

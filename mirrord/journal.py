@@ -22,7 +22,7 @@ A directory the walks cannot read is logged once and counted
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -75,6 +75,7 @@ class Journal:
         *,
         progress_every: float = 5.0,
         walk_slice: float = SLICE,
+        status: Callable[[str], None] | None = None,
     ) -> None:
         self.store, self.identity, self.watch, self.reactor = store, identity, watch, reactor
         self.log = log if log is not None else Logger()
@@ -93,7 +94,15 @@ class Journal:
         # looked at again when their rename is told.
         self._lost = LostPaths()
         self.walker = Walker(
-            store, identity, watch, reactor, self, self.log, progress_every, walk_slice
+            store,
+            identity,
+            watch,
+            reactor,
+            self,
+            self.log,
+            progress_every,
+            walk_slice,
+            status,
         )
 
     @property
@@ -371,6 +380,7 @@ class Journal:
         """First boot loads the snapshot silently; a smooth boot logs the differences."""
         started = time.monotonic()
         stats = ScanStats()
+        head = self.store.head
         if not first:
             stale = list(self._stale(set(roots)))
             if stale:
@@ -383,12 +393,15 @@ class Journal:
             if self._stopped:
                 return
             seconds = time.monotonic() - started
+            changed = "" if first else f", {self.store.head - head} changes since the last run"
             self.log.info(
-                "boot scan of {entries} entries in {seconds:.1f}s ({rate:.0f}/s), head {head}",
+                "boot scan of {entries} entries in {seconds:.1f}s ({rate:.0f}/s), head {head}"
+                "{differences}",
                 entries=stats.entries_seen,
                 seconds=seconds,
                 rate=stats.entries_seen / max(seconds, 1e-6),
                 head=self.store.head,
+                differences=changed,
             )
 
         return d.addCallback(done)

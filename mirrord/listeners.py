@@ -96,6 +96,7 @@ class ProtocolPort(Listener):
         )
         self.config, self.parts, self.reactor = config, parts, reactor
         self.factory: MirrorServerFactory | None = None
+        self.status: Callable[[str], None] | None = None  # STATUS= for systemd, if wanted
 
     def _open(self) -> defer.Deferred[Any]:
         cfg = self.config
@@ -108,6 +109,8 @@ class ProtocolPort(Listener):
             max_clients=cfg["max-clients"],
             secret=secret,
             reactor=self.reactor,
+            progress_every=cfg.get("progress.interval", 5.0),
+            status=self.status,
         )
         return listen(
             self.factory,

@@ -132,12 +132,32 @@ def _check_files(config: Config) -> None:
         ) from None
 
 
-def _start(reactor: Any, config: Config, on_reload: Any) -> defer.Deferred[None]:
+def _sighup(service: Any, args: argparse.Namespace) -> None:
+    """Re-read the configuration (keep the running one if it no longer loads), then the
+    identities; the log file is reopened either way."""
+    from twisted.logger import Logger
+
+    from cmdconfig.cli import start_logging
+    from cmdconfig.logs import reopen_logging
+
+    try:
+        config = args.reread()
+    except ConfigError as e:
+        reopen_logging()
+        Logger(namespace="mirrord").error(
+            "SIGHUP: {error}; running on with the configuration as it was", error=e
+        )
+    else:
+        service.reconfigure(config, lambda new: start_logging(args, new, "mirrord"))
+    service.reload()
+
+
+def _start(reactor: Any, args: argparse.Namespace, config: Config) -> defer.Deferred[None]:
     """Build and start the service tree; fires once it serves. SIGHUP reloads it."""
     from mirrord.service import makeService
 
     service = makeService(config, reactor)
-    on_reload(service.reload)
+    args.on_reload(lambda: _sighup(service, args))
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     service.startService()
     return service.ready
@@ -168,7 +188,7 @@ def _serve(reactor: Any, args: argparse.Namespace, config: Config) -> defer.Defe
     """Serve until SIGTERM/SIGINT stops the reactor (exit 0), or fail starting."""
     lock = _lock_datadir(config["datadir"])
     reactor.addSystemEventTrigger("after", "shutdown", lock.close)
-    d = defer.maybeDeferred(_start, reactor, config, args.on_reload)
+    d = defer.maybeDeferred(_start, reactor, args, config)
     d.addCallbacks(lambda _: args.ready(), lambda f: _why(f, config))  # --daemon returns now
 
     return d.addCallback(lambda _: defer.Deferred())  # never fires: served until stopped

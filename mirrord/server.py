@@ -89,6 +89,7 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
         self._producing = False  # registered with the transport
         self._next_pending = False  # a WantNext waiting for the transport to drain
         self._init: SnapshotStream | None = None  # the INIT being streamed, if any
+        self._init_began = self._init_said = 0.0  # when it began, when progress was last said
         self._init_call: Any = None
         self._start_call: Any = None  # closes a client that has not started in time
         self._waiter: defer.Deferred[Any] | None = None
@@ -227,6 +228,7 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
         self.serial = None
         self._init = SnapshotStream(store, self.factory.chunk)
         self._write(init_head(store.session, self._init.serial))
+        self._init_began = self._init_said = self.factory.reactor.seconds()
         self.factory.log.info(
             "client {peer} INIT at serial {serial}", peer=self.peer, serial=self._init.serial
         )
@@ -247,13 +249,31 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
             self._write(data)
             self.resetTimeout()  # progress: a slow but reading client is not idle
         if not stream.done:
+            self._init_progress(stream)
             self._schedule_chunk()
             return
         self._init, self.serial = None, stream.serial
+        seconds = self.factory.reactor.seconds() - self._init_began
         self.factory.log.info(
-            "client {peer} INIT sent, at serial {serial}", peer=self.peer, serial=self.serial
+            "client {peer} INIT sent, at serial {serial}: {entries} entries in {seconds:.1f}s",
+            peer=self.peer,
+            serial=self.serial,
+            entries=stream.sent,
+            seconds=seconds,
         )
         self._perform(self._conv.init_done())
+
+    def _init_progress(self, stream: SnapshotStream) -> None:
+        """Every ``progress_every`` seconds of a long INIT: how far it is, logged and told."""
+        now = self.factory.reactor.seconds()
+        if now - self._init_said < self.factory.progress_every:
+            return
+        self._init_said = now
+        rate = stream.sent / max(now - self._init_began, 1e-6)
+        text = f"client {self.peer} INIT: {stream.sent} entries sent, {rate:.0f}/s"
+        self.factory.log.info("{progress}", progress=text)
+        if self.factory.status is not None:
+            self.factory.status(text)
 
     # -- NEXT ----------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from cmdconfig import Config
+from cmdconfig import Config, ConfigError
 from cmdconfig.metrics import listen_metrics
 from cmdconfig.notify import Watchdog, tell
 from cmdconfig.prometheus import Metric
@@ -41,6 +41,7 @@ from mirrord.kernel import Inotify, InotifyReader, check_limits, read_limits
 from mirrord.listeners import Listener, ProtocolPort
 from mirrord.metrics import metrics
 from mirrord.monitor import Monitor
+from mirrord.reload import plan
 from mirrord.steering import LiveIdentity, StartupError, Steering, load_identities
 from mirrord.store import Store
 
@@ -132,11 +133,16 @@ class JournalService(Service):
     """The journal over the store, fed by the watcher; ``booted`` fires after the boot scan."""
 
     def __init__(
-        self, stores: StoreService, watcher: WatcherService, reactor: Any, poll_interval: float
+        self,
+        stores: StoreService,
+        watcher: WatcherService,
+        reactor: Any,
+        poll_interval: float,
+        progress_every: float = 5.0,
     ) -> None:
         self.setName("journal")
         self.stores, self.watcher, self.reactor = stores, watcher, reactor
-        self.poll_interval = poll_interval
+        self.poll_interval, self.progress_every = poll_interval, progress_every
         self.journal: Any = None
         self.booted: defer.Deferred[None] = defer.Deferred()
 
@@ -153,7 +159,15 @@ class JournalService(Service):
         # The journal calls the watcher's ``watch``, the watcher's monitor calls
         # the journal: the journal is made first, and the monitor follows it
         # before the boot walk (the first caller of ``watch``) runs.
-        self.journal = Journal(store, identity, self.watcher.watch, self.reactor, log)
+        self.journal = Journal(
+            store,
+            identity,
+            self.watcher.watch,
+            self.reactor,
+            log,
+            progress_every=self.progress_every,
+            status=_status,
+        )
         self.watcher.follow(self.journal)
         super().startService()
         d = self.journal.boot(identity.roots(), first=store.created)
@@ -198,6 +212,16 @@ class Every(Service):
         self.loop = task.LoopingCall(self.func)
         self.loop.clock = self.clock
         self.loop.start(self.interval, now=False)  # not at boot: the boot scan just ran
+
+    def retime(self, interval: float) -> None:
+        """A new interval (SIGHUP), counted from now; 0 stops it."""
+        self.interval = interval
+        if self.loop is not None and self.loop.running:
+            self.loop.stop()
+        if self.running and interval > 0:
+            self.loop = task.LoopingCall(self.func)
+            self.loop.clock = self.clock
+            self.loop.start(interval, now=False)
 
     def stopService(self) -> None:  # noqa: N802
         super().stopService()
@@ -247,21 +271,84 @@ class AfterBoot(MultiService):
 class MirrordService(MultiService):
     """The tree ``makeService`` builds; ``ready`` fires once it serves, or fails with why not."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: Config) -> None:
         super().__init__()
+        self.config = config  # the running configuration (SIGHUP replaces what it can)
         self.ready: defer.Deferred[None] = defer.Deferred()
         self.steering: Steering | None = None  # set by makeService
+        self.journal: JournalService | None = None
+        self.port: ProtocolPort | None = None
 
     def reload(self) -> None:
-        """SIGHUP: re-read the identities (configuration keys take effect at a restart)."""
+        """SIGHUP: re-read the identities: what ``fs_info`` changed is served now."""
         if self.steering is None or not self.running:
             return
         changes = self.steering.reload()
         log.info(
-            "SIGHUP: identities re-read, {what}; other configuration keys take effect"
-            " at the next restart",
+            "SIGHUP: identities re-read, {what}",
             what="; ".join(changes) if changes else "no change",
         )
+
+    def reconfigure(self, new: Config, relog: Callable[[Config], None]) -> None:
+        """SIGHUP: take what can change live from ``new``, name what waits for a restart.
+
+        ``relog`` sets logging up again from ``new`` (verbosity, ``log.file``,
+        reopened either way); a ``ConfigError`` from it keeps the old logging.
+        """
+        changes = plan(self.config, new)
+        live = list(changes.live)
+        try:
+            relog(new)
+        except ConfigError as e:
+            log.error("SIGHUP: {error}; logging as before", error=e)
+            live = [k for k in live if not k.startswith("log.")]
+        for key in changes.restart:
+            log.warn(
+                "SIGHUP: {key} changed in the configuration ({origin}); it takes effect"
+                " at the next restart",
+                key=key,
+                origin=new.origin(key),
+            )
+        for key in self._apply_live(live, new):
+            log.warn("SIGHUP: {key} cannot be turned on while running; restart mirrord", key=key)
+        applied = {k: new[k] for k in live}
+        self.config = _merged(self.config, new, live)
+        log.info(
+            "SIGHUP: configuration re-read, {what}",
+            what=", ".join(f"{k} = {v}" for k, v in applied.items()) or "nothing to apply",
+        )
+
+    def _apply_live(self, keys: list[str], new: Config) -> list[str]:
+        """Set ``keys`` on the running parts; the keys that could not be."""
+        factory = self.port.factory if self.port is not None else None
+        journal = self.journal
+        attrs = {"max-clients": "max_clients", "timeout": "timeout", "batch": "batch"}
+        refused: list[str] = []
+        for key in keys:
+            if key in attrs and factory is not None:
+                setattr(factory, attrs[key], new[key])
+            elif key == "progress.interval":
+                if factory is not None:
+                    factory.progress_every = new[key]
+                if journal is not None and journal.journal is not None:
+                    journal.journal.walker.progress_every = new[key]
+            elif key in ("poll.interval", "rescan.interval"):
+                timer = self._timer(key)
+                if timer is None and new[key] > 0:
+                    refused.append(key)
+                elif timer is not None:
+                    timer.retime(new[key])
+                if key == "poll.interval" and journal is not None:
+                    journal.poll_interval = new[key]
+        return refused
+
+    def _timer(self, key: str) -> Every | None:
+        after = self.getServiceNamed(AfterBoot.NAME)
+        try:
+            timer = after.getServiceNamed(key)
+        except KeyError:
+            return None
+        return timer if isinstance(timer, Every) else None
 
     def startService(self) -> None:  # noqa: N802
         try:
@@ -283,31 +370,53 @@ def _serving(parts: JournalService) -> Callable[[], None]:
     """The readiness hook: the line scripts wait for, and READY=1 when systemd asks."""
 
     def hook() -> None:
+        watched, head = parts.monitor.status().get("watched", 0), parts.store.head
         log.info(
             lines.BOOT_FINISHED + " : {watched} directories watched, head serial {head}",
-            watched=parts.monitor.status().get("watched", 0),
-            head=parts.store.head,
+            watched=watched,
+            head=head,
         )
         tell(b"READY=1", log)
+        _status(f"serving: {watched} directories watched, head serial {head}")
 
     return hook
+
+
+def _status(text: str) -> None:
+    """Progress for systemd (``systemctl status``): a ``STATUS=`` line."""
+    tell(b"STATUS=" + text.encode(errors="backslashreplace"), log)
+
+
+def _merged(config: Config, new: Config, keys: list[str]) -> Config:
+    """``config`` with ``new``'s values of ``keys`` (those SIGHUP applied), and their origins."""
+    if not keys:
+        return config
+    values = {**config, **{k: new[k] for k in keys}}
+    origins = {k: config.origin(k) for k in config}
+    origins.update({k: new.origin(k) for k in keys})
+    return Config(values, origins, new.path)
 
 
 def makeService(config: Config, reactor: Any) -> MirrordService:  # noqa: N802 (Twisted's name)
     """The service tree for ``config`` (identities are read now: a bad one fails here)."""
     datadir = os.fsencode(config["datadir"])
     identity = load_identities(datadir, list(config["identities"]))
-    top = MirrordService()
+    top = MirrordService(config)
     Watchdog(reactor).setServiceParent(top)  # pings from the start: a long boot is alive
     home = os.path.join(config["datadir"], "db")
     stores = StoreService(home, config["cache.size"] << 20, config["loglen"])
     watcher = WatcherService(identity, reactor, config["watch.max"] or None, config["move.wait"])
-    journal = JournalService(stores, watcher, reactor, config["poll.interval"])
+    journal = JournalService(
+        stores, watcher, reactor, config["poll.interval"], config["progress.interval"]
+    )
+    top.journal = journal
     for part in (stores, watcher, journal):
         part.setServiceParent(top)
 
     after = AfterBoot(journal.booted, _serving(journal))
     port = ProtocolPort(config, journal, reactor)
+    port.status = _status
+    top.port = port
     port.setServiceParent(after)
     steering = top.steering = Steering(datadir, identity, journal, port)
     control = ControlFactory(steering)

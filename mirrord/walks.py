@@ -105,9 +105,11 @@ class Walker:
         log: Logger,
         progress_every: float = 5.0,
         slice_seconds: float = SLICE,
+        status: Callable[[str], None] | None = None,
     ) -> None:
         self.store, self.identity, self.watch, self.reactor = store, identity, watch, reactor
         self.sink, self.log, self.progress_every = sink, log, progress_every
+        self.status = status  # the progress line again, for systemd's STATUS=
         self.jobs: set[Job] = set()
         self.stopped = False
         self._failures = 0  # failed walks in a row
@@ -125,6 +127,18 @@ class Walker:
         """End every walk (the next boot rescans); they end quietly."""
         self.stopped = True
         self._coop.stop()
+
+    def _progress(self, label: str, stats: ScanStats) -> None:
+        """One progress line of a long walk, logged and told to systemd."""
+        rate = stats.entries_seen / max(stats.seconds, 1e-6)
+        self.log.info(
+            "{label}: {entries} entries, {rate:.0f}/s",
+            label=label,
+            entries=stats.entries_seen,
+            rate=rate,
+        )
+        if self.status is not None:
+            self.status(f"{label}: {stats.entries_seen} entries, {rate:.0f}/s")
 
     def walk(
         self,
@@ -172,12 +186,7 @@ class Walker:
                         now = self.reactor.seconds()
                         if label and now - last >= self.progress_every:
                             last = now
-                            self.log.info(
-                                "{label}: {entries} entries, {rate:.0f}/s",
-                                label=label,
-                                entries=stats.entries_seen,
-                                rate=stats.entries_seen / max(stats.seconds, 1e-6),
-                            )
+                            self._progress(label, stats)
                         yield None
                 finally:
                     self.jobs.discard(job)

@@ -24,6 +24,7 @@ def config(datadir: str) -> dict:
         "move.wait": 0.1,
         "poll.interval": 0,
         "rescan.interval": 0,
+        "progress.interval": 5.0,
         "batch": 100,
         "timeout": 60,
         "max-clients": 64,
@@ -122,6 +123,7 @@ def test_ready_datagram_comes_with_the_boot_finished_line(tmp_path, monkeypatch)
             assert service.ready.called
             assert len(said) == 1
             assert sock.recv(64) == b"READY=1"
+            assert sock.recv(128).startswith(b"STATUS=serving: ")  # the boot's progress ends
             with pytest.raises(BlockingIOError):
                 sock.recv(64)
         finally:
