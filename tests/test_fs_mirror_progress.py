@@ -6,7 +6,14 @@ import io
 
 from twisted.internet.task import Clock
 
-from fs_mirror.progress import InitProgress, human_bytes, init_summary, progress_text
+from fs_mirror.progress import (
+    InitProgress,
+    Progresses,
+    SaidProgress,
+    human_bytes,
+    init_summary,
+    progress_text,
+)
 
 
 def test_human_bytes_picks_a_binary_unit():
@@ -55,3 +62,36 @@ def test_finish_clears_only_what_was_drawn():
     progress.update((1, 1, 1))
     progress.finish()
     assert out.getvalue().endswith("\r\r\x1b[K")
+
+
+def test_said_progress_speaks_once_per_interval_from_the_inits_start():
+    """In a log or to systemd, the progress text is said at most every ``interval``
+    seconds, the first time one interval after the INIT began; counts are the INIT's own."""
+    said: list[str] = []
+    clock = Clock()
+    progress = SaidProgress(said.append, clock, interval=5.0)
+    progress.begin((100, 10, 1000))
+    clock.advance(4)
+    progress.update((200, 10, 1000))
+    assert said == []  # a short INIT says nothing but its summary
+    clock.advance(1)
+    progress.update((300, 20, 3000))
+    clock.advance(1)
+    progress.update((400, 20, 3000))
+    assert said == [progress_text(200, 10, 2000, 5.0)]
+    clock.advance(4)
+    progress.update((500, 30, 5000))
+    assert said[1:] == [progress_text(400, 20, 4000, 10.0)]
+
+
+def test_progresses_hand_each_call_to_every_part():
+    """One INIT, several reports: each sees begin, every update and finish."""
+    a: list[str] = []
+    b: list[str] = []
+    clock = Clock()
+    both = Progresses([SaidProgress(a.append, clock, 1.0), SaidProgress(b.append, clock, 1.0)])
+    both.begin((0, 0, 0))
+    clock.advance(1)
+    both.update((5, 1, 10))
+    both.finish()
+    assert a == b == [progress_text(5, 1, 10, 1.0)]

@@ -140,6 +140,40 @@ def test_smooth_boot_logs_differences_and_stale_roots(s):
         (Action.FWRITE, s.root + b"/b"),
     ]
     assert any("boot scan" in e["log_format"] for e in s.events)
+    done = [e for e in s.events if e["log_format"].startswith("boot scan of")][-1]
+    assert done["differences"] == ", 3 changes since the last run"
+
+
+@pytest.mark.parametrize("every, lines", [(0.5, 3), (1e6, 0)])
+def test_a_long_boot_says_its_progress_every_progress_every(s, every, lines):
+    """A walk whose chunks each take longer than progress_every logs how far it is after
+    each, and tells the same text to ``status`` (systemd's STATUS=); one shorter than
+    progress_every says nothing but its summary."""
+    for n in range(1200):  # three of the scan's chunks
+        s.write(b"f%04d" % n)
+    told: list[str] = []
+    clock = Ticking()
+    s.journal = Journal(
+        s.store, s.identity, s.watch, clock, Logger(observer=s.events.append),
+        progress_every=every, status=told.append,
+    )  # fmt: skip
+    d = s.journal.boot([s.root], first=True)
+    while clock.getDelayedCalls():
+        clock.advance(0)
+    s.successful(d)
+    steps = [e for e in s.events if e["log_format"] == "{label}: {entries} entries, {rate:.0f}/s"]
+    assert [f"boot: {e['entries']} entries" for e in steps] == [t.split(",")[0] for t in told]
+    assert [t.split(",")[0] for t in told] == [
+        "boot: 500 entries", "boot: 1000 entries", "boot: 1201 entries"
+    ][:lines]  # fmt: skip
+
+
+class Ticking(task.Clock):
+    """A clock one second later at every reading: each chunk of a walk takes a second."""
+
+    def seconds(self) -> float:
+        self.rightNow += 1.0
+        return self.rightNow
 
 
 def test_dirty_calls_in_one_turn_make_one_commit(s):

@@ -174,3 +174,37 @@ def test_a_port_that_cannot_listen_fails_ready_and_nothing_after_it_starts(tmp_p
         assert reactor.unixServers == []  # the control socket comes after the port
     finally:
         service.stopService()
+
+
+def test_reconfigure_applies_live_keys_and_names_the_rest(tmp_path):
+    """SIGHUP's new configuration: max-clients reaches the port's factory and poll.interval
+    retimes its timer at once; cache.size is named in a warning, not applied; logging is set
+    up again from the new configuration."""
+    from cmdconfig import Config
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    datadir = str(tmp_path / "data")
+    identity_store.save(os.fsencode(datadir), "default", Identity([os.fsencode(tree)], []))
+    cfg = {**config(datadir), "poll.interval": 60, "auth.secret-from": ""}
+    reactor = MemoryReactorClock()
+    service = makeService(Config(cfg, {}, None), reactor)
+    events: list[dict] = []
+    relogged: list[Config] = []
+    globalLogPublisher.addObserver(events.append)
+    service.startService()
+    try:
+        reactor.advance(0)
+        assert service.ready.called and service.ready.result is None
+        new = Config({**cfg, "max-clients": 3, "poll.interval": 5, "cache.size": 16}, {}, "/c")
+        service.reconfigure(new, relogged.append)
+        assert relogged == [new]
+        assert service.port.factory.max_clients == 3
+        timer = service.getServiceNamed("after-boot").getServiceNamed("poll.interval")
+        assert timer.interval == 5 and timer.loop.running
+        assert service.config["max-clients"] == 3 and service.config["cache.size"] == 8
+        warned = [e for e in events if e.get("key") == "cache.size"]
+        assert warned and "next restart" in warned[0]["log_format"]
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+        service.stopService()
