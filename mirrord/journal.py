@@ -140,8 +140,8 @@ class Journal:
         self._schedule()
 
     def overflow(self) -> defer.Deferred[None]:
-        """Events were lost: re-check every root, listing only changed directories."""
-        self.log.warn("inotify queue overflow: rescanning changed directories")
+        """Events were lost: re-check every root, listing only changed directories
+        (the monitor has logged the overflow; the rescan logs when it is done)."""
         return self.recheck("overflow")
 
     def verify(self) -> defer.Deferred[None]:

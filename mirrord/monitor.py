@@ -223,7 +223,9 @@ class Monitor:
         if event.wd == -1:
             if mask & IN_Q_OVERFLOW:
                 self.overflows += 1
-                self.log.warn("inotify: event queue overflowed; rescanning everything")
+                self.log.warn(
+                    "inotify: event queue overflowed; rescanning every tree for what it lost"
+                )
                 self.sink.overflow()
             return
         tree = self.tree

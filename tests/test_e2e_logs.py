@@ -122,3 +122,15 @@ def test_status_lines_carry_progress_of_boot_and_init(tmp_path: Path, manager) -
         if fs_mirror is not None:
             assert fs_mirror.stop() == 0
         assert mirrord.stop() == 0
+
+
+def test_a_log_file_that_cannot_be_opened_is_exit_2_naming_the_key(tmp_path: Path) -> None:
+    """log.file in a directory that does not exist: a configuration error naming log.file."""
+    bad = tmp_path / "no" / "such" / "fs_mirror.log"
+    done = subprocess.run(
+        [command("fs_mirror"), "-o", "host=127.0.0.1", "-o", "fssync.type=local",
+         f"--datadir={tmp_path / 'mirror'}", "-o", f"log.file={bad}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "log.file" in done.stderr and str(bad) in done.stderr
