@@ -254,6 +254,8 @@ class MirrorProtocol(protocol.Protocol, TimeoutMixin):
             return
         self._init, self.serial = None, stream.serial
         seconds = self.factory.reactor.seconds() - self._init_began
+        if self._init_said != self._init_began and self.factory.status is not None:
+            self.factory.status(f"client {self.peer} INIT sent: {stream.sent} entries")
         self.factory.log.info(
             "client {peer} INIT sent, at serial {serial}: {entries} entries in {seconds:.1f}s",
             peer=self.peer,

@@ -164,7 +164,7 @@ class Walker:
         self.jobs.update(jobs)
 
         def steps() -> Iterator[None]:
-            last = self.reactor.seconds()
+            began = last = self.reactor.seconds()
             for job in jobs:
                 job.started = True
                 try:
@@ -193,6 +193,8 @@ class Walker:
             if first:
                 self.sink.load_chunk((), sync=True)
             self._failures = 0
+            if last != began and self.status is not None:  # its progress was told: end it
+                self.status(f"{label} done: {stats.entries_seen} entries")
 
         def forget(result: object) -> object:
             self.jobs.difference_update(jobs)  # also those a failure skipped

@@ -358,6 +358,37 @@ def test_init_streams_the_snapshot_in_key_order():
     assert c.proto.status()["serial"] == 2
 
 
+class Ticking(MemoryReactorClock):
+    """A clock one second later at every reading: each chunk of an INIT takes seconds."""
+
+    def seconds(self) -> float:
+        self.rightNow += 1.0
+        return self.rightNow
+
+
+@pytest.mark.parametrize("every", [0.5, 1e6])
+def test_a_long_init_says_its_progress_and_its_end_with_counts(every):
+    """An INIT that takes longer than progress_every logs how far it is and tells it to
+    ``status`` (systemd's STATUS=), then its end; a quicker one only logs its end. The end
+    line has the entries sent and the time it took."""
+    told: list[str] = []
+    h = Harness(chunk=2, progress_every=every, status=told.append)
+    h.clock = h.factory.reactor = Ticking()
+    c = h.connect()
+    lines = c.init()
+    assert lines[-1] == b"EOF" and len(lines) == 3 + 6 + 1
+    peer = c.proto.peer
+    if every > 1000:
+        assert told == []
+    else:
+        assert told[-1] == f"client {peer} INIT sent: 6 entries"
+        counts = [int(t.split(": ")[1].split()[0]) for t in told[:-1]]
+        assert counts == [2, 4, 6]  # after each full chunk; the empty last one ends it
+        assert all(t.startswith(f"client {peer} INIT: ") for t in told[:-1])
+    done = [e for e in h.events if e["log_format"].startswith("client {peer} INIT sent")]
+    assert [e["entries"] for e in done] == [6] and done[0]["seconds"] > 0
+
+
 def test_snapshot_line_shapes():
     """Directories become CREATE, files FWRITE with size, symlinks SYMLINK with the target."""
     assert snapshot_line(b"/d", FakeEntry(b"d", mode=0o40750, mtime_ns=2_000_000_000)) == (
