@@ -15,7 +15,7 @@ import textwrap
 import pytest
 
 from fs_mirror.state import State, StateCorrupt, StateLocked
-from fs_mirror.sweep import SeenSet, TooManyDeletes, sweep_unseen
+from fs_mirror.sweep import InitSweep, SeenSet, TooManyDeletes, sweep_unseen
 from tests.helpers import wait_for
 
 PY = sys.executable
@@ -243,3 +243,22 @@ def test_sweep_keeps_what_is_below_an_unreadable_directory(tmp_path):
     seen.add([b"/srv/locked"])
     assert sweep_unseen(data, seen, protected={b"/srv/locked"}) == 1  # only /srv/gone
     assert os.path.exists(data + b"/srv/locked/a") and os.path.exists(data + b"/srv/locked/deep/b")
+
+
+def test_an_init_into_an_empty_mirror_keeps_no_seen_set_and_removes_nothing(tmp_path):
+    """Everything in a mirror that held nothing at the INIT's start came from it."""
+    datadir = os.fsencode(tmp_path / "mirror")
+    staging = datadir + b"/.fs_mirror.d"
+    os.makedirs(staging)
+    sweep = InitSweep(datadir, staging)
+    sweep.begin()
+    os.makedirs(datadir + b"/srv/www")  # what the stream makes
+    sweep.mark([b"/srv", b"/srv/www"])
+    assert not os.path.exists(sweep.path)
+    assert sweep.finish() == 0
+    assert os.path.isdir(datadir + b"/srv/www")
+    # a second INIT, into the mirror the first one made, sweeps as always
+    sweep.begin()
+    sweep.mark([b"/srv"])
+    assert sweep.finish() == 1
+    assert os.listdir(datadir + b"/srv") == []
