@@ -10,11 +10,14 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import zlib
 from collections.abc import Sequence
+from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from fs_sync.atomic import copy_fd, refuse_directory
@@ -81,16 +84,37 @@ class LocalFetcher:
         self.root = root.rstrip(b"/")
         self.tmpdir = tmpdir
         self._reactor = reactor
-        self._pool = ThreadPool(minthreads=0, maxthreads=threads, name="fs_sync-local")
+        self.threads = max(1, threads)
+        self._pool = ThreadPool(minthreads=0, maxthreads=self.threads, name="fs_sync-local")
         self._pool.start()
 
     def fetch(self, items: Sequence[FetchItem]) -> Deferred[list[Result]]:
+        """Spread over the pool's threads (the copies are syscalls, which let go of
+        the GIL); a given local path always goes to the same share, so two copies
+        of one file never race. Fails only once every share has stopped."""
         batch = list(items)
-        return deferToThreadPool(
-            self._reactor,
-            self._pool,
-            lambda: [fetch_one(self.root, i, self.tmpdir, self.fsync) for i in batch],
-        )
+        shares: list[list[FetchItem]] = [[] for _ in range(self.threads)]
+        for item in batch:
+            shares[zlib.crc32(item.local) % self.threads].append(item)
+        ds = [
+            deferToThreadPool(
+                self._reactor,
+                self._pool,
+                lambda share: [fetch_one(self.root, i, self.tmpdir, self.fsync) for i in share],
+                share,
+            )
+            for share in shares
+            if share
+        ]
+
+        def in_order(per_share: list[tuple[bool, Any]]) -> list[Result] | Failure:
+            failures: list[Failure] = [value for ok, value in per_share if not ok]
+            if failures:
+                return failures[0]
+            by_item = {id(r[0]): r for _, results in per_share for r in results}
+            return [by_item[id(item)] for item in batch]
+
+        return DeferredList(ds, consumeErrors=True).addCallback(in_order)
 
     def close(self) -> Deferred[None]:
         self._pool.stop()

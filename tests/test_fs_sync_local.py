@@ -9,7 +9,7 @@ import pytest
 
 from fs_sync.interface import FetchItem, Outcome
 from fs_sync.local import LocalFetcher
-from tests.fetcher_contract import Backend, FetcherContract, run_deferred
+from tests.fetcher_contract import Backend, FetcherContract, private_reactor, run_deferred
 
 
 @pytest.fixture
@@ -62,3 +62,22 @@ class TestLocalContract(FetcherContract):
         item = FetchItem(self.item(b"f").remote, local)
         [(_, outcome, _)] = run_deferred(self.reactor, self.fetcher.fetch([item]))
         assert outcome is Outcome.FAILED
+
+
+def test_a_batch_spread_over_threads_keeps_the_order_and_each_path_once(tmp_path):
+    """Results come back in the items' order, whichever thread copied each file."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    names = [b"f%03d" % i for i in range(200)]
+    for name in names:
+        (src / name.decode()).write_bytes(name)
+    items = [FetchItem(os.fsencode(src) + b"/" + n, os.fsencode(dst) + b"/" + n) for n in names]
+    items.append(items[0])  # asked twice: same share, so never copied by two threads at once
+    with private_reactor() as reactor:
+        fetcher = LocalFetcher(b"", reactor, threads=4)
+        results = run_deferred(reactor, fetcher.fetch(items))
+        run_deferred(reactor, fetcher.close())
+    assert [r[0] for r in results] == items
+    assert [r[1] for r in results] == [Outcome.DONE] * len(items)
+    assert all((dst / n.decode()).read_bytes() == n for n in names)
