@@ -18,7 +18,6 @@ ends goes through the same map.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import signal
 import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -30,6 +29,7 @@ from cmdconfig.errors import UsageError
 from cmdconfig.exits import exit_status
 from cmdconfig.loader import Config, load
 from cmdconfig.schema import Schema
+from cmdconfig.version import __version__
 
 __all__ = ["CommandParser", "make_parser", "react", "run", "start_logging"]
 
@@ -112,11 +112,8 @@ class CommandParser(argparse.ArgumentParser):
 
 
 def package_version() -> str:
-    """The installed distribution's version (setup.py's), or ``unknown`` when not installed."""
-    try:
-        return importlib.metadata.version("mirrord")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+    """The project's version (``cmdconfig.version``, which the distribution's metadata reads)."""
+    return __version__
 
 
 def make_parser(
