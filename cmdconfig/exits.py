@@ -15,7 +15,19 @@ from collections.abc import Callable
 
 from cmdconfig.errors import CommandError, ConfigError, UsageError
 
-__all__ = ["exit_status", "say"]
+__all__ = ["CLEAN", "FAILED", "MEANINGS", "USAGE", "exit_status", "say"]
+
+CLEAN = 0
+FAILED = 1
+USAGE = 2
+#: What each status tells the caller, in the words the manual pages print.
+MEANINGS = {
+    CLEAN: "a clean stop: the work is done, or SIGTERM or SIGINT stopped the command",
+    USAGE: "a usage or configuration error; one line on stderr names the bad option,"
+    " key or file, and running again unchanged cannot help",
+    FAILED: "anything else (a port in use, an unreachable daemon, a full disk, a bug);"
+    " one line on stderr says what to do",
+}
 
 
 def say(prog: str, message: str) -> None:
@@ -41,21 +53,21 @@ def exit_status(
     """
     if isinstance(exc, UsageError):
         say(prog, f"{exc} (see {prog} --help)")
-        return 2
+        return USAGE
     if isinstance(exc, ConfigError):
         say(prog, str(exc))
-        return 2
+        return USAGE
     if isinstance(exc, CommandError):
         say(prog, str(exc))
-        return 1
+        return FAILED
     if isinstance(exc, KeyboardInterrupt):
-        return 0
+        return CLEAN
     if isinstance(exc, SystemExit):
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        return exc.code if isinstance(exc.code, int) else (CLEAN if exc.code is None else FAILED)
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
         say(prog, f"{where}{exc.strerror or exc}")
-        return 1
+        return FAILED
     print_traceback(exc)
     say(prog, "internal error (traceback above); please report it")
-    return 1
+    return FAILED
