@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from cmdconfig import Config
-from cmdconfig.cli import make_parser, react
+from cmdconfig.cli import CommandParser, make_parser, react
 from cmdconfig.errors import CommandError, ConfigError, UsageError
 from mirrord.config import SCHEMA
 
@@ -194,14 +194,19 @@ def _serve(reactor: Any, args: argparse.Namespace, config: Config) -> defer.Defe
     return d.addCallback(lambda _: defer.Deferred())  # never fires: served until stopped
 
 
-def main(argv: list[str] | None = None) -> NoReturn:
-    parser = make_parser(
+def make_mirrord_parser() -> CommandParser:
+    """mirrord's command line (also what its manual page lists)."""
+    return make_parser(
         "mirrord",
         SCHEMA,
         DEFAULT_CONFIG,
         _extra,
         description="Watch the included trees and serve their change log.",
     )
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    parser = make_mirrord_parser()
 
     def prepare(args: argparse.Namespace, config: Config) -> None:
         if not args.control:
