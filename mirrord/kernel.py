@@ -140,7 +140,7 @@ def check_limits(limits: Limits, needed_watches: int) -> list[str]:
 def limit_message(limits: Limits | None, cap: int | None = None) -> str:
     """The text of a :class:`WatchLimitReached`: what ran out and how to raise it."""
     if cap is not None:
-        return f"inotify watch cap of {cap} (our max_watches setting) reached; raise that setting"
+        return f"inotify watch cap of {cap} (watch.max) reached; raise watch.max or set it to 0"
     current = "" if limits is None else f" ({limits.max_user_watches})"
     target = 2 * limits.max_user_watches if limits is not None else 1048576
     return f"inotify watch limit fs.inotify.max_user_watches{current} reached; " + _raise_hint(

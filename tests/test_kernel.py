@@ -123,7 +123,7 @@ def test_soft_cap_raises_watch_limit(tmp_path: Path) -> None:
             paths.append(os.fsencode(tmp_path / name))
         wd_a = ino.add_watch(paths[0])
         ino.add_watch(paths[1])
-        with pytest.raises(WatchLimitReached, match="max_watches"):
+        with pytest.raises(WatchLimitReached, match="watch.max"):
             ino.add_watch(paths[2])
         ino.rm_watch(wd_a)
         ino.rm_watch(wd_a)  # already gone: EINVAL is ignored
