@@ -56,15 +56,33 @@ class Option:
     help: str
 
 
+def _invocation(action: argparse.Action) -> str:
+    """``-c, --config FILE``, spelt here: argparse's own spelling changed in Python 3.13."""
+    metavar = action.metavar if isinstance(action.metavar, str) else action.dest.upper()
+    if not action.option_strings:
+        return metavar
+    names = ", ".join(action.option_strings)
+    args = {
+        0: "",
+        None: metavar,
+        "?": f"[{metavar}]",
+        "*": f"[{metavar} ...]",
+        "+": f"{metavar} [{metavar} ...]",
+    }.get(
+        action.nargs,
+        " ".join([metavar] * action.nargs) if isinstance(action.nargs, int) else metavar,
+    )
+    return f"{names} {args}" if args else names
+
+
 def options(parser: argparse.ArgumentParser) -> list[Option]:
     """The parser's options (and positionals) in its order, ``-h`` first."""
-    formatter = parser._get_formatter()
     found = []
     for action in parser._actions:
-        text = (action.help or "").replace("%(default)s", str(action.default))
         if action.help == argparse.SUPPRESS:
             continue
-        found.append(Option(formatter._format_action_invocation(action), text))
+        text = (action.help or "").replace("%(default)s", str(action.default))
+        found.append(Option(_invocation(action), text))
     return found
 
 

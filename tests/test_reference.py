@@ -118,7 +118,8 @@ def test_options_lists_the_parser_in_order() -> None:
     listed = options(_manual([], extra_option=True).parser())
     assert listed[0].invocation == "-h, --help"
     assert listed[-1].invocation == "--frobnicate" and listed[-1].help == "frob it"
-    assert any(o.invocation == "-c FILE, --config FILE" for o in listed)
+    assert any(o.invocation == "-c, --config FILE" for o in listed)
+    assert any(o.invocation == "-o KEY=VALUE" for o in listed)
 
 
 def test_markdown_escapes_a_pipe_in_a_table_cell() -> None:
