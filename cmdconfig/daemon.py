@@ -55,11 +55,13 @@ def check_pidfile(pidfile: str) -> None:
 def write_pidfile(pidfile: str) -> None:
     """Write our pid atomically (``replace_file``); remove it at exit."""
     pid = os.getpid()
+    # Registered first: a SIGTERM right after the rename must still remove it
+    # (the removal checks the file names us, so an unwritten one is left alone).
+    atexit.register(_remove_pidfile, pidfile, pid)
     try:
         replace_file(pidfile, b"%d\n" % pid, 0o644)
     except OSError as e:
         raise CommandError(f"{pidfile}: cannot write pidfile: {e.strerror}") from None
-    atexit.register(_remove_pidfile, pidfile, pid)
 
 
 def _remove_pidfile(pidfile: str, pid: int) -> None:
