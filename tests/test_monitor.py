@@ -418,7 +418,7 @@ def test_sink_without_watch_limit_method(tmp_path: Path) -> None:
         )
         assert not monitor.watch(os.fsencode(tmp_path))
         assert monitor.polled_roots() == [os.fsencode(tmp_path)]
-        assert "max_watches" in logged[0]["message"]
+        assert "watch.max" in logged[0]["message"]
     finally:
         inotify.close()
 
