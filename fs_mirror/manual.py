@@ -33,7 +33,7 @@ MANUAL = Manual(
             "SIGTERM, SIGINT",
             "Stop cleanly once the batch in hand is applied and its serial saved (exit 0).",
         ),
-        ("SIGHUP", "Does not stop it (reopens its log file where it writes one)."),
+        ("SIGHUP", "Reopen log.file (for logrotate); fs_mirror runs on."),
     ),
     files=(
         ("/etc/fs_mirror.conf", "The configuration file (see etc/fs_mirror.conf)."),

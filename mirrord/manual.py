@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from cmdconfig.reference import Manual
 from mirrord.main import make_mirrord_parser
+from mirrord.reload import LIVE
 
 MANUAL = Manual(
     name="mirrord",
@@ -32,7 +33,10 @@ MANUAL = Manual(
         (
             "SIGHUP",
             "Re-read the identities (what fs_info changed takes effect as with -k "
-            "include/exclude); other configuration keys take effect at the next restart.",
+            "include/exclude) and the configuration file, with the same -c and -o. "
+            f"These keys take effect at once: {', '.join(sorted(LIVE))} (log.file is "
+            "reopened, for logrotate); any other changed key is named in a warning and "
+            "takes effect at the next restart.",
         ),
     ),
     files=(
