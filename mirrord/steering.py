@@ -124,8 +124,13 @@ class Steering:
         ident = identity_store.load(self.datadir, name)
         if path in ident.includes and path not in ident.excludes:
             return f"{os.fsdecode(path)} is already included in identity {name}"
-        # including a path excluded earlier takes that exclusion back
-        ident = Identity({*ident.includes, path}, [x for x in ident.excludes if x != path])
+        # including a path excluded earlier takes that exclusion back; an include
+        # that already covers it stays the only one (a nested t: would outlive it)
+        excludes = [x for x in ident.excludes if x != path]
+        covered = path in ident.excludes and any(
+            inc != path and is_under(path, inc) for inc in ident.includes
+        )
+        ident = Identity(list(ident.includes) if covered else {*ident.includes, path}, excludes)
         identity_store.save(self.datadir, name, ident)
         self.identity.replace(name, ident)
         self.parts.journal.rescan(path)

@@ -267,3 +267,22 @@ def test_kill_9_keeps_session_and_serials(make_worker, tmp_path):
     assert again.resume(r.session, r.serial) == b"OK"
     again.converge([src])
     assert again.received and again.received[0][0] == r.serial + 1
+
+
+def test_including_an_excluded_sub_tree_takes_the_exclusion_back_and_nothing_more(
+    make_worker, tmp_path
+):
+    """-k include of x:/src/cache under t:/src leaves t:/src alone in the lists: a
+    redundant t:/src/cache would keep the cache served once /src is removed."""
+    src = tmp_path / "src"
+    (src / "cache").mkdir(parents=True)
+    (src / "cache" / "c").write_bytes(b"c")
+    w = make_worker([src], excludes=[src / "cache"])
+    r = Replay(w.client()).init()
+    done = ctl(w, "include", str(src / "cache"))
+    assert done.returncode == 0, done.stderr
+    r.converge([src])
+    assert ("FWRITE", os.fsencode(src / "cache" / "c")) in paths_of(r.received)
+    listed = fs_info("-o", f"datadir={w.datadir}", "-l")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split() == [f"t:{src}"]
