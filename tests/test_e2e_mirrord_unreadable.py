@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,10 +32,21 @@ from tests.helpers import wait_for
 NOBODY = 65534
 AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("setpriv") is None,
-    reason="needs root and setpriv to run mirrord as an unprivileged user",
-)
+
+def _why_not_as_nobody() -> str | None:
+    """Why mirrord cannot run as nobody here, or None when it can."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return "needs root and setpriv to run mirrord as an unprivileged user"
+    probe = subprocess.run(
+        [*AS_NOBODY, sys.executable, "-c", ""], capture_output=True, text=True, timeout=30
+    )
+    if probe.returncode != 0:  # e.g. a pyenv interpreter whose libpython is under /root
+        return f"this Python cannot run as nobody: {probe.stderr.strip()[:200]}"
+    return None
+
+
+_WHY_NOT = _why_not_as_nobody()
+pytestmark = pytest.mark.skipif(_WHY_NOT is not None, reason=_WHY_NOT or "")
 
 
 @pytest.fixture
