@@ -6,35 +6,19 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.daemons import Proc, Worker, command, mirror_of
-from tests.helpers import wait_for
+from tests.helpers import datagrams_until, notify_socket, wait_for
 
 
 @pytest.fixture
 def manager() -> Iterator[tuple[str, socket.socket]]:
-    """An abstract datagram socket standing in for systemd's NOTIFY_SOCKET."""
-    name = f"mirrord-logs-{os.getpid()}-{os.urandom(4).hex()}"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind("\0" + name)
-        yield "@" + name, sock
-
-
-def datagrams_until(sock: socket.socket, prefix: bytes, timeout: float = 60.0) -> list[bytes]:
-    """Datagrams until one starting with ``prefix`` arrives (all of them, in order)."""
-    got: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    while not any(d.startswith(prefix) for d in got):
-        left = deadline - time.monotonic()
-        assert left > 0, f"no {prefix!r} within {timeout}s; got {got!r}"
-        sock.settimeout(left)
-        got.append(sock.recv(4096))
-    return got
+    with notify_socket() as pair:
+        yield pair
 
 
 def test_mirrord_prefixes_priorities_when_stderr_is_the_journal(tmp_path: Path) -> None:

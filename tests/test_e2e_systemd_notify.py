@@ -2,39 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.daemons import Proc, Worker, command, mirror_of
+from tests.helpers import datagrams_until, notify_socket
 
 WATCHDOG_USEC = 400_000  # pings every 0.2 s
 
 
 @pytest.fixture
 def manager() -> Iterator[tuple[str, socket.socket]]:
-    """An abstract datagram socket standing in for systemd's NOTIFY_SOCKET."""
-    name = f"mirrord-notify-{os.getpid()}-{os.urandom(4).hex()}"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind("\0" + name)
-        yield "@" + name, sock
-
-
-def received(sock: socket.socket, want: bytes, timeout: float = 30.0) -> list[bytes]:
-    """Datagrams until one equal to ``want`` arrives (all of them, in order)."""
-    got: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    while want not in got:
-        left = deadline - time.monotonic()
-        assert left > 0, f"no {want!r} within {timeout}s; got {got!r}"
-        sock.settimeout(left)
-        got.append(sock.recv(256))
-    return got
+    with notify_socket() as pair:
+        yield pair
 
 
 def env(where: str) -> dict[str, str]:
@@ -48,13 +32,13 @@ def test_mirrord_ready_watchdog_and_stopping(tmp_path: Path, manager) -> None:
     w = Worker(tmp_path / "data", [tmp_path / "tree"])
     proc = Proc(w.argv, env=env(where))
     try:
-        before = received(sock, b"READY=1")
+        before = datagrams_until(sock, b"READY=1")
         assert "boot init finished" in proc.output()
         assert before.count(b"READY=1") == 1
-        pings = received(sock, b"WATCHDOG=1") + received(sock, b"WATCHDOG=1")
+        pings = datagrams_until(sock, b"WATCHDOG=1") + datagrams_until(sock, b"WATCHDOG=1")
         assert b"READY=1" not in pings
         proc.popen.send_signal(signal.SIGTERM)
-        assert b"STOPPING=1" in received(sock, b"STOPPING=1")
+        assert b"STOPPING=1" in datagrams_until(sock, b"STOPPING=1")
         assert proc.popen.wait(30) == 0
     finally:
         if proc.popen.poll() is None:
@@ -74,11 +58,11 @@ def test_fs_mirror_is_ready_once_in_step(tmp_path: Path, manager) -> None:
             "-o", "fssync.type=local", f"--datadir={datadir}"]  # fmt: skip
     proc = Proc(argv, env=env(where))
     try:
-        got = received(sock, b"READY=1")
+        got = datagrams_until(sock, b"READY=1")
         assert (mirror_of(datadir, tree) / "f").read_bytes() == b"content"  # applied first
         assert "init finished" in proc.output() and got.count(b"READY=1") == 1
         proc.popen.send_signal(signal.SIGTERM)
-        assert b"READY=1" not in received(sock, b"STOPPING=1")  # once per process
+        assert b"READY=1" not in datagrams_until(sock, b"STOPPING=1")  # once per process
         assert proc.popen.wait(30) == 0
     finally:
         if proc.popen.poll() is None:
