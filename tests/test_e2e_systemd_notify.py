@@ -33,7 +33,7 @@ def test_mirrord_ready_watchdog_and_stopping(tmp_path: Path, manager) -> None:
     proc = Proc(w.argv, env=env(where))
     try:
         before = datagrams_until(sock, b"READY=1")
-        assert "boot init finished" in proc.output()
+        proc.wait_line("boot init finished")  # logged before READY=1, read by a thread
         assert before.count(b"READY=1") == 1
         pings = datagrams_until(sock, b"WATCHDOG=1") + datagrams_until(sock, b"WATCHDOG=1")
         assert b"READY=1" not in pings
@@ -60,7 +60,8 @@ def test_fs_mirror_is_ready_once_in_step(tmp_path: Path, manager) -> None:
     try:
         got = datagrams_until(sock, b"READY=1")
         assert (mirror_of(datadir, tree) / "f").read_bytes() == b"content"  # applied first
-        assert "init finished" in proc.output() and got.count(b"READY=1") == 1
+        proc.wait_line("init finished")  # logged before READY=1, read by a thread
+        assert got.count(b"READY=1") == 1
         proc.popen.send_signal(signal.SIGTERM)
         assert b"READY=1" not in datagrams_until(sock, b"STOPPING=1")  # once per process
         assert proc.popen.wait(30) == 0
