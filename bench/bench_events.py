@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import free_port, fs_info, mirrord, peak_rss_kib  # noqa: E402
+from common import cpu_seconds, free_port, fs_info, mirrord, peak_rss_kib  # noqa: E402
 
 
 class Client:
@@ -76,7 +76,7 @@ def main(files: int, mode: str) -> None:
             touch_all(names)
             writer_time[0] = time.monotonic() - t0
 
-        start = time.monotonic()
+        start, cpu0 = time.monotonic(), cpu_seconds(daemon.proc.pid)
         writer = threading.Thread(target=write)
         writer.start()
         seen: set[bytes] = set()
@@ -87,12 +87,13 @@ def main(files: int, mode: str) -> None:
             batches += 1
             records += len(batch) - 1
             seen.update(line.split(b"\t")[0] for line in batch if line.startswith(b"FWRITE:"))
-        took = time.monotonic() - start
+        took, cpu = time.monotonic() - start, cpu_seconds(daemon.proc.pid) - cpu0
         writer.join()
         print(
             f"{mode} {files} files: writer {files / writer_time[0]:.0f} files/s; "
             f"served {files / took:.0f} files/s end to end ({records} records, "
-            f"{took:.2f}s, {batches} NEXT batches); mirrord peak RSS "
+            f"{took:.2f}s, {batches} NEXT batches); mirrord {cpu:.2f} CPU s "
+            f"({files / cpu:.0f} changes per CPU s); peak RSS "
             f"{peak_rss_kib(daemon.proc.pid) / 1024:.0f} MiB; queue overflows: "
             f"{sum('overflow' in line for line in daemon.lines)}"
         )

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 __all__ = ["Identity", "IdentitySet", "ancestors", "normalize"]
 
 OnError = Callable[[bytes, OSError], None]
+MEMBERSHIP_CACHE = 4096  # directories whose membership is remembered (per identity)
 
 
 def normalize(path: bytes) -> bytes:
@@ -148,10 +149,31 @@ class Identity(_Walker):
     def __init__(self, includes: Iterable[bytes] = (), excludes: Iterable[bytes] = ()) -> None:
         self.includes: frozenset[bytes] = frozenset(_check(p) for p in includes)
         self.excludes: frozenset[bytes] = frozenset(_check(p) for p in excludes)
+        # directory -> member?: a path is a member as its parent is, unless it is named
+        # itself, so most questions (every inotify event asks) cost two set lookups and
+        # one dict lookup instead of a climb. The sets never change; the map is bounded.
+        self._dirs: dict[bytes, bool] = {}
 
     def __contains__(self, path: object) -> bool:
         if not isinstance(path, bytes):
             return False
+        if path in self.excludes:
+            return False
+        if path in self.includes:
+            return True
+        if path == b"/":
+            return False
+        cut = path.rfind(b"/")
+        parent = path[:cut] if cut > 0 else b"/"
+        verdict = self._dirs.get(parent)
+        if verdict is None:
+            verdict = self._climb(parent)
+            if len(self._dirs) >= MEMBERSHIP_CACHE:
+                self._dirs.clear()
+            self._dirs[parent] = verdict
+        return verdict
+
+    def _climb(self, path: bytes) -> bool:
         for prefix in ancestors(path):
             if prefix in self.excludes:
                 return False

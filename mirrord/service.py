@@ -36,6 +36,7 @@ from cmdconfig.notify import Watchdog, tell
 from cmdconfig.prometheus import Metric
 from mirrord import lines
 from mirrord.control import ControlFactory, listen_control
+from mirrord.drain import InotifyDrain
 from mirrord.journal import Journal
 from mirrord.kernel import Inotify, InotifyReader, check_limits, read_limits
 from mirrord.listeners import Listener, ProtocolPort
@@ -90,6 +91,7 @@ class WatcherService(Service):
         self.inotify: Inotify | None = None
         self.monitor: Monitor | None = None
         self.reader: InotifyReader | None = None
+        self.drain: InotifyDrain | None = None
 
     def startService(self) -> None:  # noqa: N802
         self.inotify = Inotify(max_watches=self.max_watches)
@@ -111,7 +113,8 @@ class WatcherService(Service):
             has_excluded_below=identity.has_excluded_below,
         )
         self.reader = InotifyReader(self.inotify, self.monitor.handle, self.reactor, log=log)
-        self.reader.startReading()
+        self.drain = InotifyDrain(self.inotify, self.reader, self.reactor, log=log)
+        self.drain.startReading()  # a thread empties the kernel's queue; the reader parses
         return self.monitor
 
     def watch(self, dir_path: bytes) -> bool:
@@ -121,6 +124,8 @@ class WatcherService(Service):
 
     def stopService(self) -> None:  # noqa: N802
         super().stopService()
+        if self.drain is not None:
+            self.drain.stopReading()
         if self.reader is not None:
             self.reader.stopReading()
         if self.monitor is not None:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fs_info import identity as identity_module
 from fs_info.identity import Identity, IdentitySet, ancestors, normalize
 from protocol.paths import is_under
 
@@ -130,19 +131,42 @@ COMPONENTS = st.sampled_from([b"a", b"b", b"ab", b"a.b"])
 PATHS = st.lists(COMPONENTS, min_size=1, max_size=4).map(lambda parts: b"/" + b"/".join(parts))
 
 
-@given(st.sets(PATHS, max_size=4), st.sets(PATHS, max_size=4), PATHS)
-def test_membership_matches_the_definition(includes, excludes, path):
-    """Membership: some include at or above the path with no exclude between them."""
-    ident = Identity(includes, excludes)
+def defined_member(includes, excludes, path) -> bool:
+    """Some include at or above the path with no exclude between them."""
 
     def under(p, top):
         return p == top or p.startswith(top + b"/")
 
-    expected = any(
+    return any(
         under(path, inc) and not any(under(exc, inc) and under(path, exc) for exc in excludes)
         for inc in includes
     )
-    assert (path in ident) is expected
+
+
+@given(st.sets(PATHS, max_size=4), st.sets(PATHS, max_size=4), PATHS)
+def test_membership_matches_the_definition(includes, excludes, path):
+    """Membership: some include at or above the path with no exclude between them."""
+    assert (path in Identity(includes, excludes)) is defined_member(includes, excludes, path)
+
+
+@given(st.sets(PATHS, max_size=4), st.sets(PATHS, max_size=4), st.lists(PATHS, max_size=30))
+def test_remembered_membership_matches_the_definition(includes, excludes, paths):
+    """One identity asked many times (its directory map filled, and cleared at its
+    bound) answers each path as the definition does."""
+    ident = Identity(includes, excludes)
+    for path in paths + paths:
+        assert (path in ident) is defined_member(includes, excludes, path)
+    assert len(ident._dirs) <= identity_module.MEMBERSHIP_CACHE
+
+
+def test_membership_map_is_bounded(monkeypatch):
+    """Past its bound the directory map starts again: memory stays bounded."""
+    monkeypatch.setattr(identity_module, "MEMBERSHIP_CACHE", 3)
+    ident = Identity([b"/a"], [b"/a/x"])
+    for i in range(10):
+        assert b"/a/d%d/f" % i in ident
+        assert b"/a/x/d%d/f" % i not in ident
+    assert 0 < len(ident._dirs) <= 3
 
 
 # -- the walk: real directories -------------------------------------------------
