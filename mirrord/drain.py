@@ -144,8 +144,11 @@ class InotifyDrain:
         except Exception:
             # never silent: the reactor reads from now on, and rescans for what was lost
             self.log.failure("inotify: the reading thread failed; reading on the reactor")
-            self._push(OVERFLOW)
-            self.reactor.callFromThread(self.reader.startReading)
+            try:
+                self._push(OVERFLOW)
+                self.reactor.callFromThread(self.reader.startReading)
+            except Exception:
+                self.log.failure("inotify: handing over to the reactor failed")
 
     def _push(self, data: bytes) -> None:
         with self._lock:

@@ -28,6 +28,7 @@ from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 
 from cmdconfig import Config, ConfigError
@@ -113,8 +114,11 @@ class WatcherService(Service):
             has_excluded_below=identity.has_excluded_below,
         )
         self.reader = InotifyReader(self.inotify, self.monitor.handle, self.reactor, log=log)
-        self.drain = InotifyDrain(self.inotify, self.reader, self.reactor, log=log)
-        self.drain.startReading()  # a thread empties the kernel's queue; the reader parses
+        if IReactorThreads.providedBy(self.reactor):  # a thread empties the kernel's queue
+            self.drain = InotifyDrain(self.inotify, self.reader, self.reactor, log=log)
+            self.drain.startReading()
+        else:  # a test's reactor with no threads: the reactor reads between turns
+            self.reader.startReading()
         return self.monitor
 
     def watch(self, dir_path: bytes) -> bool:
