@@ -1,6 +1,8 @@
 """Turn raw inotify events into calls on a sink: dirty paths, moves, overflow.
 
-The monitor does not stat or list anything.  It says *where* to look
+The monitor lists nothing and stats only a name just created, to tell a
+regular file (held until it is closed after writing, ``creates.py``) from
+a symlink or a node (told at once).  It says *where* to look
 (``sink.dirty``), forwards renames it saw whole (``sink.moved``), and says
 when it lost track (``sink.overflow``); the scanner reconciles those paths
 against the snapshot.  Every way the kernel can lose information ends in a
@@ -17,12 +19,15 @@ create instead of a move.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from twisted.logger import Logger
 
+from mirrord.creates import CreateWait
 from mirrord.events import (
     IN_ATTRIB,
     IN_CLOSE_WRITE,
@@ -59,6 +64,26 @@ class Sink(Protocol):
     def moved(self, src: bytes, dst: bytes) -> None: ...
     def overflow(self) -> None: ...
     def watch_limit(self, path: bytes, message: str) -> None: ...
+
+
+CREATE_WAIT = 0.5  # longest a new regular file waits for its close before it is told
+
+
+def _regular_file(path: bytes) -> bool:
+    """Is ``path`` a regular file now? (Gone or unreadable: no, tell it as it is.)"""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _may_move_or_lose(event: RawEvent) -> bool:
+    """Not a file's create, write, attribute change or delete: a rename, a directory
+    going, an overflow: an event after which a held path may no longer be where it was."""
+    mask = event.mask
+    if mask & (IN_CREATE | IN_CLOSE_WRITE | IN_ATTRIB):
+        return False
+    return not (mask & IN_DELETE and not mask & IN_ISDIR and event.name)
 
 
 def _limbo(wd: int) -> bytes:
@@ -98,6 +123,7 @@ class Monitor:
         has_excluded_below: Callable[[bytes], bool] | None = None,
         max_polled: int = 10_000,
         max_pending_moves: int = 10_000,
+        create_wait: float = CREATE_WAIT,
     ) -> None:
         self.inotify = inotify
         self.is_included = is_included
@@ -109,6 +135,7 @@ class Monitor:
         self._polled = PolledRoots(max_polled, self.log)
         self.max_pending_moves = max_pending_moves
         self._pairer: MovePairer[_Half] = MovePairer(move_wait, max_pending_moves)
+        self._creating = CreateWait(create_wait, max_pending_moves)
         # wds of directories with rename halves pending, and how many: one moved out
         # and back in, then out again, waits twice. A half that runs out drops the
         # watch only when it is the last one and the watch is still in limbo: met
@@ -220,6 +247,10 @@ class Monitor:
 
     def _one(self, event: RawEvent, now: float) -> None:
         mask = event.mask
+        if self._creating and _may_move_or_lose(event):
+            # what was created before it is told before it, so the journal sees each
+            # path where it was made
+            self._tell_created(self._creating.drain())
         if event.wd == -1:
             if mask & IN_Q_OVERFLOW:
                 self.overflows += 1
@@ -259,15 +290,25 @@ class Monitor:
         # ``present``: the event says the path exists; gone by the time the
         # journal looks, a rename of it or of a parent is still to be told.
         if mask & IN_CREATE:
-            self.sink.dirty(path, recursive=bool(mask & IN_ISDIR), present=True)
+            if not mask & IN_ISDIR and _regular_file(path):  # told at its close
+                self._tell_created(self._creating.hold(path, now))
+            else:
+                self.sink.dirty(path, recursive=bool(mask & IN_ISDIR), present=True)
         elif mask & IN_CLOSE_WRITE:
             # Written and closed: content changed even when size and mtime look
             # the same (two writes within one timestamp tick).
+            self._creating.release(path)
             self.sink.dirty(path, written=True, present=True)
         elif mask & IN_ATTRIB:
-            self.sink.dirty(path, present=True)
+            if path not in self._creating:  # a new file's mode or times: told at its close
+                self.sink.dirty(path, present=True)
         elif mask & IN_DELETE:
+            self._creating.release(path)
             self.sink.dirty(path)
+
+    def _tell_created(self, paths: list[bytes]) -> None:
+        for path in paths:
+            self.sink.dirty(path, present=True)
 
     def _self_event(self, event: RawEvent, base: bytes) -> None:
         """An event on a watched directory itself: only roots need it (parents see the rest)."""
@@ -361,7 +402,8 @@ class Monitor:
     # -- the move-wait timer -------------------------------------------------
 
     def _arm(self) -> None:
-        deadline = self._pairer.next_deadline()
+        due = [self._pairer.next_deadline(), self._creating.next_deadline()]
+        deadline = min((d for d in due if d is not None), default=None)
         timer = self._timer
         if deadline is None:
             if timer is not None and timer.active():
@@ -377,12 +419,13 @@ class Monitor:
 
     def _expire(self) -> None:
         self._timer = None
+        self._tell_created(self._creating.expire(self.reactor.seconds()))
         for outcome in self._pairer.expire(self.reactor.seconds()):
             self._move(outcome)
         self._arm()
 
     def stop(self) -> None:
-        """Cancel the timer (service shutdown)."""
+        """Cancel the timer (service shutdown; the next boot's walk finds the files held)."""
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None

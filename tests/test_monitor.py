@@ -624,3 +624,51 @@ def test_directory_moved_into_an_unwalked_directory_then_renamed_keeps_its_watch
     rig.sentinel()
     assert ("dirty", rig.p("q/d3/sub/f"), False) in rig.sink.calls
     assert ("dirty", rig.p("q/d3/l"), False) in rig.sink.calls
+
+
+def dirty_calls(rig: Rig, path: bytes) -> int:
+    return sum(1 for c in rig.sink.calls if c[0] == "dirty" and c[1] == path)
+
+
+def test_new_file_is_told_once_at_its_close(rig: Rig) -> None:
+    """A file created, written and closed is one dirty (at IN_CLOSE_WRITE), not one at
+    its IN_CREATE, when it is still empty, and another at its close."""
+    path = rig.p("new")
+    with open(path, "wb") as f:
+        f.write(b"half")
+        f.flush()
+        rig.sentinel()  # the IN_CREATE has been read while the file is open
+        assert dirty_calls(rig, path) == 0
+        f.write(b" and the rest")
+    rig.pump(rig.called("dirty", path, False))
+    rig.sentinel()
+    assert dirty_calls(rig, path) == 1
+    assert len(rig.monitor._creating) == 0
+
+
+def test_symlink_is_told_at_once_and_a_hard_link_after_the_wait(rig: Rig) -> None:
+    """A symlink is never closed: told at its create. A hard link is a regular file that
+    no one writes: held, then told when the create wait runs out."""
+    os.symlink(b"target", rig.p("l"))
+    rig.pump(rig.called("dirty", rig.p("l"), False))
+    with open(rig.outside + b"/orig", "wb"):
+        pass
+    os.link(rig.outside + b"/orig", rig.p("hard"))
+    rig.pump(lambda: rig.p("hard") in rig.monitor._creating)
+    assert dirty_calls(rig, rig.p("hard")) == 0
+    rig.clock.advance(0.5)
+    assert dirty_calls(rig, rig.p("hard")) == 1
+
+
+def test_file_held_open_is_told_before_its_directory_moves(rig: Rig) -> None:
+    """A rename after a create: the held file is told first, at the path it was made."""
+    os.mkdir(rig.p("d"))
+    rig.pump(rig.called("dirty", rig.p("d"), True))
+    with open(rig.p("d/f"), "wb") as f:
+        rig.pump(lambda: rig.p("d/f") in rig.monitor._creating)
+        os.rename(rig.p("d"), rig.p("e"))
+        rig.pump(rig.called("moved", rig.p("d"), rig.p("e")))
+        told = rig.sink.calls.index(("dirty", rig.p("d/f"), False))
+        assert told < rig.sink.calls.index(("moved", rig.p("d"), rig.p("e")))
+        f.write(b"x")
+    rig.pump(rig.called("dirty", rig.p("e/f"), False))
