@@ -27,7 +27,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BIN, Daemon, free_port, fs_info, make_tree, mirrord  # noqa: E402
+from common import (  # noqa: E402
+    BIN,
+    Daemon,
+    cpu_seconds,
+    free_port,
+    fs_info,
+    make_tree,
+    mirrord,
+    peak_rss_kib,
+)
 
 
 def start_rsyncd(top: Path) -> tuple[Daemon, int]:
@@ -68,13 +77,6 @@ def fs_mirror(port: int, datadir: Path, *opts: str) -> Daemon:
             *opts,
         ]
     )
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a live process (children not included)."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main(files: int, size: int, samples: int) -> None:
@@ -124,7 +126,7 @@ def main(files: int, size: int, samples: int) -> None:
             backends = {k: v for k, v in backends.items() if k in chosen.split(",")}
         print(
             f"{'method':>12} {'seconds':>8} {'files/s':>9} {'MB/s':>7}"
-            f" {'cpu client':>10} {'cpu mirrord':>11}",
+            f" {'cpu client':>10} {'cpu mirrord':>11} {'MiB client':>10} {'MiB mirrord':>11}",
             flush=True,
         )
         t0 = time.monotonic()
@@ -144,10 +146,13 @@ def main(files: int, size: int, samples: int) -> None:
             took = client.wait_for("init finished")
             client_cpu = cpu_seconds(client.proc.pid)
             server_cpu = cpu_seconds(worker.proc.pid) - server_cpu
+            client_mib = peak_rss_kib(client.proc.pid) / 1024
+            server_mib = peak_rss_kib(worker.proc.pid) / 1024  # its peak so far: boot included
             client.stop()
             print(
                 f"{name:>12} {took:>8.1f} {made / took:>9.0f} {total_mb / took:>7.1f}"
-                f" {client_cpu:>10.1f} {server_cpu:>11.1f}",
+                f" {client_cpu:>10.1f} {server_cpu:>11.1f} {client_mib:>10.1f}"
+                f" {server_mib:>11.1f}",
                 flush=True,
             )
             # Kept until the end: removing 100k files right before the next
