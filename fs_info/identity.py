@@ -216,7 +216,10 @@ class IdentitySet(_Walker):
         self.identities: tuple[Identity, ...] = tuple(identities)
 
     def __contains__(self, path: object) -> bool:
-        return any(path in identity for identity in self.identities)
+        for identity in self.identities:  # a loop, not any(<genexpr>): asked per event
+            if path in identity:
+                return True
+        return False
 
     def roots(self) -> list[bytes]:
         """The includes of all identities not inside another one, sorted."""

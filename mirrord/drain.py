@@ -37,7 +37,7 @@ from mirrord.kernel import READ_CHUNK, Inotify
 __all__ = ["InotifyDrain", "MAX_BYTES", "PER_TURN"]
 
 MAX_BYTES = 16 * 1024 * 1024
-PER_TURN = 1024 * 1024
+PER_TURN = 256 * 1024
 JOIN_TIMEOUT = 10.0
 OVERFLOW = struct.pack("iIII", -1, IN_Q_OVERFLOW, 0, 0)  # what the kernel says when it drops
 
