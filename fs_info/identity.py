@@ -216,7 +216,7 @@ class IdentitySet(_Walker):
         self.identities: tuple[Identity, ...] = tuple(identities)
 
     def __contains__(self, path: object) -> bool:
-        for identity in self.identities:  # a loop, not any(<genexpr>): asked per event
+        for identity in self.identities:  # noqa: SIM110 - any(<genexpr>) costs 8% of a walk
             if path in identity:
                 return True
         return False

@@ -155,10 +155,12 @@ class _Walk:
         stats: ScanStats,
         report: Report,
         on_root_gone: Callable[[bytes], None] | None = None,
+        records: bool = True,
     ) -> None:
         self.identity, self.store, self.watch, self.stats = identity, store, watch, stats
         self.report = report
         self.on_root_gone = on_root_gone
+        self.records = records  # False: a first boot's load, which logs none
         self._cut: set[bytes] = set()  # directories told as lost by _listing_cut
         self.root: bytes | None = None
         self.out: list[Change] = []
@@ -230,7 +232,9 @@ class _Walk:
                     frame = (self.merge(path, None), WalkMode.CHANGED)
                 else:
                     new = replace(new, unreadable=True)
-        if mode is WalkMode.FORCE:
+        if old is None and not self.records:  # a first boot: only the snapshot is written
+            found = [] if new is None else [Change(Put(path, new))]
+        elif mode is WalkMode.FORCE:
             found = forced(path, old, new)
         else:  # a listing after events compares names whose own events are read too
             found = changes(path, old, new, seen=mode in (WalkMode.LISTING, WalkMode.NEW_ONLY))
@@ -326,6 +330,7 @@ def scan_tree(
     stats: ScanStats | None = None,
     report: Report | None = None,
     on_root_gone: Callable[[bytes], None] | None = None,
+    records: bool = True,
 ) -> Iterator[list[Change]]:
     """Walk ``root`` against the snapshot, yielding lists of changes (maybe empty).
 
@@ -334,10 +339,12 @@ def scan_tree(
     Pass ``stats`` to read the cost afterwards, ``report`` to hear of each
     directory that cannot be read and each entry that cannot be stat-ed.
     ``on_root_gone(root)``: called instead of deleting a stored ``root`` found gone.
+    ``records=False`` (a first boot, whose load logs nothing) leaves new entries'
+    changes without a record, saving the building of one per entry.
     """
     mode = WalkMode.LISTING if listing else WalkMode.FULL if full else WalkMode.CHANGED
     stats = stats if stats is not None else ScanStats()
-    walk = _Walk(identity, store, watch, stats, report or _ignore, on_root_gone)
+    walk = _Walk(identity, store, watch, stats, report or _ignore, on_root_gone, records)
     return walk.run(root, mode)
 
 

@@ -178,6 +178,7 @@ class Walker:
                         stats=stats,
                         report=self.sink.report,
                         on_root_gone=self.sink.root_gone if follow_up else None,
+                        records=not first,
                     ):
                         if first:
                             self.sink.load_chunk(chunk, sync=False)
