@@ -36,7 +36,6 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 import tempfile
 from collections.abc import Sequence
 
@@ -56,6 +55,10 @@ from fs_sync.interface import (
     is_local_disk_error,
 )
 from fs_sync.rsyncrelay import AckingRelay
+from fs_sync.rsyncrun import Finished, RsyncRun
+
+#: which runs a standby can serve: (module, basis directory for --copy-dest)
+_Key = tuple[bytes, bytes | None]
 
 # rsync's exit codes that still mean "the rest was transferred":
 # 23 partial transfer (e.g. a file not found), 24 source files vanished.
@@ -65,6 +68,8 @@ _STDERR_KEEP = 1 << 20  # per-file complaints of a 1024-name run fit
 #: superlinear in the list (user time for 1024 names ~0.05 s, 4096 ~0.6 s,
 #: 8192 ~2.2 s), so a big batch (an INIT chunk) is split into runs this size.
 RUN_MAX = 1024
+#: how long a standby given no names may take to exit before it is killed
+_RETIRE_BOUND = 5.0
 
 
 def split_module(path: bytes) -> tuple[bytes, bytes] | None:
@@ -277,6 +282,9 @@ class RsyncFetcher:
             self._env["RSYNC_PASSWORD"] = os.fsdecode(password)
         self._reactor = reactor
         self._relay: AckingRelay | None = None  # made by the first run, in the worker thread
+        self._standby: RsyncRun | None = None  # started ahead of the next batch
+        self._exiting: list[RsyncRun] = []  # read to their summary, not yet reaped
+        self._closing = False
         self._pool = ThreadPool(minthreads=0, maxthreads=1, name="fs_sync-rsync")
         self._pool.start()
 
@@ -285,7 +293,9 @@ class RsyncFetcher:
         return deferToThreadPool(self._reactor, self._pool, self._fetch_batch, batch)
 
     def close(self) -> Deferred[None]:
-        self._pool.stop()
+        self._closing = True
+        self._pool.stop()  # joins the worker: what follows has the runs to itself
+        self._shutdown()
         if self._relay is not None:
             self._relay.close()
         return succeed(None)
@@ -304,59 +314,81 @@ class RsyncFetcher:
                 results[index] = (item, Outcome.FAILED, "path names no rsync module")
             else:
                 groups.setdefault(split[0], []).append((index, split[1]))
-        os.makedirs(self.staging_dir, mode=0o700, exist_ok=True)
+        key = None
         for module, members in groups.items():
             for start in range(0, len(members), self.run_max):
                 run = members[start : start + self.run_max]
-                staging = tempfile.mkdtemp(prefix=b".batch-", dir=self.staging_dir)
-                try:
-                    self._run_module(module, run, batch, staging, results)
-                finally:
-                    shutil.rmtree(staging, ignore_errors=True)
+                key = (module, basis_of([(batch[index], rel) for index, rel in run]))
+                self._run_module(key, run, batch, results)
+        if key is not None and not self._closing:
+            # after this batch's results are on their way to the reactor
+            self._pool.callInThread(self._prime, key)
         return [results[i] for i in range(len(batch))]
 
     def _run_module(
         self,
-        module: bytes,
+        key: _Key,
         members: list[tuple[int, bytes]],
         batch: list[FetchItem],
-        staging: bytes,
         results: dict[int, Result],
     ) -> None:
-        where = f"{self.host}:{self.port}"
-        if self._relay is None:
-            self._relay = AckingRelay(self.host, self.port, self.timeout)
-        try:
-            self._relay.dial()
-        except OSError as e:
-            raise BackendUnavailable(
-                f"cannot reach rsync daemon at {where}: {_socket_reason(e)}"
-                " (check that rsync --daemon runs there and fssync.host/fssync.port)"
-            ) from e
-        url = daemon_url("127.0.0.1", self._relay.port, self.user, module)
-        basis = basis_of([(batch[index], rel) for index, rel in members])
-        argv = build_argv(self.rsync, url, staging, self.timeout, basis)
         listing = b"".join(rel + b"\0" for _, rel in members)
+        standby = self._take(key)
+        if standby is not None:
+            done = self._complete(standby, listing)
+            if done is not None and (
+                done.code is None or done.code in _PARTIAL_OK or local_disk_error(done.stderr)
+            ):
+                try:
+                    self._settle(key[0], done, standby.staging, members, batch, results)
+                finally:
+                    shutil.rmtree(standby.staging, ignore_errors=True)
+                return
+            # The standby had died or timed out waiting (daemon restarted,
+            # connection cut): nothing was installed; a fresh run retries.
+            shutil.rmtree(standby.staging, ignore_errors=True)
+        run = self._start(key)
         try:
-            proc = subprocess.run(
-                argv,
-                input=listing,
-                capture_output=True,
-                env=self._env,
-                check=False,
-            )
-            code, stderr = proc.returncode, proc.stderr[-_STDERR_KEEP:]
-            literal, matched = parse_stats(proc.stdout)
-            self.literal_bytes += literal
-            self.matched_bytes += matched
-        except OSError as e:
-            raise BackendUnavailable(f"cannot run {self.rsync}: {e.strerror}") from e
-        disk = local_disk_error(stderr)
+            done = self._complete(run, listing)
+            if done is None:
+                where = f"{self.host}:{self.port}"
+                raise BackendUnavailable(f"rsync from {where} failed: its output could not be read")
+            self._settle(key[0], done, run.staging, members, batch, results)
+        finally:
+            shutil.rmtree(run.staging, ignore_errors=True)
+
+    def _complete(self, run: RsyncRun, listing: bytes) -> Finished | None:
+        """Run `run` on `listing`; None (and the process reaped) if our side failed."""
+        try:
+            done = run.complete(listing, self.timeout)
+        except OSError:
+            run.proc.kill()
+            run.finish(self.timeout)
+            return None
+        if done.code is None:
+            self._exiting.append(run)  # read to its summary; reaped later
+        return done
+
+    def _settle(
+        self,
+        module: bytes,
+        done: Finished,
+        staging: bytes,
+        members: list[tuple[int, bytes]],
+        batch: list[FetchItem],
+        results: dict[int, Result],
+    ) -> None:
+        """Results for one run's members from what rsync said and what it staged."""
+        where = f"{self.host}:{self.port}"
+        literal, matched = parse_stats(done.stdout)
+        self.literal_bytes += literal
+        self.matched_bytes += matched
+        disk = local_disk_error(done.stderr)
         if disk is not None:
             raise disk
-        if code not in _PARTIAL_OK:
-            raise whole_run_error(code, stderr, where, self.user, module, self.timeout)
-        complaints = file_errors(stderr) if code else {}
+        if done.code is not None and done.code not in _PARTIAL_OK:
+            raise whole_run_error(done.code, done.stderr, where, self.user, module, self.timeout)
+        complaints = file_errors(done.stderr)
         installed: dict[bytes, bytes] = {}  # rel -> local, for a path asked twice
         for index, rel in members:
             item = batch[index]
@@ -373,6 +405,69 @@ class RsyncFetcher:
                     results[index] = (item, Outcome.FAILED, f"on the worker: {reason}")
                 else:
                     results[index] = (item, Outcome.VANISHED, reason)
+
+    # -- the runs: one standby, and those still exiting --
+
+    def _start(self, key: _Key) -> RsyncRun:
+        """A new rsync run for `key`, connected (or connecting) to the daemon."""
+        module, basis = key
+        self._reap(keep=1)  # at most one earlier run still holds a connection
+        where = f"{self.host}:{self.port}"
+        if self._relay is None:
+            self._relay = AckingRelay(self.host, self.port, self.timeout)
+        try:
+            self._relay.dial()
+        except OSError as e:
+            raise BackendUnavailable(
+                f"cannot reach rsync daemon at {where}: {_socket_reason(e)}"
+                " (check that rsync --daemon runs there and fssync.host/fssync.port)"
+            ) from e
+        url = daemon_url("127.0.0.1", self._relay.port, self.user, module)
+        os.makedirs(self.staging_dir, mode=0o700, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=b".batch-", dir=self.staging_dir)
+        argv = build_argv(self.rsync, url, staging, self.timeout, basis)
+        try:
+            return RsyncRun(argv, self._env, staging, key, stderr_keep=_STDERR_KEEP)
+        except OSError as e:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise BackendUnavailable(f"cannot run {self.rsync}: {e.strerror}") from e
+
+    def _take(self, key: _Key) -> RsyncRun | None:
+        """The standby, if it is alive and serves `key`; otherwise None."""
+        run, self._standby = self._standby, None
+        if run is None:
+            return None
+        if run.key == key and run.alive():
+            return run
+        self._retire(run)
+        return None
+
+    def _prime(self, key: _Key) -> None:
+        """Start the standby for the next batch (one like the last)."""
+        if self._closing or self._standby is not None:
+            return
+        try:
+            self._standby = self._start(key)
+        except (BackendUnavailable, OSError):
+            pass  # the next batch starts its own run and says what is wrong
+        self._reap(keep=0, wait=False)
+
+    def _retire(self, run: RsyncRun) -> None:
+        run.retire(_RETIRE_BOUND)
+        shutil.rmtree(run.staging, ignore_errors=True)
+
+    def _reap(self, keep: int, wait: bool = True) -> None:
+        """Reap the runs that have exited; wait for all but the newest `keep`."""
+        still = [run for run in self._exiting if run.reap() is None]
+        while wait and len(still) > keep:
+            still.pop(0).finish(self.timeout)
+        self._exiting = still
+
+    def _shutdown(self) -> None:
+        run, self._standby = self._standby, None
+        if run is not None:
+            self._retire(run)
+        self._reap(keep=0)
 
 
 def _collect(
