@@ -37,6 +37,7 @@ import re
 import shutil
 import stat
 import tempfile
+import threading
 from collections.abc import Sequence
 
 from twisted.internet.defer import Deferred, succeed
@@ -283,7 +284,7 @@ class RsyncFetcher:
         self._reactor = reactor
         self._relay: AckingRelay | None = None  # made by the first run, in the worker thread
         self._standby: RsyncRun | None = None  # started ahead of the next batch
-        self._exiting: list[RsyncRun] = []  # read to their summary, not yet reaped
+        self._exiting: list[threading.Thread] = []  # each reaps a run read to its summary
         self._closing = False
         self._pool = ThreadPool(minthreads=0, maxthreads=1, name="fs_sync-rsync")
         self._pool.start()
@@ -365,8 +366,12 @@ class RsyncFetcher:
             run.proc.kill()
             run.finish(self.timeout)
             return None
-        if done.code is None:
-            self._exiting.append(run)  # read to its summary; reaped later
+        if done.code is None:  # read to its summary: reap it while it sleeps its way out
+            reaper = threading.Thread(
+                target=run.finish, args=(self.timeout,), name="fs_sync-rsync-reap", daemon=True
+            )
+            reaper.start()
+            self._exiting.append(reaper)
         return done
 
     def _settle(
@@ -450,17 +455,16 @@ class RsyncFetcher:
             self._standby = self._start(key)
         except (BackendUnavailable, OSError):
             pass  # the next batch starts its own run and says what is wrong
-        self._reap(keep=0, wait=False)
 
     def _retire(self, run: RsyncRun) -> None:
         run.retire(_RETIRE_BOUND)
         shutil.rmtree(run.staging, ignore_errors=True)
 
-    def _reap(self, keep: int, wait: bool = True) -> None:
-        """Reap the runs that have exited; wait for all but the newest `keep`."""
-        still = [run for run in self._exiting if run.reap() is None]
-        while wait and len(still) > keep:
-            still.pop(0).finish(self.timeout)
+    def _reap(self, keep: int) -> None:
+        """Wait until at most `keep` earlier runs are still exiting."""
+        still = [reaper for reaper in self._exiting if reaper.is_alive()]
+        while len(still) > keep:
+            still.pop(0).join()  # bounded: finish() kills after the timeout
         self._exiting = still
 
     def _shutdown(self) -> None:

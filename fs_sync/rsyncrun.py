@@ -86,8 +86,8 @@ class RsyncRun:
         No time limit of ours: a big file may pass in silence for minutes,
         and rsync's --timeout ends a stalled connection. `bound` is how long
         a process whose pipes have closed may take to exit before it is
-        killed. After an early finish the process is still exiting: `reap()`
-        or `finish()` it.
+        killed. After an early finish the process is still exiting: `finish()`
+        reaps it.
         """
         proc = self.proc
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
@@ -139,13 +139,6 @@ class RsyncRun:
             with contextlib.suppress(OSError):
                 stdin.close()
         return pending
-
-    def reap(self) -> int | None:
-        """The exit code once rsync has exited (pipes closed); None while it runs."""
-        code = self.proc.poll()
-        if code is not None:
-            self._close_pipes()
-        return code
 
     def finish(self, bound: float) -> int:
         """Wait up to `bound` seconds for the exit, then kill; always reaps."""

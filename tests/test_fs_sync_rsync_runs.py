@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 from fs_sync.interface import FetchItem, Outcome
 from fs_sync.rsync import RsyncFetcher
 from tests.fetcher_contract import private_reactor, run_deferred
+from tests.helpers import wait_for
 from tests.test_fs_sync_rsync import PASSWORD, USER, Daemon
 from tests.test_fs_sync_rsync import daemon as daemon  # the module-scoped fixture
 
@@ -39,4 +41,146 @@ def test_batch_split_into_runs_keeps_order_and_outcomes(daemon: Daemon, tmp_path
         if name != b"f3":
             with open(dst + b"/" + name, "rb") as f:
                 assert f.read() == b"content " + name
+    assert os.listdir(daemon.staging) == []
+
+
+def _children() -> list[tuple[int, str, str]]:
+    """(pid, state, command) of this test process's child processes, zombies included."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name_end = stat.rindex(b")")
+        state, ppid = stat[name_end + 2 :].split()[:2]
+        if int(ppid) == os.getpid():
+            name = stat[stat.index(b"(") + 1 : name_end].decode()
+            found.append((int(entry), state.decode(), name))
+    return found
+
+
+def _write(path: bytes, content: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(content)
+
+
+def _standby_pid(fetcher: RsyncFetcher) -> int:
+    """The pid of the standby run the fetcher started after its last batch."""
+    wait_for(lambda: fetcher._standby is not None, message="a standby rsync")
+    assert fetcher._standby is not None
+    return fetcher._standby.proc.pid
+
+
+def test_next_batch_uses_the_standby_started_before_it(daemon: Daemon, tmp_path: Path) -> None:
+    """After a batch, an rsync waits for the next; that one serves it, and a new one waits."""
+    served = daemon.served + b"/standby"
+    os.makedirs(served, exist_ok=True)
+    dst = os.fsencode(tmp_path)
+    with private_reactor() as reactor:
+        fetcher = RsyncFetcher(
+            "127.0.0.1", daemon.port, USER, PASSWORD, b"/mirror", daemon.staging, reactor
+        )
+        try:
+            for round_ in range(3):
+                _write(served + b"/f", b"round %d" % round_)
+                item = FetchItem(b"/standby/f", dst + b"/f")
+                if round_:
+                    waiting = _standby_pid(fetcher)
+                [result] = run_deferred(reactor, fetcher.fetch([item]))
+                assert result[1] is Outcome.DONE
+                with open(dst + b"/f", "rb") as f:
+                    assert f.read() == b"round %d" % round_
+                if round_:
+                    assert _standby_pid(fetcher) != waiting
+        finally:
+            run_deferred(reactor, fetcher.close())
+    assert os.listdir(daemon.staging) == []
+
+
+def test_dead_standby_is_replaced_by_a_fresh_run(daemon: Daemon, tmp_path: Path) -> None:
+    """A standby that died while waiting (killed, timed out) costs nothing: a fresh run serves."""
+    served = daemon.served + b"/dead"
+    os.makedirs(served, exist_ok=True)
+    dst = os.fsencode(tmp_path)
+    with private_reactor() as reactor:
+        fetcher = RsyncFetcher(
+            "127.0.0.1", daemon.port, USER, PASSWORD, b"/mirror", daemon.staging, reactor
+        )
+        try:
+            _write(served + b"/f", b"one")
+            run_deferred(reactor, fetcher.fetch([FetchItem(b"/dead/f", dst + b"/f")]))
+            os.kill(_standby_pid(fetcher), signal.SIGKILL)
+            _write(served + b"/f", b"two")
+            [result] = run_deferred(reactor, fetcher.fetch([FetchItem(b"/dead/f", dst + b"/f")]))
+            assert result[1] is Outcome.DONE
+            with open(dst + b"/f", "rb") as f:
+                assert f.read() == b"two"
+        finally:
+            run_deferred(reactor, fetcher.close())
+    assert os.listdir(daemon.staging) == []
+
+
+def test_standby_failing_on_its_list_is_retried_fresh(daemon: Daemon, tmp_path: Path) -> None:
+    """A standby alive but failing once given names (connection cut): a fresh run retries."""
+    served = daemon.served + b"/retry"
+    os.makedirs(served, exist_ok=True)
+    dst = os.fsencode(tmp_path)
+    count = tmp_path / "count"
+    shim = tmp_path / "rsync-shim"
+    # the second rsync started is the first standby: it takes its list, then fails
+    shim.write_text(
+        "#!/bin/sh\n"
+        f'n=$(($(cat "{count}" 2>/dev/null || echo 0) + 1)); echo $n > "{count}"\n'
+        'if [ "$n" = 2 ]; then cat >/dev/null\n'
+        "  echo 'rsync: connection unexpectedly closed (0 bytes received so far) [Receiver]' >&2\n"
+        "  exit 12; fi\n"
+        'exec rsync "$@"\n'
+    )
+    shim.chmod(0o755)
+    with private_reactor() as reactor:
+        fetcher = RsyncFetcher(
+            "127.0.0.1",
+            daemon.port,
+            USER,
+            PASSWORD,
+            b"/mirror",
+            daemon.staging,
+            reactor,
+            rsync=str(shim),
+        )
+        try:
+            _write(served + b"/f", b"one")
+            run_deferred(reactor, fetcher.fetch([FetchItem(b"/retry/f", dst + b"/f")]))
+            _standby_pid(fetcher)
+            _write(served + b"/f", b"two")
+            [result] = run_deferred(reactor, fetcher.fetch([FetchItem(b"/retry/f", dst + b"/f")]))
+            assert result[1] is Outcome.DONE
+            with open(dst + b"/f", "rb") as f:
+                assert f.read() == b"two"
+            assert count.read_text().strip() in ("3", "4")  # the retry (and a new standby)
+        finally:
+            run_deferred(reactor, fetcher.close())
+    assert os.listdir(daemon.staging) == []
+
+
+def test_close_leaves_no_process_behind(daemon: Daemon, tmp_path: Path) -> None:
+    """Stopping with a standby waiting and a run still exiting: no child, no zombie, no staging."""
+    served = daemon.served + b"/close"
+    os.makedirs(served, exist_ok=True)
+    _write(served + b"/f", b"x")
+    dst = os.fsencode(tmp_path)
+    before = _children()  # the daemon
+    with private_reactor() as reactor:
+        fetcher = RsyncFetcher(
+            "127.0.0.1", daemon.port, USER, PASSWORD, b"/mirror", daemon.staging, reactor
+        )
+        run_deferred(reactor, fetcher.fetch([FetchItem(b"/close/f", dst + b"/f")]))
+        _standby_pid(fetcher)
+        assert _children() != before
+        run_deferred(reactor, fetcher.close())
+    assert _children() == before
     assert os.listdir(daemon.staging) == []
