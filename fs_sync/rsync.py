@@ -286,6 +286,7 @@ class RsyncFetcher:
         self._standby: RsyncRun | None = None  # started ahead of the next batch
         self._exiting: list[threading.Thread] = []  # each reaps a run read to its summary
         self._closing = False
+        self._litter: list[bytes] = []  # staging directories to remove after the batch
         self._pool = ThreadPool(minthreads=0, maxthreads=1, name="fs_sync-rsync")
         self._pool.start()
 
@@ -316,14 +317,15 @@ class RsyncFetcher:
             else:
                 groups.setdefault(split[0], []).append((index, split[1]))
         key = None
-        for module, members in groups.items():
-            for start in range(0, len(members), self.run_max):
-                run = members[start : start + self.run_max]
-                key = (module, basis_of([(batch[index], rel) for index, rel in run]))
-                self._run_module(key, run, batch, results)
-        if key is not None and not self._closing:
-            # after this batch's results are on their way to the reactor
-            self._pool.callInThread(self._prime, key)
+        try:
+            for module, members in groups.items():
+                for start in range(0, len(members), self.run_max):
+                    run = members[start : start + self.run_max]
+                    key = (module, basis_of([(batch[index], rel) for index, rel in run]))
+                    self._run_module(key, run, batch, results)
+        finally:
+            # once this batch's results are on their way to the reactor
+            self._pool.callInThread(self._after, key)
         return [results[i] for i in range(len(batch))]
 
     def _run_module(
@@ -343,11 +345,11 @@ class RsyncFetcher:
                 try:
                     self._settle(key[0], done, standby.staging, members, batch, results)
                 finally:
-                    shutil.rmtree(standby.staging, ignore_errors=True)
+                    self._litter.append(standby.staging)
                 return
             # The standby had died or timed out waiting (daemon restarted,
             # connection cut): nothing was installed; a fresh run retries.
-            shutil.rmtree(standby.staging, ignore_errors=True)
+            self._litter.append(standby.staging)
         run = self._start(key)
         try:
             done = self._complete(run, listing)
@@ -356,7 +358,7 @@ class RsyncFetcher:
                 raise BackendUnavailable(f"rsync from {where} failed: its output could not be read")
             self._settle(key[0], done, run.staging, members, batch, results)
         finally:
-            shutil.rmtree(run.staging, ignore_errors=True)
+            self._litter.append(run.staging)
 
     def _complete(self, run: RsyncRun, listing: bytes) -> Finished | None:
         """Run `run` on `listing`; None (and the process reaped) if our side failed."""
@@ -447,14 +449,20 @@ class RsyncFetcher:
         self._retire(run)
         return None
 
-    def _prime(self, key: _Key) -> None:
-        """Start the standby for the next batch (one like the last)."""
-        if self._closing or self._standby is not None:
-            return
-        try:
-            self._standby = self._start(key)
-        except (BackendUnavailable, OSError):
-            pass  # the next batch starts its own run and says what is wrong
+    def _after(self, key: _Key | None) -> None:
+        """Start the standby for the next batch (one like the last), then tidy up."""
+        if key is not None and not self._closing and self._standby is None:
+            try:
+                self._standby = self._start(key)
+            except (BackendUnavailable, OSError):
+                pass  # the next batch starts its own run and says what is wrong
+        self._tidy()
+
+    def _tidy(self) -> None:
+        """Remove the staging directories of the runs done with."""
+        litter, self._litter = self._litter, []
+        for staging in litter:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def _retire(self, run: RsyncRun) -> None:
         run.retire(_RETIRE_BOUND)
@@ -472,6 +480,7 @@ class RsyncFetcher:
         if run is not None:
             self._retire(run)
         self._reap(keep=0)
+        self._tidy()
 
 
 def _collect(
