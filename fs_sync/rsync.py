@@ -31,6 +31,7 @@ is escaped as `\\#ooo`):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -57,6 +58,7 @@ from fs_sync.interface import (
 )
 from fs_sync.rsyncrelay import AckingRelay
 from fs_sync.rsyncrun import Finished, RsyncRun
+from fs_sync.rsyncwatch import StagedWatch
 
 #: which runs a standby can serve: (module, basis directory for --copy-dest)
 _Key = tuple[bytes, bytes | None]
@@ -267,11 +269,14 @@ class RsyncFetcher:
         timeout: int = 60,
         fsync: bool = True,
         run_max: int = RUN_MAX,
+        watch: bool = True,
     ) -> None:
         self.fsync = fsync
+        self.watch = watch  # end a run once inotify saw each file staged
         self.run_max = max(1, run_max)
-        self.literal_bytes = 0  # sent as data, over all runs
-        self.matched_bytes = 0  # rebuilt from the mirror's old copy (delta transfer)
+        self._literal = 0  # sent as data, over all runs
+        self._matched = 0  # rebuilt from the mirror's old copy (delta transfer)
+        self._stats_lock = threading.Lock()  # runs ended early are counted by their reaper
         self.host, self.port, self.user = host, port, user
         self.root = root.rstrip(b"/")
         self.staging_dir = staging_dir
@@ -286,9 +291,31 @@ class RsyncFetcher:
         self._standby: RsyncRun | None = None  # started ahead of the next batch
         self._exiting: list[threading.Thread] = []  # each reaps a run read to its summary
         self._closing = False
-        self._litter: list[bytes] = []  # staging directories to remove after the batch
+        self._litter: list[RsyncRun] = []  # runs done with, their staging to remove
         self._pool = ThreadPool(minthreads=0, maxthreads=1, name="fs_sync-rsync")
         self._pool.start()
+
+    @property
+    def literal_bytes(self) -> int:
+        """Bytes rsync sent as data, over all runs (once those still exiting have)."""
+        self._await_exits()
+        return self._literal
+
+    @property
+    def matched_bytes(self) -> int:
+        """Bytes rebuilt from the mirror's old copy (delta transfer), over all runs."""
+        self._await_exits()
+        return self._matched
+
+    def _await_exits(self) -> None:
+        for reaper in list(self._exiting):
+            reaper.join()
+
+    def _count(self, stdout: bytes) -> None:
+        literal, matched = parse_stats(stdout)
+        with self._stats_lock:
+            self._literal += literal
+            self._matched += matched
 
     def fetch(self, items: Sequence[FetchItem]) -> Deferred[list[Result]]:
         batch = list(items)
@@ -345,11 +372,11 @@ class RsyncFetcher:
                 try:
                     self._settle(key[0], done, standby.staging, members, batch, results)
                 finally:
-                    self._litter.append(standby.staging)
+                    self._litter.append(standby)
                 return
             # The standby had died or timed out waiting (daemon restarted,
             # connection cut): nothing was installed; a fresh run retries.
-            self._litter.append(standby.staging)
+            self._litter.append(standby)
         run = self._start(key)
         try:
             done = self._complete(run, listing)
@@ -358,23 +385,42 @@ class RsyncFetcher:
                 raise BackendUnavailable(f"rsync from {where} failed: its output could not be read")
             self._settle(key[0], done, run.staging, members, batch, results)
         finally:
-            self._litter.append(run.staging)
+            self._litter.append(run)
 
     def _complete(self, run: RsyncRun, listing: bytes) -> Finished | None:
         """Run `run` on `listing`; None (and the process reaped) if our side failed."""
+        watch = None
+        if self.watch:
+            with contextlib.suppress(OSError, ValueError):  # no early end: the summary will do
+                watch = StagedWatch(run.staging, _names(listing))
         try:
-            done = run.complete(listing, self.timeout)
+            done = run.complete(listing, self.timeout, watch)
         except OSError:
             run.proc.kill()
             run.finish(self.timeout)
-            return None
-        if done.code is None:  # read to its summary: reap it while it sleeps its way out
-            reaper = threading.Thread(
-                target=run.finish, args=(self.timeout,), name="fs_sync-rsync-reap", daemon=True
-            )
-            reaper.start()
-            self._exiting.append(reaper)
+            done = None
+        if done is None or done.code is not None:
+            if watch is not None:
+                watch.close()
+            return done
+        # still exiting (rsync sleeps ~20 ms): reap it meanwhile, and close the
+        # watch there too (closing an inotify descriptor waits ~15 ms for RCU)
+        reaper = threading.Thread(
+            target=self._reap_run,
+            args=(run, watch, not done.summary),
+            name="fs_sync-rsync-reap",
+            daemon=True,
+        )
+        reaper.start()
+        self._exiting.append(reaper)
         return done
+
+    def _reap_run(self, run: RsyncRun, watch: StagedWatch | None, count: bool) -> None:
+        if watch is not None:
+            watch.close()
+        run.finish(self.timeout)
+        if count:  # ended when its files were staged: its summary came later
+            self._count(run.late_stdout)
 
     def _settle(
         self,
@@ -387,9 +433,8 @@ class RsyncFetcher:
     ) -> None:
         """Results for one run's members from what rsync said and what it staged."""
         where = f"{self.host}:{self.port}"
-        literal, matched = parse_stats(done.stdout)
-        self.literal_bytes += literal
-        self.matched_bytes += matched
+        if done.summary:
+            self._count(done.stdout)
         disk = local_disk_error(done.stderr)
         if disk is not None:
             raise disk
@@ -459,10 +504,14 @@ class RsyncFetcher:
         self._tidy()
 
     def _tidy(self) -> None:
-        """Remove the staging directories of the runs done with."""
-        litter, self._litter = self._litter, []
-        for staging in litter:
-            shutil.rmtree(staging, ignore_errors=True)
+        """Remove the staging directories of the runs done with that have exited."""
+        keep = []
+        for run in self._litter:
+            if run.exited.is_set():
+                shutil.rmtree(run.staging, ignore_errors=True)
+            else:
+                keep.append(run)
+        self._litter = keep
 
     def _retire(self, run: RsyncRun) -> None:
         run.retire(_RETIRE_BOUND)
@@ -481,6 +530,10 @@ class RsyncFetcher:
             self._retire(run)
         self._reap(keep=0)
         self._tidy()
+
+
+def _names(listing: bytes) -> list[bytes]:
+    return listing.split(b"\0")[:-1]
 
 
 def _collect(

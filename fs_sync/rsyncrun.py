@@ -23,10 +23,13 @@ import contextlib
 import os
 import selectors
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
+
+from fs_sync.rsyncwatch import StagedWatch
 
 __all__ = ["SUMMARY_END", "Finished", "RsyncRun", "summary_done"]
 
@@ -45,11 +48,14 @@ def summary_done(stdout: bytes) -> bool:
 
 @dataclass(frozen=True)
 class Finished:
-    """What one run said. `code` is None when it was read only to its summary."""
+    """What one run said. `code` is None when it was read only to its summary
+    (`summary` true) or only until its every file was staged (`summary` false).
+    """
 
     code: int | None
     stdout: bytes
     stderr: bytes
+    summary: bool = True
 
 
 class RsyncRun:
@@ -69,6 +75,8 @@ class RsyncRun:
         stderr_keep: int,
     ) -> None:
         self.staging, self.key, self._keep = staging, key, stderr_keep
+        self.late_stdout = b""
+        self.exited = threading.Event()  # set once reaped
         self.proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.PIPE,
@@ -80,14 +88,15 @@ class RsyncRun:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def complete(self, listing: bytes, bound: float) -> Finished:
+    def complete(self, listing: bytes, bound: float, watch: StagedWatch | None = None) -> Finished:
         """Give rsync its names and read it until its summary or its exit.
 
         No time limit of ours: a big file may pass in silence for minutes,
         and rsync's --timeout ends a stalled connection. `bound` is how long
         a process whose pipes have closed may take to exit before it is
-        killed. After an early finish the process is still exiting: `finish()`
-        reaps it.
+        killed. With `watch`, the run is done as soon as every name is
+        staged. After an early finish the process is still exiting:
+        `finish()` reaps it.
         """
         proc = self.proc
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
@@ -102,11 +111,20 @@ class RsyncRun:
                 proc.stdin.close()
             sel.register(proc.stdout, selectors.EVENT_READ, out)
             sel.register(proc.stderr, selectors.EVENT_READ, err)
+            if watch is not None:
+                sel.register(watch, selectors.EVENT_READ)
             readers = 2
             while readers:
                 for key, _ in sel.select():
                     if key.fileobj is proc.stdin:
                         pending = self._write(sel, pending)
+                        continue
+                    if key.fileobj is watch:
+                        if watch.read() and not pending:
+                            _drain(proc.stderr, err)
+                            return Finished(None, bytes(out), bytes(err[-self._keep :]), False)
+                        if watch.broken:
+                            sel.unregister(watch)
                         continue
                     buffer: bytearray = key.data
                     data = os.read(key.fd, _READ)
@@ -141,13 +159,24 @@ class RsyncRun:
         return pending
 
     def finish(self, bound: float) -> int:
-        """Wait up to `bound` seconds for the exit, then kill; always reaps."""
+        """Wait up to `bound` seconds for the exit, then kill; always reaps.
+
+        What rsync wrote to stdout meanwhile (its summary) is kept in
+        `late_stdout`.
+        """
         try:
             code = self.proc.wait(bound)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             code = self.proc.wait()
+        late = bytearray()
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None and not pipe.closed:
+                os.set_blocking(pipe.fileno(), False)
+                _drain(pipe, late if pipe is self.proc.stdout else bytearray())
+        self.late_stdout = bytes(late[-_STDOUT_KEEP:])
         self._close_pipes()
+        self.exited.set()
         return code
 
     def retire(self, bound: float) -> int:
