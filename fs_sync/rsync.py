@@ -14,6 +14,22 @@ is needed from the reactor. It reaches the daemon through `AckingRelay`
 (fs_sync/rsyncrelay.py), which spares each run two 40 ms delayed-ACK stalls
 against a daemon without `socket options = TCP_NODELAY`.
 
+A small change must not wait for rsync's start or its exit
+(fs_sync/rsyncrun.py, fs_sync/rsyncwatch.py):
+
+- after each batch the next run is started, a *standby*: connected,
+  authenticated, its arguments sent, blocked reading its names. It holds
+  one of the module's `max connections` while it waits; the keepalives of
+  both sides keep the daemon's `timeout` from ending it. A standby that
+  died meanwhile, or that fails as a whole once given names, is replaced
+  by a fresh run of the same batch, so a batch is never lost to it;
+- a run is done once inotify has seen each of its files renamed into
+  staging (rsync renames a file there only when it is checked, timed and
+  moded), or else once rsync has printed its summary; the process, which
+  then sleeps ~20 ms before exiting, is reaped on a thread of its own and
+  its staging directory removed after it exited. `close()` ends the
+  standby (an empty list), waits for every run and leaves no process.
+
 What went wrong is read from rsync's exit code and stderr (run with
 LC_ALL=C, so messages are English and every byte outside ASCII in a name
 is escaped as `\\#ooo`):
