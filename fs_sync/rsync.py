@@ -307,7 +307,6 @@ class RsyncFetcher:
         self._standby: RsyncRun | None = None  # started ahead of the next batch
         self._exiting: list[threading.Thread] = []  # each reaps a run read to its summary
         self._closing = False
-        self._litter: list[RsyncRun] = []  # runs done with, their staging to remove
         self._pool = ThreadPool(minthreads=0, maxthreads=1, name="fs_sync-rsync")
         self._pool.start()
 
@@ -388,11 +387,11 @@ class RsyncFetcher:
                 try:
                     self._settle(key[0], done, standby.staging, members, batch, results)
                 finally:
-                    self._litter.append(standby)
+                    self._done_with(standby)
                 return
             # The standby had died or timed out waiting (daemon restarted,
             # connection cut): nothing was installed; a fresh run retries.
-            self._litter.append(standby)
+            self._done_with(standby)
         run = self._start(key)
         try:
             done = self._complete(run, listing)
@@ -401,7 +400,7 @@ class RsyncFetcher:
                 raise BackendUnavailable(f"rsync from {where} failed: its output could not be read")
             self._settle(key[0], done, run.staging, members, batch, results)
         finally:
-            self._litter.append(run)
+            self._done_with(run)
 
     def _complete(self, run: RsyncRun, listing: bytes) -> Finished | None:
         """Run `run` on `listing`; None (and the process reaped) if our side failed."""
@@ -427,6 +426,7 @@ class RsyncFetcher:
             name="fs_sync-rsync-reap",
             daemon=True,
         )
+        run.reaper = reaper
         reaper.start()
         self._exiting.append(reaper)
         return done
@@ -437,6 +437,15 @@ class RsyncFetcher:
         run.finish(self.timeout)
         if count:  # ended when its files were staged: its summary came later
             self._count(run.late_stdout)
+        run.settled.wait()  # every staged file installed: the worker set it in a finally
+        shutil.rmtree(run.staging, ignore_errors=True)
+
+    @staticmethod
+    def _done_with(run: RsyncRun) -> None:
+        """The batch has what it wanted from `run`: its staging may go (now, or once it exited)."""
+        run.settled.set()
+        if run.reaper is None:
+            shutil.rmtree(run.staging, ignore_errors=True)
 
     def _settle(
         self,
@@ -511,23 +520,12 @@ class RsyncFetcher:
         return None
 
     def _after(self, key: _Key | None) -> None:
-        """Start the standby for the next batch (one like the last), then tidy up."""
+        """Start the standby for the next batch (one like the last)."""
         if key is not None and not self._closing and self._standby is None:
             try:
                 self._standby = self._start(key)
             except (BackendUnavailable, OSError):
                 pass  # the next batch starts its own run and says what is wrong
-        self._tidy()
-
-    def _tidy(self) -> None:
-        """Remove the staging directories of the runs done with that have exited."""
-        keep = []
-        for run in self._litter:
-            if run.exited.is_set():
-                shutil.rmtree(run.staging, ignore_errors=True)
-            else:
-                keep.append(run)
-        self._litter = keep
 
     def _retire(self, run: RsyncRun) -> None:
         run.retire(_RETIRE_BOUND)
@@ -545,7 +543,6 @@ class RsyncFetcher:
         if run is not None:
             self._retire(run)
         self._reap(keep=0)
-        self._tidy()
 
 
 def _names(listing: bytes) -> list[bytes]:

@@ -76,7 +76,8 @@ class RsyncRun:
     ) -> None:
         self.staging, self.key, self._keep = staging, key, stderr_keep
         self.late_stdout = b""
-        self.exited = threading.Event()  # set once reaped
+        self.settled = threading.Event()  # set once the batch is done with the staged files
+        self.reaper: threading.Thread | None = None  # reaps a run ended before its exit
         self.proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.PIPE,
@@ -176,7 +177,6 @@ class RsyncRun:
                 _drain(pipe, late if pipe is self.proc.stdout else bytearray())
         self.late_stdout = bytes(late[-_STDOUT_KEEP:])
         self._close_pipes()
-        self.exited.set()
         return code
 
     def retire(self, bound: float) -> int:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 from fs_sync.interface import FetchItem, Outcome
 from fs_sync.rsync import RsyncFetcher
+from fs_sync.rsyncrun import Finished, RsyncRun
 from tests.fetcher_contract import private_reactor, run_deferred
 from tests.helpers import wait_for
 from tests.test_fs_sync_rsync import PASSWORD, USER, Daemon
@@ -183,4 +185,41 @@ def test_close_leaves_no_process_behind(daemon: Daemon, tmp_path: Path) -> None:
         assert _children() != before
         run_deferred(reactor, fetcher.close())
     assert _children() == before
+    assert os.listdir(daemon.staging) == []
+
+
+class _InstallAfterExit(RsyncFetcher):
+    """Installs a run's files only once the rsync that staged them has been reaped."""
+
+    def _complete(self, run: RsyncRun, listing: bytes) -> Finished | None:
+        self.last = run
+        return super()._complete(run, listing)
+
+    def _settle(self, *args: Any) -> None:
+        wait_for(lambda: self.last.proc.returncode is not None, message="rsync reaped")
+        super()._settle(*args)
+
+
+def test_staging_outlives_rsync_until_installed(daemon: Daemon, tmp_path: Path) -> None:
+    """A run ended early exits while its files are still being installed: none is lost."""
+    served = daemon.served + b"/outlive"
+    os.makedirs(served, exist_ok=True)
+    names = [b"f%d" % i for i in range(20)]
+    for name in names:
+        _write(served + b"/" + name, b"content " + name)
+    dst = os.fsencode(tmp_path)
+    items = [FetchItem(b"/outlive/" + name, dst + b"/" + name) for name in names]
+    with private_reactor() as reactor:
+        fetcher = _InstallAfterExit(
+            "127.0.0.1", daemon.port, USER, PASSWORD, b"/mirror", daemon.staging, reactor
+        )
+        try:
+            for _ in range(2):  # a fresh run, then the standby
+                results = run_deferred(reactor, fetcher.fetch(items))
+                assert [r[1] for r in results] == [Outcome.DONE] * len(names)
+        finally:
+            run_deferred(reactor, fetcher.close())
+    for name in names:
+        with open(dst + b"/" + name, "rb") as f:
+            assert f.read() == b"content " + name
     assert os.listdir(daemon.staging) == []
