@@ -1,4 +1,4 @@
-"""A batch bigger than one rsync run is split into several runs, all installed."""
+"""rsync runs against a real daemon: split batches, the standby run, its failures, the stop."""
 
 from __future__ import annotations
 
