@@ -20,28 +20,33 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from fs_sync.atomic import copy_fd, refuse_directory
-from fs_sync.beneath import SymlinkInPath, open_beneath
+from fs_sync.atomic import copy_fd
+from fs_sync.beneath import SymlinkInPath, open_beneath, open_root
 from fs_sync.interface import FetchItem, Outcome, Result, is_local_disk_error
 
 _GONE = (errno.ENOENT, errno.ENOTDIR)
 
 
 def fetch_one(
-    root: bytes, item: FetchItem, tmpdir: bytes | None = None, fsync: bool = True
+    root: bytes,
+    item: FetchItem,
+    tmpdir: bytes | None = None,
+    fsync: bool = True,
+    root_fd: int | None = None,
 ) -> Result:
     """Copy `root + item.remote` to `item.local` (blocking; runs in a thread).
 
     No symlink below ``root`` is followed, in the file's name or in any
     directory above it (:mod:`fs_sync.beneath`): on a mount of the worker, a
     symlink resolves on this host and could pull its own files into the mirror.
+    ``root_fd`` is an ``open_root(root)`` handle kept for a whole batch.
+    A directory at `item.local` is found by the final rename, which refuses
+    to replace it: FAILED, and the directory stays.
     """
-    refused = refuse_directory(item)
-    if refused:
-        return refused
     try:
         # O_NONBLOCK: a FIFO must not hang the copy.
-        fd = open_beneath(root or b"/", item.remote, os.O_RDONLY | os.O_NONBLOCK)
+        flags = os.O_RDONLY | os.O_NONBLOCK
+        fd = open_beneath(root or b"/", item.remote, flags, root_fd=root_fd)
     except SymlinkInPath:
         return (item, Outcome.NOT_A_FILE, "a directory in its path is a symlink")
     except OSError as e:
@@ -58,6 +63,8 @@ def fetch_one(
         copy_fd(
             fd, item.local, tmpdir, like=st, fsync=fsync
         )  # mode and mtime even if a record lacks them
+    except IsADirectoryError:
+        return (item, Outcome.FAILED, "local path is a directory")
     except OSError as e:
         if is_local_disk_error(e):
             raise  # the mirror's disk, not this file: the whole fetch waits
@@ -97,12 +104,7 @@ class LocalFetcher:
         for item in batch:
             shares[zlib.crc32(item.local) % self.threads].append(item)
         ds = [
-            deferToThreadPool(
-                self._reactor,
-                self._pool,
-                lambda share: [fetch_one(self.root, i, self.tmpdir, self.fsync) for i in share],
-                share,
-            )
+            deferToThreadPool(self._reactor, self._pool, self._fetch_share, share)
             for share in shares
             if share
         ]
@@ -115,6 +117,23 @@ class LocalFetcher:
             return [by_item[id(item)] for item in batch]
 
         return DeferredList(ds, consumeErrors=True).addCallback(in_order)
+
+    def _fetch_share(self, share: list[FetchItem]) -> list[Result]:
+        """One thread's items, with one handle on the root for all of them (blocking).
+
+        A root that cannot be opened (an unmounted share) gives each item its
+        own answer, as the opens one by one did.
+        """
+        root = self.root or b"/"
+        try:
+            root_fd: int | None = open_root(root)
+        except OSError:
+            root_fd = None
+        try:
+            return [fetch_one(root, i, self.tmpdir, self.fsync, root_fd) for i in share]
+        finally:
+            if root_fd is not None:
+                os.close(root_fd)
 
     def close(self) -> Deferred[None]:
         self._pool.stop()

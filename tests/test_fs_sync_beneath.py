@@ -10,7 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from fs_sync.beneath import SymlinkInPath, components, open_beneath
+from fs_sync import beneath
+from fs_sync.beneath import SymlinkInPath, components, open_beneath, open_root
+
+#: Every test runs against both ways of opening: the kernel's openat2 and the
+#: component-by-component walk that runs where openat2 is missing.
+HAS_OPENAT2 = beneath._syscall is not None
+
+
+@pytest.fixture(autouse=True, params=["openat2", "walk"])
+def resolver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "walk":
+        monkeypatch.setattr(beneath, "_syscall", None)
+    elif not HAS_OPENAT2:
+        pytest.skip("this kernel or libc has no openat2: only the walk runs here")
+    return str(request.param)
 
 
 def _read(fd: int) -> bytes:
@@ -33,6 +47,32 @@ def test_a_plain_path_opens_the_file(tree: Path) -> None:
     """Every component a directory, the last a file: its content."""
     assert _read(open_beneath(bytes(tree), b"d/e/f")) == b"inside"
     assert _read(open_beneath(bytes(tree), b"/d/e/f")) == b"inside"  # leading slash: same
+
+
+def test_a_root_handle_serves_many_opens(tree: Path) -> None:
+    """``root_fd`` from ``open_root``: the same answers, and the handle stays the caller's."""
+    root_fd = open_root(bytes(tree))
+    try:
+        for _ in range(3):
+            assert _read(open_beneath(bytes(tree), b"d/e/f", root_fd=root_fd)) == b"inside"
+        os.symlink(tree.parent / "outside", tree / "d" / "out")
+        with pytest.raises(SymlinkInPath):
+            open_beneath(bytes(tree), b"d/out/f", root_fd=root_fd)
+        os.fstat(root_fd)  # still open
+    finally:
+        os.close(root_fd)
+
+
+def test_a_nul_byte_never_shortens_the_path(tree: Path) -> None:
+    """``d/e/f\0x`` is refused, never opened as ``d/e/f`` (a C string ends at the NUL)."""
+    with pytest.raises(ValueError):
+        open_beneath(bytes(tree), b"d/e/f\0x")
+
+
+def test_openat2_is_used_where_the_kernel_has_it(resolver: str, tree: Path) -> None:
+    """Linux 5.6 and later: the one-call path is taken, not silently dropped."""
+    os.close(open_beneath(bytes(tree), b"d/e/f"))
+    assert (beneath._syscall is not None) is (resolver == "openat2")
 
 
 def test_a_symlink_as_the_last_component_is_eloop(tree: Path) -> None:
