@@ -73,3 +73,52 @@ def test_install_across_filesystems(tmp_path: Path) -> None:
         install(staged, local)
         assert Path(os.fsdecode(local)).read_bytes() == b"from staging"
     assert os.listdir(tmp_path) == ["f"]
+
+
+def test_unnamed_file_is_linked_in_with_no_temporary_name(tmp_path: Path) -> None:
+    """A new file: written with no name, then linked as `local`; nothing else appears."""
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (tmp_path / "d").mkdir()
+    local = os.fsencode(tmp_path / "d" / "new")
+    with AtomicFile(local, os.fsencode(staging), unnamed=True) as out:
+        if out.temp is not None:
+            pytest.skip("no O_TMPFILE on this file system")
+        out.write(b"whole")
+        assert os.listdir(tmp_path / "d") == []  # not visible before commit
+        out.commit()
+    assert (tmp_path / "d" / "new").read_bytes() == b"whole"
+    assert os.listdir(tmp_path / "d") == ["new"]
+    assert os.listdir(staging) == []
+
+
+def test_unnamed_file_over_an_old_one_keeps_its_hard_link(tmp_path: Path) -> None:
+    """`local` exists: the new file is renamed over it, a backup's link keeps the old content."""
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    old = tmp_path / "log"
+    old.write_bytes(b"old")
+    os.link(old, tmp_path / "log.1")
+    with AtomicFile(os.fsencode(old), os.fsencode(staging), unnamed=True) as out:
+        out.write(b"new")
+        out.commit()
+    assert old.read_bytes() == b"new"
+    assert (tmp_path / "log.1").read_bytes() == b"old"
+    assert sorted(os.listdir(tmp_path)) == ["log", "log.1", "staging"]
+    assert os.listdir(staging) == []
+
+
+def test_unnamed_file_aborted_or_refused_leaves_nothing(tmp_path: Path) -> None:
+    """Left without commit, or committed over a directory: nothing remains but the directory."""
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    with AtomicFile(os.fsencode(tmp_path / "f"), os.fsencode(staging), unnamed=True) as out:
+        out.write(b"half")
+    (tmp_path / "d").mkdir()
+    with (
+        pytest.raises(IsADirectoryError),
+        AtomicFile(os.fsencode(tmp_path / "d"), os.fsencode(staging), unnamed=True) as out,
+    ):
+        out.commit()
+    assert sorted(os.listdir(tmp_path)) == ["d", "staging"]
+    assert os.listdir(staging) == []
