@@ -6,8 +6,11 @@ NEXT goes out only after a batch is applied and its serial saved, so the
 sn file never runs ahead of the mirror.  Records are applied in chunks of at
 most ``chunk`` records (``init_chunk`` in an INIT: fewer fetcher runs and
 syncfs) while the transport is paused, so a multi-million record INIT costs
-bounded memory.  A chunk that must wait (a full disk, a backend that cannot
-serve) is applied again later on the same connection, never by a new INIT.
+bounded memory.  In an INIT one chunk is read and parsed ahead while the one
+before it is applied and fetched (at most two in hand); the chunks still
+reach the disk one after the other, in order, through the gate.  A chunk
+that must wait (a full disk, a backend that cannot serve) is applied again
+later on the same connection, never by a new INIT.
 
 What outlives a connection (the sn file, the sink, the gate, the INIT
 sweep) is ``fs_mirror.client.MirrorClient``'s; this module is the one
@@ -106,6 +109,7 @@ class MirrorProtocol(protocol.Protocol):
         self._paused = False
         self._init_start = (0.0, (0, 0, 0))
         self._abort_call: Any = None
+        self._ahead: Deferred | None = None  # the INIT chunk being applied while the next is read
 
     # -- Twisted callbacks ---------------------------------------------------
     def connectionMade(self) -> None:
@@ -145,6 +149,9 @@ class MirrorProtocol(protocol.Protocol):
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.closed = True
+        if self._ahead is not None:  # still tracked: the next connection waits for it
+            self._ahead.addErrback(lambda _: None)  # its failure ends with this connection
+            self._ahead = None
         if self._abort_call is not None and self._abort_call.active():
             self._abort_call.cancel()
         self.client.disconnected(self, reason)
@@ -306,7 +313,8 @@ class MirrorProtocol(protocol.Protocol):
             self.records.append(event.record)
             limit = self.client.init_chunk if self.initializing else self.client.chunk
             if len(self.records) >= limit:
-                self._run(self._flush, "applying records")
+                work = self._flush_ahead if self.initializing else self._flush
+                self._run(work, "applying records")
         elif isinstance(event, InitStarted):
             self.session, self.serial, self.initializing = event.session, event.serial, True
             self.client.health.heard(event.session, event.serial)
@@ -343,8 +351,9 @@ class MirrorProtocol(protocol.Protocol):
         elif isinstance(event, Failed):
             self._abort(f"mirrord conversation failed: {event.reason}")
 
-    def _flush(self) -> Deferred:
-        records, self.records = self.records, []
+    def _flush(self, records: list[Record] | None = None) -> Deferred:
+        if records is None:
+            records, self.records = self.records, []
         if not records:
             return succeed(None)
         if self.initializing:
@@ -360,8 +369,38 @@ class MirrorProtocol(protocol.Protocol):
             d.addCallback(progressed)
         return d
 
+    def _flush_ahead(self) -> Deferred:
+        """An INIT chunk: applied once the one before it has been, read on meanwhile.
+
+        Returns the work of the chunk before: the connection reads the next
+        chunk as soon as that has finished, while this one is applied and
+        fetched.  This chunk starts only after the one before succeeded
+        (retries included): a failed chunk drops the connection, and what was
+        read after it is never applied.
+        """
+        records, self.records = self.records, []
+        before = self._ahead
+        this: Deferred = Deferred()
+        self._ahead = self.client.track(this)
+        if before is None:
+            self._flush(records).chainDeferred(this)
+            return succeed(None)
+
+        def start(result: object) -> object:
+            self._flush(records).chainDeferred(this)
+            return result
+
+        def never(failure: Failure) -> Failure:
+            this.errback(Stopped())
+            return failure
+
+        before.addCallbacks(start, never)
+        return before
+
     def _finish_init(self) -> Deferred:
-        d = self._flush()
+        before, self._ahead = self._ahead, None
+        d = before if before is not None else succeed(None)
+        d.addCallback(lambda _: self._flush())
         d.addCallback(lambda _: self.client.end_init())
         d.addCallback(lambda _: self._saved_init())
         d.addErrback(self._sweep_refused)

@@ -202,6 +202,58 @@ def test_chunks_pause_the_transport(tmp_path):
     assert rec.chunks[2] == ([b"DELETE:/a"], 4, False)
 
 
+def test_init_reads_the_next_chunk_while_one_is_applied(tmp_path):
+    """INIT: the chunk after the one being applied is read meanwhile; chunks still reach
+    the sink one after the other, in order, and no more than two are in hand."""
+    rec = Recorder()
+    h = Harness(tmp_path, sink=rec, chunk=2)
+    proto, t = h.connect()
+    names = [b"CREATE:/%s" % n for n in (b"a", b"b", b"c", b"d", b"e")]
+    feed(proto, b"OK", *init_stream(3, *names))
+    assert rec.chunks == [(names[:2], 3, True)]  # the second waits for the first
+    assert list(proto.lines) == [names[4], b"EOF"]  # ... but it was read and parsed
+    assert t.producerState == "paused"  # two chunks in hand: reading stops
+    rec.finish()
+    assert rec.chunks[1] == (names[2:4], 3, True)
+    assert list(proto.lines) == [] and h.state.load() is None
+    rec.finish()
+    assert rec.chunks[2] == (names[4:], 3, True)
+    rec.finish()
+    assert h.state.load() == (SESSION, 3) and sent(t)[-1] == b"NEXT"
+
+
+def test_init_chunk_failing_while_the_next_waits_drops_the_connection(tmp_path):
+    """The chunk read ahead is never applied once the one before it failed."""
+    rec = Recorder()
+    h = Harness(tmp_path, sink=rec, chunk=2)
+    proto, t = h.connect()
+    names = [b"CREATE:/%s" % n for n in (b"a", b"b", b"c", b"d", b"e")]
+    feed(proto, b"OK", *init_stream(3, *names))
+    rec.waiting.pop(0).errback(OSError(13, "Permission denied"))
+    assert t.disconnecting and h.state.load() is None
+    proto.connectionLost()
+    assert len(rec.chunks) == 1
+    assert h.client.when_idle().called  # nothing of the dropped connection is left running
+
+
+def test_init_chunk_retried_for_a_full_disk_keeps_the_next_one_behind_it(tmp_path):
+    """A chunk waiting for disk space is retried first: the one read after it waits."""
+    rec = Recorder()
+    h = Harness(tmp_path, sink=rec, chunk=2)
+    proto, t = h.connect()
+    names = [b"CREATE:/%s" % n for n in (b"a", b"b", b"c", b"d", b"e")]
+    feed(proto, b"OK", *init_stream(3, *names))
+    rec.waiting.pop(0).errback(OSError(28, "No space left on device"))
+    assert [chunk for chunk, _, _ in rec.chunks] == [names[:2]]
+    h.client.reactor.advance(1)
+    assert [chunk for chunk, _, _ in rec.chunks] == [names[:2]] * 2
+    rec.finish()
+    assert [chunk for chunk, _, _ in rec.chunks] == [names[:2]] * 2 + [names[2:4]]
+    rec.finish()
+    rec.finish()
+    assert h.state.load() == (SESSION, 3) and not t.disconnecting
+
+
 def test_failed_batch_drops_connection_without_saving(tmp_path):
     """A batch whose apply fails for another reason is not saved; the connection drops."""
     rec = Recorder()
