@@ -37,7 +37,6 @@ import errno
 import itertools
 import os
 import stat
-import threading
 from types import TracebackType
 
 from fs_sync.interface import FetchItem, Outcome, Result
@@ -49,28 +48,6 @@ _TEMP_TRIES = 100  # names taken already (a leftover of a killed run): try the n
 _serial = itertools.count()  # next() is atomic under the GIL: safe across fetch threads
 #: errno values of sendfile(2) that mean "not between these two files": copy by hand.
 _NO_SENDFILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV})
-
-
-_proc: tuple[int, int] | None = None  # (pid, fd of /proc/self/fd) once looked up
-_proc_lock = threading.Lock()
-_NO_TMPFILE = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOSYS})
-
-
-def _proc_fds() -> int | None:
-    """A handle on this process's ``/proc/self/fd`` (None without procfs), new after a fork."""
-    global _proc
-    pid = os.getpid()
-    known = _proc
-    if known is not None and known[0] == pid:
-        return known[1] if known[1] >= 0 else None
-    with _proc_lock:
-        if _proc is None or _proc[0] != pid:
-            try:
-                fd = os.open(b"/proc/self/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            except OSError:
-                fd = -1
-            _proc = (pid, fd)
-        return _proc[1] if _proc[1] >= 0 else None
 
 
 def make_temp(directory: bytes, prefix: bytes) -> tuple[int, bytes]:
@@ -111,68 +88,17 @@ class AtomicFile:
 
     Use as a context manager: leaving the block without `commit()` (an
     exception, an early return) removes the temporary file.
-
-    ``unnamed=True`` first tries a file with no name at all (``O_TMPFILE``)
-    in `local`'s own directory, linked in by `commit()` when `local` does not
-    exist yet (an INIT: no temporary name to make, rename or leave behind
-    after a ``kill -9``, and the inode is allocated near its directory);
-    over an existing `local` it is given a temporary name and renamed as
-    usual. ``temp`` is None while the file has no name.
     """
 
-    def __init__(
-        self,
-        local: bytes,
-        tmpdir: bytes | None = None,
-        fsync: bool = True,
-        *,
-        unnamed: bool = False,
-    ) -> None:
+    def __init__(self, local: bytes, tmpdir: bytes | None = None, fsync: bool = True) -> None:
         self.local = local
         self.fsync = fsync
-        self._tmpdir = tmpdir
+        if tmpdir is not None:
+            directory, prefix = tmpdir, b"fetch-"
+        else:
+            directory, prefix = temp_prefix(local)
+        self.fd, self.temp = make_temp(directory, prefix)
         self._done = False
-        self.temp: bytes | None = None
-        if unnamed and _proc_fds() is not None:
-            try:
-                flags = os.O_RDWR | os.O_TMPFILE | os.O_CLOEXEC
-                self.fd = os.open(os.path.dirname(local) or b".", flags, 0o600)
-                return
-            except OSError as e:
-                if e.errno not in _NO_TMPFILE:  # this file system has none: name it
-                    raise
-        self.fd, self.temp = make_temp(*self._where())
-
-    def _where(self) -> tuple[bytes, bytes]:
-        if self._tmpdir is not None:
-            return self._tmpdir, b"fetch-"
-        return temp_prefix(self.local)
-
-    def _link_in(self) -> bool:
-        """Give the unnamed file `local`'s name if free (True); else a temporary name."""
-        proc = _proc_fds()
-        assert proc is not None
-        try:
-            os.link(b"%d" % self.fd, self.local, src_dir_fd=proc)
-            return True
-        except FileExistsError:
-            pass
-        where = [self._where(), temp_prefix(self.local)]  # another fs than tmpdir: a sibling
-        for directory, prefix in where:
-            base = os.path.join(directory, prefix) + b"%d-" % os.getpid()
-            for _ in range(_TEMP_TRIES):
-                name = base + b"%d" % next(_serial)
-                try:
-                    os.link(b"%d" % self.fd, name, src_dir_fd=proc)
-                    self.temp = name
-                    return False
-                except FileExistsError:
-                    continue
-                except OSError as e:
-                    if e.errno != errno.EXDEV:
-                        raise
-                    break
-        raise FileExistsError(errno.EEXIST, "no free temporary name", self.local)
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
@@ -192,12 +118,6 @@ class AtomicFile:
             os.utime(self.fd, ns=(like.st_atime_ns, like.st_mtime_ns))
         if self.fsync:
             os.fsync(self.fd)
-        if self.temp is None and self._link_in():
-            os.close(self.fd)
-            self.fd = -1
-            self._done = True
-            return
-        assert self.temp is not None
         os.close(self.fd)
         self.fd = -1
         try:
@@ -220,8 +140,6 @@ class AtomicFile:
             self.fd = -1
         if not self._done:
             self._done = True
-            if self.temp is None:
-                return  # never named: gone with its descriptor
             try:
                 os.unlink(self.temp)
             except FileNotFoundError:
@@ -251,7 +169,7 @@ def copy_fd(
     From `src_fd`'s current offset to its end, block by block: by
     ``sendfile`` while the kernel can, else through a buffer of ours.
     """
-    with AtomicFile(local, tmpdir, fsync, unnamed=True) as out:
+    with AtomicFile(local, tmpdir, fsync) as out:
         if not _send(src_fd, out.fd):
             buffer = bytearray(BLOCK)
             view = memoryview(buffer)
