@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,21 @@ from tests.fetcher_contract import private_reactor, run_deferred
 from tests.helpers import wait_for
 from tests.test_fs_sync_rsync import PASSWORD, USER, Daemon
 from tests.test_fs_sync_rsync import daemon as daemon  # the module-scoped fixture
+
+
+@contextmanager
+def _fetcher(
+    daemon: Daemon, cls: type[RsyncFetcher] = RsyncFetcher, **options: Any
+) -> Iterator[tuple[Any, RsyncFetcher]]:
+    """A fetcher against ``daemon`` on a reactor of its own; closed (standby too) at the end."""
+    with private_reactor() as reactor:
+        fetcher = cls(
+            "127.0.0.1", daemon.port, USER, PASSWORD, b"/mirror", daemon.staging, reactor, **options
+        )
+        try:
+            yield reactor, fetcher
+        finally:
+            run_deferred(reactor, fetcher.close())
 
 
 def test_batch_split_into_runs_keeps_order_and_outcomes(daemon: Daemon, tmp_path: Path) -> None:
@@ -27,14 +44,8 @@ def test_batch_split_into_runs_keeps_order_and_outcomes(daemon: Daemon, tmp_path
                 f.write(b"content " + name)
     dst = os.fsencode(tmp_path)
     items = [FetchItem(b"/runs/" + name, dst + b"/" + name) for name in names]
-    with private_reactor() as reactor:
-        fetcher = RsyncFetcher(
-            "127.0.0.1", daemon.port, USER, PASSWORD, b"/mirror", daemon.staging, reactor, run_max=2
-        )
-        try:
-            results = run_deferred(reactor, fetcher.fetch(items))
-        finally:
-            run_deferred(reactor, fetcher.close())
+    with _fetcher(daemon, run_max=2) as (reactor, fetcher):
+        results = run_deferred(reactor, fetcher.fetch(items))
     assert [r[0] for r in results] == items
     outcomes = [r[1] for r in results]
     assert outcomes[3] is Outcome.VANISHED
@@ -82,24 +93,18 @@ def test_next_batch_uses_the_standby_started_before_it(daemon: Daemon, tmp_path:
     served = daemon.served + b"/standby"
     os.makedirs(served, exist_ok=True)
     dst = os.fsencode(tmp_path)
-    with private_reactor() as reactor:
-        fetcher = RsyncFetcher(
-            "127.0.0.1", daemon.port, USER, PASSWORD, b"/mirror", daemon.staging, reactor
-        )
-        try:
-            for round_ in range(3):
-                _write(served + b"/f", b"round %d" % round_)
-                item = FetchItem(b"/standby/f", dst + b"/f")
-                if round_:
-                    waiting = _standby_pid(fetcher)
-                [result] = run_deferred(reactor, fetcher.fetch([item]))
-                assert result[1] is Outcome.DONE
-                with open(dst + b"/f", "rb") as f:
-                    assert f.read() == b"round %d" % round_
-                if round_:
-                    assert _standby_pid(fetcher) != waiting
-        finally:
-            run_deferred(reactor, fetcher.close())
+    with _fetcher(daemon) as (reactor, fetcher):
+        for round_ in range(3):
+            _write(served + b"/f", b"round %d" % round_)
+            item = FetchItem(b"/standby/f", dst + b"/f")
+            if round_:
+                waiting = _standby_pid(fetcher)
+            [result] = run_deferred(reactor, fetcher.fetch([item]))
+            assert result[1] is Outcome.DONE
+            with open(dst + b"/f", "rb") as f:
+                assert f.read() == b"round %d" % round_
+            if round_:
+                assert _standby_pid(fetcher) != waiting
     assert os.listdir(daemon.staging) == []
 
 
@@ -108,21 +113,15 @@ def test_dead_standby_is_replaced_by_a_fresh_run(daemon: Daemon, tmp_path: Path)
     served = daemon.served + b"/dead"
     os.makedirs(served, exist_ok=True)
     dst = os.fsencode(tmp_path)
-    with private_reactor() as reactor:
-        fetcher = RsyncFetcher(
-            "127.0.0.1", daemon.port, USER, PASSWORD, b"/mirror", daemon.staging, reactor
-        )
-        try:
-            _write(served + b"/f", b"one")
-            run_deferred(reactor, fetcher.fetch([FetchItem(b"/dead/f", dst + b"/f")]))
-            os.kill(_standby_pid(fetcher), signal.SIGKILL)
-            _write(served + b"/f", b"two")
-            [result] = run_deferred(reactor, fetcher.fetch([FetchItem(b"/dead/f", dst + b"/f")]))
-            assert result[1] is Outcome.DONE
-            with open(dst + b"/f", "rb") as f:
-                assert f.read() == b"two"
-        finally:
-            run_deferred(reactor, fetcher.close())
+    with _fetcher(daemon) as (reactor, fetcher):
+        _write(served + b"/f", b"one")
+        run_deferred(reactor, fetcher.fetch([FetchItem(b"/dead/f", dst + b"/f")]))
+        os.kill(_standby_pid(fetcher), signal.SIGKILL)
+        _write(served + b"/f", b"two")
+        [result] = run_deferred(reactor, fetcher.fetch([FetchItem(b"/dead/f", dst + b"/f")]))
+        assert result[1] is Outcome.DONE
+        with open(dst + b"/f", "rb") as f:
+            assert f.read() == b"two"
     assert os.listdir(daemon.staging) == []
 
 
@@ -143,29 +142,16 @@ def test_standby_failing_on_its_list_is_retried_fresh(daemon: Daemon, tmp_path: 
         'exec rsync "$@"\n'
     )
     shim.chmod(0o755)
-    with private_reactor() as reactor:
-        fetcher = RsyncFetcher(
-            "127.0.0.1",
-            daemon.port,
-            USER,
-            PASSWORD,
-            b"/mirror",
-            daemon.staging,
-            reactor,
-            rsync=str(shim),
-        )
-        try:
-            _write(served + b"/f", b"one")
-            run_deferred(reactor, fetcher.fetch([FetchItem(b"/retry/f", dst + b"/f")]))
-            _standby_pid(fetcher)
-            _write(served + b"/f", b"two")
-            [result] = run_deferred(reactor, fetcher.fetch([FetchItem(b"/retry/f", dst + b"/f")]))
-            assert result[1] is Outcome.DONE
-            with open(dst + b"/f", "rb") as f:
-                assert f.read() == b"two"
-            assert count.read_text().strip() in ("3", "4")  # the retry (and a new standby)
-        finally:
-            run_deferred(reactor, fetcher.close())
+    with _fetcher(daemon, rsync=str(shim)) as (reactor, fetcher):
+        _write(served + b"/f", b"one")
+        run_deferred(reactor, fetcher.fetch([FetchItem(b"/retry/f", dst + b"/f")]))
+        _standby_pid(fetcher)
+        _write(served + b"/f", b"two")
+        [result] = run_deferred(reactor, fetcher.fetch([FetchItem(b"/retry/f", dst + b"/f")]))
+        assert result[1] is Outcome.DONE
+        with open(dst + b"/f", "rb") as f:
+            assert f.read() == b"two"
+        assert count.read_text().strip() in ("3", "4")  # the retry (and a new standby)
     assert os.listdir(daemon.staging) == []
 
 
@@ -176,15 +162,11 @@ def test_close_leaves_no_process_behind(daemon: Daemon, tmp_path: Path) -> None:
     _write(served + b"/f", b"x")
     dst = os.fsencode(tmp_path)
     before = _children()  # the daemon
-    with private_reactor() as reactor:
-        fetcher = RsyncFetcher(
-            "127.0.0.1", daemon.port, USER, PASSWORD, b"/mirror", daemon.staging, reactor
-        )
+    with _fetcher(daemon) as (reactor, fetcher):
         run_deferred(reactor, fetcher.fetch([FetchItem(b"/close/f", dst + b"/f")]))
         _standby_pid(fetcher)
         assert _children() != before
-        run_deferred(reactor, fetcher.close())
-    assert _children() == before
+    assert _children() == before  # closed by _fetcher
     assert os.listdir(daemon.staging) == []
 
 
@@ -209,16 +191,10 @@ def test_staging_outlives_rsync_until_installed(daemon: Daemon, tmp_path: Path) 
         _write(served + b"/" + name, b"content " + name)
     dst = os.fsencode(tmp_path)
     items = [FetchItem(b"/outlive/" + name, dst + b"/" + name) for name in names]
-    with private_reactor() as reactor:
-        fetcher = _InstallAfterExit(
-            "127.0.0.1", daemon.port, USER, PASSWORD, b"/mirror", daemon.staging, reactor
-        )
-        try:
-            for _ in range(2):  # a fresh run, then the standby
-                results = run_deferred(reactor, fetcher.fetch(items))
-                assert [r[1] for r in results] == [Outcome.DONE] * len(names)
-        finally:
-            run_deferred(reactor, fetcher.close())
+    with _fetcher(daemon, _InstallAfterExit) as (reactor, fetcher):
+        for _ in range(2):  # a fresh run, then the standby
+            results = run_deferred(reactor, fetcher.fetch(items))
+            assert [r[1] for r in results] == [Outcome.DONE] * len(names)
     for name in names:
         with open(dst + b"/" + name, "rb") as f:
             assert f.read() == b"content " + name
