@@ -31,6 +31,7 @@ from fs_mirror.nodes import lstat as _lstat
 from fs_mirror.nodes import merge as _merge
 from fs_mirror.owed import Owed
 from fs_mirror.pending import Pending
+from fs_mirror.replay import checkpoints
 from fs_mirror.rotate import unshare
 from fs_mirror.state import STAGING_NAME
 from fs_sync.interface import Fetcher, FetchItem, Outcome, Result, is_local_disk_error
@@ -41,6 +42,10 @@ _NO_META = Meta()
 #: Records that can turn a directory into a symlink or remove it: after one,
 #: nothing ``confine`` learnt earlier in the batch is trusted any more.
 _RESHAPING = (Action.DELETE, Action.MOVE, Action.SYMLINK)
+
+
+def _moves_from(records: list[Record], start: int) -> bool:
+    return any(r.action is Action.MOVE for r in records[start:])
 
 
 class Applier:
@@ -98,7 +103,7 @@ class Applier:
         *,
         init: bool = False,
         replayed: int = 0,
-        local_done: Callable[[], None] | None = None,
+        progress: Callable[[int], None] | None = None,
         first: int | None = None,  # the serial of records[0]: report mode's, unused here
     ) -> Deferred[Stats]:
         """Apply ``records`` in order, then fetch the batch's files once.
@@ -108,7 +113,10 @@ class Applier:
         was killed before it could save their serial: for them only what
         they owe is worked out again (their fetches), since repeating a MOVE
         whose source earlier records made anew would replace the moved tree.
-        ``local_done`` runs once the disk changes are made, before the fetch.
+        ``progress(i)`` saves that ``records[: i + 1]`` are on disk: the
+        applier calls it around the MOVEs that need it (``fs_mirror.replay``)
+        and, when a MOVE was applied, once all disk changes are made, before
+        the fetch.
 
         A record that cannot be applied (a refused path, a name too long for
         this file system, ...) is logged in one line, counted and skipped:
@@ -119,6 +127,8 @@ class Applier:
         count as applied: replaying it is safe, records are idempotent.
         """
         self._paths.forget()
+        records = list(records)
+        marks = set(checkpoints(records, replayed)) if progress is not None else set()
         try:
             for index, record in enumerate(records):
                 self.stats.records += 1
@@ -136,8 +146,11 @@ class Applier:
                 finally:
                     if record.action in _RESHAPING:
                         self._reshaped(record)
-            if local_done is not None:
-                local_done()
+                if index in marks:
+                    assert progress is not None
+                    progress(index)
+            if progress is not None and _moves_from(records, replayed):
+                progress(len(records) - 1)
             return self._fetch_pending()
         except Exception:
             self._pending.clear()

@@ -207,23 +207,24 @@ class MirrorProtocol(protocol.Protocol):
 
         d.addCallbacks(done, failed)
 
-    def _replay_plan(self, records: list[Record]) -> tuple[int, Callable[[], None] | None]:
-        """How many of ``records`` a killed run already applied, and what to note once done.
+    def _replay_plan(self, records: list[Record]) -> tuple[int, Callable[[int], None] | None]:
+        """How many of ``records`` a killed run already applied, and how to note progress.
 
-        A chunk with a MOVE notes, before its fetch, that its disk changes
-        are made: replaying such a MOVE would take the source that earlier
-        records made anew for the moved tree (fs_mirror.apply, ``_book``).
+        A chunk with a MOVE notes how far its disk changes went (around the
+        MOVEs that need it, and before its fetch): replaying such a MOVE
+        after the records around it would take the source they made anew
+        for the moved tree (``fs_mirror.replay``).
         """
         if self.initializing or self._first is None or self.session is None:
             return 0, None
-        first, last, session = self._first, self._first + len(records) - 1, self.session
-        done = self.client.state.load_applied()
+        first, session, state = self._first, self.session, self.client.state
+        done = state.load_applied()
         replayed = 0
         if done is not None and done[0] == session:
             replayed = max(0, min(len(records), done[1] - first + 1))
         if not any(r.action is Action.MOVE for r in records[replayed:]):
             return replayed, None
-        return replayed, lambda: self.client.state.save_applied(session, last)
+        return replayed, lambda index: state.save_applied(session, first + index)
 
     def _apply(self, records: list[Record], serial: int | None, init: bool) -> Deferred:
         """Apply one chunk; while the disk or the backend must be waited for, retry it.
@@ -243,13 +244,13 @@ class MirrorProtocol(protocol.Protocol):
                 return
 
             def apply() -> Deferred:
-                replayed, local_done = self._replay_plan(records)  # a retry replays too
+                replayed, progress = self._replay_plan(records)  # a retry replays too
                 return sink.apply_batch(
                     records,
                     serial,
                     init=init,
                     replayed=replayed,
-                    local_done=local_done,
+                    progress=progress,
                     first=first,
                 )
 

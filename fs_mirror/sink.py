@@ -39,7 +39,7 @@ class Sink(Protocol):
         *,
         init: bool = False,
         replayed: int = 0,
-        local_done: Callable[[], None] | None = None,
+        progress: Callable[[int], None] | None = None,
         first: int | None = None,
     ) -> Deferred: ...
 
@@ -136,7 +136,7 @@ class ReportSink:
         *,
         init: bool = False,
         replayed: int = 0,
-        local_done: Callable[[], None] | None = None,
+        progress: Callable[[int], None] | None = None,
         first: int | None = None,
     ) -> Deferred[Stats]:
         if not init:

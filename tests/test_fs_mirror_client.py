@@ -62,7 +62,7 @@ class Recorder:
         self.stats = Stats()
 
     def apply_batch(
-        self, records, serial=None, *, init=False, replayed=0, local_done=None, first=None
+        self, records, serial=None, *, init=False, replayed=0, progress=None, first=None
     ):
         self.chunks.append(([r.encode() for r in records], serial, init))
         self.stats.records += len(records)
@@ -544,3 +544,68 @@ def test_batch_replayed_after_a_kill_mid_fetch_keeps_the_moved_tree(tmp_path):
     assert not os.path.exists(datadir + b"/a")
     with open(datadir + b"/b/x", "rb") as f:
         assert f.read() == b"x"
+
+
+class Killed(BaseException):
+    """kill -9: the batch's own error handling (``except Exception``) does not run."""
+
+
+class DyingApplier(Applier):
+    """Dies (``Killed``) once it has applied ``lives`` records to the disk."""
+
+    def __init__(self, *args, lives: int, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.lives = lives
+
+    def _apply(self, record: Record) -> None:
+        super()._apply(record)
+        self.lives -= 1
+        if self.lives == 0:
+            raise Killed
+
+
+#: The worker made a tree /a, renamed it to /b, then made /a anew.  Before the
+#: fix, a run killed after the MOVE but before the end of the chunk's disk
+#: changes left nothing saved, and the replay's CREATE made /a again, so the
+#: MOVE put that near-empty /a over the real /b.
+KILLED_MID_APPLY = [
+    b"SERIAL:15",
+    b"CREATE:/a/sub",
+    b"FWRITE:/a/sub/new",
+    b"MOVE:/a\t/b",
+    b"CREATE:/a",
+    b"FWRITE:/a/y",
+    b"FWRITE:/b/x",
+    b"EOF",
+]
+
+
+@pytest.mark.parametrize("lives", range(1, 7))
+def test_batch_replayed_after_a_kill_mid_apply_keeps_the_moved_tree(tmp_path, lives):
+    """Killed after any record of a chunk with a MOVE in it: the replay converges."""
+    datadir = os.fsencode(tmp_path / "mirror")
+    os.makedirs(datadir + b"/a/big")
+    for i in range(5):
+        with open(datadir + b"/a/big/f%d" % i, "wb") as f:
+            f.write(b"kept")
+    dying = DyingApplier(datadir, StuckFetcher(), as_root=False, lives=lives)
+    first = Harness(tmp_path, sink=dying, saved=(SESSION, 8))
+    proto, _ = first.connect()
+    feed(proto, b"OK", b"OK", *KILLED_MID_APPLY)  # Deferreds catch even a BaseException
+    assert dying.lives == 0 and first.state.load() == (SESSION, 8)
+    first.state.release()
+
+    again = Harness(tmp_path)
+    for path, content in ((b"/b/x", b"x"), (b"/a/y", b"y"), (b"/b/sub/new", b"n")):
+        os.makedirs(os.path.dirname(again.worker + path), exist_ok=True)
+        with open(again.worker + path, "wb") as f:
+            f.write(content)
+    proto, _ = again.connect()
+    feed(proto, b"OK", b"OK", *KILLED_MID_APPLY)
+    assert again.state.load() == (SESSION, 15), again.log_text()
+    assert sorted(os.listdir(datadir + b"/b/big")) == [b"f%d" % i for i in range(5)]
+    assert sorted(os.listdir(datadir + b"/b")) == [b"big", b"sub", b"x"]
+    assert os.listdir(datadir + b"/a") == [b"y"]
+    for path, content in ((b"/b/x", b"x"), (b"/a/y", b"y"), (b"/b/sub/new", b"n")):
+        with open(datadir + path, "rb") as f:
+            assert f.read() == content, path
