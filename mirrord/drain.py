@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import select
-import struct
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from typing import Protocol
 
 from twisted.logger import Logger
 
-from mirrord.events import IN_Q_OVERFLOW
+from fs_sync.inotify import HEADER, IN_Q_OVERFLOW
 from mirrord.kernel import READ_CHUNK, Inotify
 
 __all__ = ["InotifyDrain", "MAX_BYTES", "PER_TURN"]
@@ -39,7 +38,7 @@ __all__ = ["InotifyDrain", "MAX_BYTES", "PER_TURN"]
 MAX_BYTES = 16 * 1024 * 1024
 PER_TURN = 256 * 1024
 JOIN_TIMEOUT = 10.0
-OVERFLOW = struct.pack("iIII", -1, IN_Q_OVERFLOW, 0, 0)  # what the kernel says when it drops
+OVERFLOW = HEADER.pack(-1, IN_Q_OVERFLOW, 0, 0)  # what the kernel says when it drops
 
 
 class Feed(Protocol):

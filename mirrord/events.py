@@ -1,79 +1,22 @@
-"""Pure handling of the inotify event stream: byte parsing and move pairing.
+"""Pure pairing of the two halves of a rename in the inotify event stream.
 
-The kernel hands us a byte stream of ``struct inotify_event`` records; a read
-may in principle end inside a record (our callers also feed arbitrary
-chunks in tests), so :func:`parse` returns the events it could decode and the
-undecoded tail.  A rename shows up as two events, ``IN_MOVED_FROM`` and
-``IN_MOVED_TO``, linked by a cookie; the second one may never come (the
-target is outside every watched directory), so :class:`MovePairer` waits a
-bounded time and a bounded number of entries for it.  Nothing here does I/O
-or reads a clock: time is passed in, so every case is testable exactly.
-
-The mask bits are the Linux ABI values from ``<sys/inotify.h>`` (a test
-checks that they equal pyinotify's), kept here so this module imports nothing.
+The records themselves are decoded by ``fs_sync.inotify.parse``, the seam
+mirrord shares with the rsync backend.  A rename shows up as two events,
+``IN_MOVED_FROM`` and ``IN_MOVED_TO``, linked by a cookie; the second one
+may never come (the target is outside every watched directory), so
+:class:`MovePairer` waits a bounded time and a bounded number of entries for
+it.  Nothing here does I/O or reads a clock: time is passed in, so every
+case is testable exactly.
 """
 
 from __future__ import annotations
 
-import struct
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-IN_ACCESS = 0x00000001
-IN_MODIFY = 0x00000002
-IN_ATTRIB = 0x00000004
-IN_CLOSE_WRITE = 0x00000008
-IN_CLOSE_NOWRITE = 0x00000010
-IN_OPEN = 0x00000020
-IN_MOVED_FROM = 0x00000040
-IN_MOVED_TO = 0x00000080
-IN_CREATE = 0x00000100
-IN_DELETE = 0x00000200
-IN_DELETE_SELF = 0x00000400
-IN_MOVE_SELF = 0x00000800
-IN_UNMOUNT = 0x00002000
-IN_Q_OVERFLOW = 0x00004000
-IN_IGNORED = 0x00008000
-IN_ONLYDIR = 0x01000000
-IN_DONT_FOLLOW = 0x02000000
-IN_EXCL_UNLINK = 0x04000000
-IN_ISDIR = 0x40000000
-
-HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (of the NUL-padded name)
-
-
-@dataclass(frozen=True, slots=True)
-class RawEvent:
-    """One kernel event; ``name`` is relative to the watch, without NUL padding."""
-
-    wd: int
-    mask: int
-    cookie: int
-    name: bytes
-
-    @property
-    def isdir(self) -> bool:
-        return bool(self.mask & IN_ISDIR)
-
-
-def parse(buf: bytes) -> tuple[list[RawEvent], bytes]:
-    """Decode every complete record in ``buf``; return them and the undecoded tail."""
-    events: list[RawEvent] = []
-    size = HEADER.size
-    end = len(buf)
-    offset = 0
-    unpack_from = HEADER.unpack_from
-    while end - offset >= size:
-        wd, mask, cookie, length = unpack_from(buf, offset)
-        stop = offset + size + length
-        if stop > end:
-            break
-        name = bytes(buf[offset + size : stop]).split(b"\0", 1)[0]
-        events.append(RawEvent(wd, mask, cookie, name))
-        offset = stop
-    return events, bytes(buf[offset:])
+from fs_sync.inotify import IN_MOVED_FROM, IN_MOVED_TO
 
 
 class MoveHalf(Protocol):

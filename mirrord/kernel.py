@@ -1,9 +1,10 @@
 """The seam over the kernel's inotify: syscalls, limits, and the reactor reader.
 
-Only the syscalls come from pyinotify (its ctypes libc binding), never its
-WatchManager/Notifier: those keep a heavy object and a full path per watch,
-and we keep our own compact map (``watches.py``).  Paths are bytes all the
-way down, so a name that is not valid UTF-8 is watched like any other.
+The syscalls and the record parser are ``fs_sync.inotify``'s, the seam
+mirrord shares with the rsync backend; no pyinotify WatchManager/Notifier:
+those keep a heavy object and a full path per watch, and we keep our own
+compact map (``watches.py``).  Paths are bytes all the way down, so a name
+that is not valid UTF-8 is watched like any other.
 
 Kernel errors become our own exceptions, so callers never match errno or
 message text: :class:`WatchLimitReached` (its message names the sysctl to
@@ -26,25 +27,41 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import pyinotify  # type: ignore[import-untyped]
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import Logger
 from zope.interface import implementer  # type: ignore[import-untyped]
 
-from mirrord.events import IN_IGNORED, IN_Q_OVERFLOW, RawEvent, parse
+from fs_sync.inotify import (
+    IN_ATTRIB,
+    IN_CLOSE_WRITE,
+    IN_CREATE,
+    IN_DELETE,
+    IN_DELETE_SELF,
+    IN_DONT_FOLLOW,
+    IN_EXCL_UNLINK,
+    IN_IGNORED,
+    IN_MOVE_SELF,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_ONLYDIR,
+    IN_Q_OVERFLOW,
+    RawEvent,
+    libc,
+    parse,
+)
 
 WATCH_MASK: int = (
-    pyinotify.IN_CREATE
-    | pyinotify.IN_DELETE
-    | pyinotify.IN_MOVED_FROM
-    | pyinotify.IN_MOVED_TO
-    | pyinotify.IN_CLOSE_WRITE
-    | pyinotify.IN_ATTRIB
-    | pyinotify.IN_DELETE_SELF
-    | pyinotify.IN_MOVE_SELF
-    | pyinotify.IN_DONT_FOLLOW
-    | pyinotify.IN_ONLYDIR
-    | pyinotify.IN_EXCL_UNLINK
+    IN_CREATE
+    | IN_DELETE
+    | IN_MOVED_FROM
+    | IN_MOVED_TO
+    | IN_CLOSE_WRITE
+    | IN_ATTRIB
+    | IN_DELETE_SELF
+    | IN_MOVE_SELF
+    | IN_DONT_FOLLOW
+    | IN_ONLYDIR
+    | IN_EXCL_UNLINK
 )
 
 READ_CHUNK = 256 * 1024
@@ -53,11 +70,11 @@ MIN_QUEUED_EVENTS = 16384  # the kernel's default; below it overflows (full resc
 
 
 class Binding(Protocol):
-    """The syscalls we take from pyinotify's ``INotifyWrapper`` (or a test's fake)."""
+    """The syscalls: ``fs_sync.inotify.Libc`` (or a test's fake)."""
 
     def inotify_init(self) -> int: ...
 
-    def inotify_add_watch(self, fd: int, path: str, mask: int) -> int: ...
+    def inotify_add_watch(self, fd: int, path: bytes, mask: int) -> int: ...
 
     def inotify_rm_watch(self, fd: int, wd: int) -> int: ...
 
@@ -157,10 +174,7 @@ class Inotify:
     """
 
     def __init__(self, max_watches: int | None = None, wrapper: Binding | None = None) -> None:
-        binding = wrapper if wrapper is not None else pyinotify.INotifyWrapper.create()
-        if binding is None:
-            raise OSError(errno.ENOSYS, "no inotify binding found (pyinotify)")
-        self._wrapper: Binding = binding
+        self._wrapper: Binding = wrapper if wrapper is not None else libc()
         fd = self._wrapper.inotify_init()
         if fd < 0:
             code = self._wrapper.get_errno() or errno.EIO
@@ -178,17 +192,11 @@ class Inotify:
     def closed(self) -> bool:
         return self._fd < 0
 
-    def _add(self, path: bytes, mask: int) -> int:
-        libc = getattr(self._wrapper, "_libc", None)
-        if libc is not None:  # ctypes binding: c_char_p takes our bytes as they are
-            return int(libc.inotify_add_watch(self._fd, path, mask))
-        return int(self._wrapper.inotify_add_watch(self._fd, os.fsdecode(path), mask))
-
     def add_watch(self, path: bytes, mask: int = WATCH_MASK) -> int:
         """Watch the directory ``path``; return its wd (the same wd if already watched)."""
         if b"\0" in path:
             raise PathGone(f"path contains a NUL byte: {path!r}")
-        wd = self._add(path, mask)
+        wd = self._wrapper.inotify_add_watch(self._fd, path, mask)
         if wd >= 0:
             live = self._live
             if live is not None and wd not in live:

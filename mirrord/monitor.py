@@ -27,8 +27,7 @@ from typing import Protocol
 
 from twisted.logger import Logger
 
-from mirrord.creates import CreateWait
-from mirrord.events import (
+from fs_sync.inotify import (
     IN_ATTRIB,
     IN_CLOSE_WRITE,
     IN_CREATE,
@@ -41,12 +40,10 @@ from mirrord.events import (
     IN_MOVED_TO,
     IN_Q_OVERFLOW,
     IN_UNMOUNT,
-    MoveOutcome,
-    MovePairer,
-    Paired,
     RawEvent,
-    UnpairedFrom,
 )
+from mirrord.creates import CreateWait
+from mirrord.events import MoveOutcome, MovePairer, Paired, UnpairedFrom
 from mirrord.kernel import WATCH_MASK, Inotify, PathGone, WatchLimitReached
 from mirrord.paths import is_below, join
 from mirrord.polled import PolledRoots

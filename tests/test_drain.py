@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from mirrord import events as ev
+from fs_sync import inotify as ev
+from fs_sync.inotify import RawEvent, parse
 from mirrord.drain import OVERFLOW, InotifyDrain
-from mirrord.events import RawEvent, parse
 from mirrord.kernel import READ_CHUNK, Inotify
 
 

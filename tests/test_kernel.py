@@ -14,8 +14,8 @@ from twisted.internet.interfaces import IReadDescriptor
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger
 
-from mirrord import events as ev
-from mirrord.events import RawEvent, parse
+from fs_sync import inotify as ev
+from fs_sync.inotify import RawEvent, parse
 from mirrord.kernel import (
     WATCH_MASK,
     Inotify,
@@ -141,7 +141,7 @@ def test_kernel_watch_limit_message_names_sysctl() -> None:
         def inotify_init(self) -> int:
             return os.open(os.devnull, os.O_RDONLY)
 
-        def inotify_add_watch(self, fd: int, path: str, mask: int) -> int:
+        def inotify_add_watch(self, fd: int, path: bytes, mask: int) -> int:
             return -1
 
         def inotify_rm_watch(self, fd: int, wd: int) -> int:
@@ -281,7 +281,7 @@ class RefusingWrapper:
     def inotify_init(self) -> int:
         return os.open("/dev/null", os.O_RDONLY)
 
-    def inotify_add_watch(self, fd: int, path: str, mask: int) -> int:
+    def inotify_add_watch(self, fd: int, path: bytes, mask: int) -> int:
         return -1
 
     def get_errno(self) -> int:

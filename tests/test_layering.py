@@ -11,12 +11,21 @@ PACKAGES = ("protocol", "cmdconfig", "fs_info", "fs_sync", "mirrord", "fs_mirror
 #: package -> what of ours it may import. ``fs_sync.beneath`` opens the worker's
 #: files without following symlinks: the local backend and mirrord's FTP service use it.
 #: ``fs_sync.ftpbatch`` is the pure codec of MRTR, spoken by that service and the ftp backend.
+#: ``fs_sync.inotify`` is the kernel's inotify (syscalls, record parser): mirrord's watcher and
+#: the rsync backend's staging watch use it.
 ALLOWED = {
     "protocol": set(),
     "cmdconfig": set(),
     "fs_info": {"cmdconfig"},
     "fs_sync": set(),
-    "mirrord": {"protocol", "fs_info", "cmdconfig", "fs_sync.beneath", "fs_sync.ftpbatch"},
+    "mirrord": {
+        "protocol",
+        "fs_info",
+        "cmdconfig",
+        "fs_sync.beneath",
+        "fs_sync.ftpbatch",
+        "fs_sync.inotify",
+    },
     "fs_mirror": {"protocol", "fs_sync", "cmdconfig"},
 }
 
@@ -54,4 +63,6 @@ def test_the_arrow_check_sees_a_wrong_import() -> None:
     """The check itself can fail: protocol importing mirrord is caught."""
     assert not _allowed("protocol", "mirrord.store")
     assert not _allowed("mirrord", "fs_sync.local")
+    assert not _allowed("mirrord", "fs_sync.rsyncwatch")
     assert _allowed("mirrord", "fs_sync.beneath") and _allowed("fs_mirror", "fs_sync.local")
+    assert _allowed("mirrord", "fs_sync.inotify")

@@ -12,7 +12,7 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger
 
-from mirrord.events import (
+from fs_sync.inotify import (
     IN_CREATE,
     IN_ISDIR,
     IN_MOVED_FROM,
