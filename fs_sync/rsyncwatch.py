@@ -9,55 +9,26 @@ is done, ~1 ms before rsync has traded its closing messages and printed its
 summary. Anything else (a name missing, too many directories to watch, an
 overflowing inotify queue) leaves the run to end at its summary as before.
 
-The parser is a pure function over inotify's byte stream.
+The syscalls and the parser of the kernel's records are ``fs_sync.inotify``'s.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
-import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
-__all__ = ["IN_MOVED_TO", "IN_Q_OVERFLOW", "MAX_DIRS", "StagedWatch", "parse_events"]
+from fs_sync.inotify import IN_MOVED_TO, IN_ONLYDIR, IN_Q_OVERFLOW, Libc, libc, parse
 
-IN_MOVED_TO = 0x00000080
-IN_Q_OVERFLOW = 0x00004000
-_IN_ONLYDIR = 0x01000000
+__all__ = ["MAX_DIRS", "StagedWatch"]
+
 #: a run whose names span more directories than this is not watched
 MAX_DIRS = 16
-_HEADER = struct.Struct("=iIII")  # wd, mask, cookie, len (struct inotify_event)
 _READ = 64 * 1024
 
 
-def parse_events(data: bytes) -> Iterator[tuple[int, int, bytes]]:
-    """(wd, mask, name) for each whole event in `data` (the name without its NUL padding)."""
-    offset = 0
-    while offset + _HEADER.size <= len(data):
-        wd, mask, _cookie, length = _HEADER.unpack_from(data, offset)
-        start = offset + _HEADER.size
-        if start + length > len(data):
-            return
-        yield wd, mask, data[start : start + length].rstrip(b"\0")
-        offset = start + length
-
-
-class _Libc:
-    def __init__(self) -> None:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        self.init1 = libc.inotify_init1
-        self.init1.argtypes = [ctypes.c_int]
-        self.add_watch = libc.inotify_add_watch
-        self.add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-
-
-_libc: _Libc | None = None
-
-
-def _check(result: int) -> int:
+def _check(binding: Libc, result: int) -> int:
     if result < 0:
-        number = ctypes.get_errno()
+        number = binding.get_errno()
         raise OSError(number, os.strerror(number))
     return result
 
@@ -70,23 +41,23 @@ class StagedWatch:
     """
 
     def __init__(self, staging: bytes, rels: Iterable[bytes]) -> None:
-        global _libc
         wanted: dict[bytes, set[bytes]] = {}
         for rel in rels:
             parent, _, name = rel.rpartition(b"/")
             wanted.setdefault(parent, set()).add(name)
             if len(wanted) > MAX_DIRS:
                 raise ValueError("too many directories to watch")
-        if _libc is None:
-            _libc = _Libc()
-        self.fd = _check(_libc.init1(os.O_NONBLOCK | os.O_CLOEXEC))
+        binding = libc()
+        self.fd = _check(binding, binding.inotify_init())
         self._left: dict[int, set[bytes]] = {}
         self.broken = False
         try:
             for parent, names in wanted.items():
                 path = staging + b"/" + parent if parent else staging
                 os.makedirs(path, mode=0o700, exist_ok=True)
-                wd = _check(_libc.add_watch(self.fd, path, IN_MOVED_TO | _IN_ONLYDIR))
+                wd = _check(
+                    binding, binding.inotify_add_watch(self.fd, path, IN_MOVED_TO | IN_ONLYDIR)
+                )
                 self._left.setdefault(wd, set()).update(names)  # a/ and a//: one directory
         except BaseException:
             os.close(self.fd)
@@ -102,14 +73,15 @@ class StagedWatch:
                 data = os.read(self.fd, _READ)
             except BlockingIOError:
                 break
-            for wd, mask, name in parse_events(data):
-                if mask & IN_Q_OVERFLOW:
+            events, _tail = parse(data)  # the kernel hands over whole records only
+            for event in events:
+                if event.mask & IN_Q_OVERFLOW:
                     self.broken = True
-                left = self._left.get(wd)
-                if left is not None and mask & IN_MOVED_TO:
-                    left.discard(name)
+                left = self._left.get(event.wd)
+                if left is not None and event.mask & IN_MOVED_TO:
+                    left.discard(event.name)
                     if not left:
-                        del self._left[wd]
+                        del self._left[event.wd]
         return not self.broken and not self._left
 
     def close(self) -> None:

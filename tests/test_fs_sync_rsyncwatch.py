@@ -1,37 +1,14 @@
-"""Seeing staged files arrive (fs_sync/rsyncwatch.py): the parser on bytes, the watch on a real
-directory."""
+"""Seeing staged files arrive (fs_sync/rsyncwatch.py) in a real directory; the records' parser
+is fs_sync.inotify's (tests/test_fs_sync_inotify.py)."""
 
 from __future__ import annotations
 
 import os
-import struct
 from pathlib import Path
 
 import pytest
 
-from fs_sync.rsyncwatch import IN_MOVED_TO, IN_Q_OVERFLOW, MAX_DIRS, StagedWatch, parse_events
-
-
-def _event(wd: int, mask: int, name: bytes, pad: int = 16) -> bytes:
-    padded = name + b"\0" * (pad - len(name) % pad) if name else b""
-    return struct.pack("=iIII", wd, mask, 0, len(padded)) + padded
-
-
-def test_parse_events_reads_each_record_and_strips_padding() -> None:
-    """Two records, names NUL-padded as the kernel does, one without a name."""
-    data = _event(1, IN_MOVED_TO, b"f\nx") + _event(2, IN_Q_OVERFLOW, b"")
-    assert list(parse_events(data)) == [(1, IN_MOVED_TO, b"f\nx"), (2, IN_Q_OVERFLOW, b"")]
-
-
-def test_parse_events_ignores_a_truncated_tail_at_every_cut() -> None:
-    """A cut anywhere yields only the whole records before it, never an error."""
-    first, second = _event(1, IN_MOVED_TO, b"a"), _event(1, IN_MOVED_TO, b"bb")
-    data = first + second
-    for cut in range(len(data) + 1):
-        expected = [(1, IN_MOVED_TO, b"a")] if cut >= len(first) else []
-        if cut == len(data):
-            expected.append((1, IN_MOVED_TO, b"bb"))
-        assert list(parse_events(data[:cut])) == expected, cut
+from fs_sync.rsyncwatch import MAX_DIRS, StagedWatch
 
 
 def _stage(directory: bytes, name: bytes) -> None:
