@@ -5,11 +5,11 @@ Two programs of ours watch with inotify: mirrord (the trees it mirrors,
 ``rsyncwatch.py``). Both take from here, so the C library is bound once and
 the kernel's byte stream is decoded once.
 
-:class:`Libc` is the binding: ``inotify_init1``, ``inotify_add_watch`` and
-``inotify_rm_watch`` through ctypes, with paths as bytes, so a name that is
-not valid UTF-8 is watched like any other. It answers as the C library does
-(-1, then :meth:`Libc.get_errno`); what an errno means is the caller's to
-decide. :func:`libc` loads it once, when first asked, never at import.
+:class:`Libc` is the binding: ``inotify_init``, ``inotify_add_watch`` and
+``inotify_rm_watch`` from pyinotify's ctypes binding, with paths as bytes,
+so a name that is not valid UTF-8 is watched like any other. It answers as
+the C library does (-1, then :meth:`Libc.get_errno`); what an errno means
+is the caller's to decide. :func:`libc` loads it once, when first asked.
 
 :func:`parse` is pure: the kernel hands over ``struct inotify_event``
 records; a read may in principle end inside one (tests also feed arbitrary
@@ -22,12 +22,13 @@ checks that they equal pyinotify's).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import functools
 import os
 import struct
 from dataclasses import dataclass
+
+import pyinotify  # type: ignore[import-untyped]
 
 IN_ACCESS = 0x00000001
 IN_MODIFY = 0x00000002
@@ -85,25 +86,31 @@ def parse(buf: bytes) -> tuple[list[RawEvent], bytes]:
 
 
 class Libc:
-    """inotify's syscalls from the C library; each returns what the C call returns.
+    """inotify's syscalls through pyinotify's ctypes binding of the C library.
 
-    :meth:`inotify_init` makes the descriptor nonblocking and close-on-exec
-    in the one call (``inotify_init1``), so no child started meanwhile by
-    another thread inherits it. Raises OSError (ENOSYS) when the C library
-    has no inotify.
+    pyinotify is the project's inotify library; only its binding is used,
+    never its WatchManager/Notifier (a heavy object and a full path per
+    watch, where mirrord keeps a compact map).  Paths go to the C call as
+    bytes, through the binding's ``CDLL`` (its own methods take ``str``),
+    so a name that is not valid UTF-8 is watched like any other.  The
+    descriptor is made nonblocking and close-on-exec in the one call
+    (``inotify_init1``), so no child started meanwhile by another thread
+    inherits it.  Raises OSError (ENOSYS) when the C library has no inotify.
     """
 
     def __init__(self) -> None:
+        wrapper = pyinotify.INotifyWrapper.create()
+        lib = getattr(wrapper, "_libc", None)
+        if wrapper is None or lib is None:
+            raise OSError(errno.ENOSYS, "no inotify binding in the C library (pyinotify)")
         try:
-            lib = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-            self._init1 = lib.inotify_init1
-            self._add_watch = lib.inotify_add_watch
-            self._rm_watch = lib.inotify_rm_watch
-        except (OSError, AttributeError) as e:
-            raise OSError(errno.ENOSYS, f"no inotify in the C library ({e})") from e
-        self._init1.argtypes = [ctypes.c_int]
-        self._add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-        self._rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
+            init1 = lib.inotify_init1
+        except AttributeError as e:
+            raise OSError(errno.ENOSYS, f"no inotify_init1 in the C library ({e})") from e
+        init1.argtypes = [ctypes.c_int]
+        self._wrapper = wrapper
+        self._init1 = init1
+        self._add_watch = lib.inotify_add_watch  # pyinotify set (int, c_char_p, uint32)
 
     def inotify_init(self) -> int:
         return int(self._init1(os.O_NONBLOCK | os.O_CLOEXEC))
@@ -112,11 +119,11 @@ class Libc:
         return int(self._add_watch(fd, path, mask))
 
     def inotify_rm_watch(self, fd: int, wd: int) -> int:
-        return int(self._rm_watch(fd, wd))
+        return int(self._wrapper.inotify_rm_watch(fd, wd))
 
     def get_errno(self) -> int:
         """The errno of this thread's last failed call above."""
-        return ctypes.get_errno()
+        return int(self._wrapper.get_errno())
 
 
 @functools.cache
