@@ -26,7 +26,12 @@ Which trouble is whose:
 
 A server that offers MRTR in its FEAT reply (mirrord's embedded one) gets a
 lane's share in batches of `BATCH` files over one data connection each
-(fs_sync/ftpbatch.py); any other server gets one RETR per file.
+(fs_sync/ftpbatch.py); any other server gets one RETR per file.  Once a lane
+has served a batch it opens the next MRTR's data connection at once (PASV
+and the TCP connect), while it waits for work: a change that comes later
+costs one MRTR round trip, not three.  A data connection made ready that
+has gone stale meanwhile (the server restarted or timed the link out) is
+dropped and the batch goes over a fresh one.
 """
 
 from __future__ import annotations
@@ -120,11 +125,11 @@ class FtpFetcher:
         shares: list[list[FetchItem]] = [[] for _ in self._lanes]
         for item in batch:
             shares[zlib.crc32(item.local) % len(shares)].append(item)
-        ds = [
-            deferToThreadPool(self._reactor, lane.pool, lane.fetch_batch, share)
-            for lane, share in zip(self._lanes, shares, strict=True)
-            if share
-        ]
+        ds = []
+        for lane, share in zip(self._lanes, shares, strict=True):
+            if share:
+                ds.append(deferToThreadPool(self._reactor, lane.pool, lane.fetch_batch, share))
+                lane.pool.callInThread(lane.make_ready)  # after the results are handed back
 
         # Each lane gives (True, its results) or (False, a Failure): Twisted
         # types the second item as the results either way, hence Any here.
@@ -175,6 +180,7 @@ class _Lane:
         self.timeout = timeout
         self._ftp: ftplib.FTP | None = None  # touched only in this lane's thread
         self._batched = False  # the server offers MRTR (known once connected)
+        self._standby: socket.socket | None = None  # the next MRTR's data connection, made ready
         self.pool = ThreadPool(minthreads=0, maxthreads=1, name=f"fs_sync-ftp-{number}")
         self.pool.start()
 
@@ -209,6 +215,9 @@ class _Lane:
         return ftp
 
     def disconnect(self, polite: bool = False) -> None:
+        standby, self._standby = self._standby, None
+        if standby is not None:
+            standby.close()
         ftp, self._ftp = self._ftp, None
         if ftp is None:
             return
@@ -243,20 +252,45 @@ class _Lane:
                     results[index] = self._fetch(item)
         return [results[i] for i in range(len(batch))]
 
+    def make_ready(self) -> None:
+        """Open the next MRTR's data connection now, while nothing waits on this lane."""
+        ftp = self._ftp
+        if ftp is None or not self._batched or self._standby is not None:
+            return
+        try:
+            host, port = ftp.makepasv()
+            self._standby = socket.create_connection((host, port), self.timeout)
+        except (*_LINK_ERRORS, ftplib.Error):
+            self.disconnect()  # the next batch connects afresh
+
+    def _open_batch(self) -> socket.socket | None:
+        """The data connection of one MRTR, its 1xx reply read; None: go file by file."""
+        standby, self._standby = self._standby, None
+        if standby is not None:
+            try:
+                _begin_transfer(self._connect(), COMMAND)
+                return standby
+            except (*_LINK_ERRORS, ftplib.Error):
+                standby.close()
+                self.disconnect()  # gone stale while ready: a fresh link for this batch
+        ftp = self._connect()
+        try:
+            return ftp.transfercmd(COMMAND)
+        except ftplib.error_perm:
+            self._batched = False  # the server took it back: RETR from now on
+        except _LINK_ERRORS:
+            self.disconnect()
+        return None
+
     def _fetch_together(self, part: list[tuple[int, FetchItem, str]]) -> dict[int, Result]:
         """One MRTR for `part`: the results it gave (the rest go file by file)."""
-        ftp = self._connect()
         results: dict[int, Result] = {}
         out: AtomicFile | None = None
         failed = ""  # why this file's content is being thrown away
-        try:
-            conn = ftp.transfercmd(COMMAND)
-        except ftplib.error_perm:
-            self._batched = False  # the server took it back: RETR from now on
+        conn = self._open_batch()
+        if conn is None:
             return results
-        except _LINK_ERRORS:
-            self.disconnect()
-            return results
+        ftp = self._connect()
         try:
             with conn:
                 conn.sendall(encode_names(path.encode("latin-1") for _, _, path in part))
@@ -326,6 +360,16 @@ class _Lane:
                     message = f"FTP connection to {self.where} broke, also after a reconnect"
                     raise BackendUnavailable(f"{message}: {e or type(e).__name__}") from e
         raise AssertionError("unreachable")
+
+
+def _begin_transfer(ftp: ftplib.FTP, command: str) -> None:
+    """Send `command` for the passive data connection already made, as ftplib's
+    `transfercmd` does once connected: a 2xx may come first, then a 1xx."""
+    reply = ftp.sendcmd(command)
+    if reply[:1] == "2":
+        reply = ftp.getresp()
+    if reply[:1] != "1":
+        raise ftplib.error_reply(reply)
 
 
 def _offers(ftp: ftplib.FTP, feature: str) -> bool:

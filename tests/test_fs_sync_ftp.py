@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.internet.threads import deferToThreadPool
 
 from fs_sync.ftp import FtpFetcher
 from fs_sync.interface import BackendUnavailable, FetchItem, Outcome, Result, is_local_disk_error
@@ -248,6 +249,54 @@ def test_reconnects_after_server_restart(served: bytes) -> None:
             assert f.read() == b"after restart"
     finally:
         server.stop()
+
+
+def _ready(reactor: object, fetcher: FtpFetcher) -> list[socket.socket]:
+    """The data connections the lanes hold ready for their next MRTR, once each lane's
+    thread has done what was queued on it (a lane has exactly one thread)."""
+    for lane in fetcher._lanes:
+        run_deferred(reactor, deferToThreadPool(reactor, lane.pool, lambda: None))
+    return [lane._standby for lane in fetcher._lanes if lane._standby is not None]
+
+
+def test_next_batch_goes_over_a_data_connection_made_ready(
+    served: bytes, embedded: FtpServer
+) -> None:
+    """After a batch the lane connects the next MRTR's data connection; the next batch
+    uses it (a change then waits one round trip, not PASV + connect + MRTR)."""
+    item = pw_item(served)
+    with private_reactor() as reactor:
+        fetcher = FtpFetcher(
+            "127.0.0.1", embedded.port, USER, PASSWORD.encode(), b"", reactor, connections=1
+        )
+        try:
+            assert run_deferred(reactor, fetcher.fetch([item]))[0][1] is Outcome.DONE
+            [first] = _ready(reactor, fetcher)
+            assert first.getpeername()[1] != embedded.port  # a data port, connected
+            with open(item.remote, "wb") as f:
+                f.write(b"second")
+            assert run_deferred(reactor, fetcher.fetch([item]))[0][1] is Outcome.DONE
+            assert first.fileno() == -1  # used by the second batch, then closed
+            [second] = _ready(reactor, fetcher)
+            assert second is not first
+        finally:
+            run_deferred(reactor, fetcher.close())
+        assert second.fileno() == -1
+    with open(item.local, "rb") as f:
+        assert f.read() == b"second"
+
+
+def test_no_data_connection_is_made_ready_for_a_server_without_mrtr(
+    served: bytes, pyftpd: FtpServer
+) -> None:
+    """pyftpdlib gets one RETR per file, each with its own PASV: nothing waits ready."""
+    with private_reactor() as reactor:
+        fetcher = ftp_backend(served, pyftpd.port).make(reactor)
+        try:
+            assert run_deferred(reactor, fetcher.fetch([pw_item(served)]))[0][1] is Outcome.DONE
+            assert not _ready(reactor, fetcher)
+        finally:
+            run_deferred(reactor, fetcher.close())
 
 
 # -- names: one byte rule on both sides ----------------------------------------------
