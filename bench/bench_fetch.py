@@ -148,6 +148,8 @@ def main() -> None:
             latency("local", lambda r: LocalFetcher(os.fsencode(src), r), rel[0], dst, args.latency)
             rsync = lambda r: RsyncFetcher("127.0.0.1", port, None, None, b"/m", staging, r)  # noqa: E731
             latency("rsync", rsync, rel[0], dst, args.latency)
+            ftp = lambda r: FtpFetcher("127.0.0.1", ftp_port, "b", b"b", b"", r)  # noqa: E731
+            latency("ftp", ftp, absolute[0], dst, args.latency)
             return
         measure(
             "local", lambda r: LocalFetcher(os.fsencode(src), r), rel, dst, args.batch, args.size
