@@ -1,8 +1,9 @@
 """``DATADIR/.fs_mirror.d/status.json``: the running fs_mirror's state, for ``--status``.
 
 Written whole (``cmdconfig.atomic.replace_file``: a reader never sees half
-a file) at a bounded rate: a change is written at once when the last write
-is at least ``every`` seconds old, else once when that much time has passed,
+a file) at a bounded rate: a change is written in the reactor's next turn when
+the last write is at least ``every`` seconds old, else once when that much
+time has passed,
 so a burst of tiny batches costs at most ``1/every`` writes a second,
 however many records it holds.  Not fsynced: it is for people and scripts,
 and a power loss leaves the old or the new one.  Stopping writes it once
@@ -57,14 +58,13 @@ class StatusFile:
         self._failing = False
 
     def changed(self) -> None:
-        """Something in the status changed: write now, or once ``every`` has passed."""
+        """Something in the status changed: write in the reactor's next turn, or once
+        ``every`` has passed since the last write.  Never inline: the change being
+        told of (a batch received) must not wait for a file to be replaced."""
         if self._call is not None:
             return
         wait = self._last + self.every - self.reactor.seconds()
-        if wait <= 0:
-            self._write(self.snapshot())
-        else:
-            self._call = self.reactor.callLater(wait, self._due)
+        self._call = self.reactor.callLater(max(wait, 0.0), self._due)
 
     def _due(self) -> None:
         self._call = None

@@ -70,14 +70,19 @@ def test_status_round_trips_through_json_and_refuses_junk():
 
 
 def test_the_file_is_written_at_a_bounded_rate(tmp_path):
-    """Many changes within ``every`` give one write now and one when it has passed."""
+    """Many changes within ``every`` give one write in the next turn (never inline: the
+    batch told of must not wait for it) and one when ``every`` has passed."""
     clock = Clock()
     clock.advance(1)
     (tmp_path / STAGING_NAME.decode()).mkdir()
     h = Health(Stats(), clock.seconds)
     f = StatusFile(status_path(str(tmp_path)), h.status, clock, every=0.5)
     h.changed = f.changed
-    for serial in range(1, 1001):
+    h.saved(S1, 1)
+    assert f.writes == 0  # not inline
+    clock.advance(0)
+    assert f.writes == 1 and read_status(str(tmp_path)).serial == 1
+    for serial in range(2, 1001):
         h.saved(S1, serial)
     assert f.writes == 1
     clock.advance(0.5)
