@@ -32,6 +32,7 @@ from fs_sync.rsync import (
     daemon_url,
     file_errors,
     local_disk_error,
+    offers_trust_sender,
     split_module,
     whole_run_error,
 )
@@ -306,3 +307,12 @@ def test_full_staging_disk_fails_the_fetch(daemon: Daemon, tmp_path: Path) -> No
         assert os.listdir(small) == []
     finally:
         subprocess.run(["umount", str(small)], check=True)
+
+
+def test_trust_sender_is_read_off_the_help() -> None:
+    """Only an rsync that lists --trust-sender in its --help gets it."""
+    assert offers_trust_sender(b"  --trust-sender           trust the remote sender's file list\n")
+    assert not offers_trust_sender(b"rsync  version 3.1.3  protocol version 31\n--times, -t\n")
+    url = daemon_url("127.0.0.1", 873, None, b"m")
+    assert "--trust-sender" in build_argv("rsync", url, b"/s", 30, trust_sender=True)
+    assert "--trust-sender" not in build_argv("rsync", url, b"/s", 30)

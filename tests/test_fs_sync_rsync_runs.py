@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fs_sync.interface import FetchItem, Outcome
-from fs_sync.rsync import RsyncFetcher
+from fs_sync.rsync import CHECKED_RUN_MAX, RsyncFetcher
 from fs_sync.rsyncrun import Finished, RsyncRun
 from tests.fetcher_contract import private_reactor, run_deferred
 from tests.helpers import wait_for
@@ -135,6 +135,7 @@ def test_standby_failing_on_its_list_is_retried_fresh(daemon: Daemon, tmp_path: 
     # the second rsync started is the first standby: it takes its list, then fails
     shim.write_text(
         "#!/bin/sh\n"
+        'if [ "$1" = --help ]; then exec rsync "$@"; fi\n'  # the probe is no run
         f'n=$(($(cat "{count}" 2>/dev/null || echo 0) + 1)); echo $n > "{count}"\n'
         'if [ "$n" = 2 ]; then cat >/dev/null\n'
         "  echo 'rsync: connection unexpectedly closed (0 bytes received so far) [Receiver]' >&2\n"
@@ -199,3 +200,51 @@ def test_staging_outlives_rsync_until_installed(daemon: Daemon, tmp_path: Path) 
         with open(dst + b"/" + name, "rb") as f:
             assert f.read() == b"content " + name
     assert os.listdir(daemon.staging) == []
+
+
+def _logging_shim(tmp_path: Path, help_text: str | None) -> tuple[Path, Path]:
+    """An rsync that logs each argument vector; with `help_text`, an older rsync's --help."""
+    log = tmp_path / "argv.log"
+    shim = tmp_path / "rsync-logging"
+    fake_help = (
+        f'if [ "$1" = --help ]; then printf "%s\\n" "{help_text}"; exit 0; fi\n'
+        'for a in "$@"; do [ "$a" = --trust-sender ] || continue\n'
+        '  echo "rsync: --trust-sender: unknown option" >&2; exit 1; done\n'
+        if help_text is not None
+        else ""
+    )
+    shim.write_text(f'#!/bin/sh\n{fake_help}echo "$*" >> "{log}"\nexec rsync "$@"\n')
+    shim.chmod(0o755)
+    return shim, log
+
+
+def test_rsync_that_checks_each_name_is_told_to_trust_the_daemon(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """rsync >= 3.2.5 checks each listed name against the list it sent, O(names^2) in CPU:
+    the fetcher turns that off (its staging is private, only asked names are installed)."""
+    served = daemon.served + b"/trust"
+    os.makedirs(served, exist_ok=True)
+    _write(served + b"/f", b"x")
+    shim, log = _logging_shim(tmp_path, None)
+    dst = os.fsencode(tmp_path)
+    with _fetcher(daemon, rsync=str(shim)) as (reactor, fetcher):
+        [result] = run_deferred(reactor, fetcher.fetch([FetchItem(b"/trust/f", dst + b"/f")]))
+        assert result[1] is Outcome.DONE
+    runs = [run for run in log.read_text().splitlines() if "--files-from=-" in run.split()]
+    assert runs and all("--trust-sender" in run.split() for run in runs)
+
+
+def test_rsync_without_the_option_is_not_given_it(daemon: Daemon, tmp_path: Path) -> None:
+    """An rsync whose --help lacks --trust-sender (older, it would refuse it) runs without it."""
+    served = daemon.served + b"/notrust"
+    os.makedirs(served, exist_ok=True)
+    _write(served + b"/f", b"x")
+    shim, log = _logging_shim(tmp_path, "rsync  version 3.1.3  protocol version 31")
+    dst = os.fsencode(tmp_path)
+    with _fetcher(daemon, rsync=str(shim)) as (reactor, fetcher):
+        [result] = run_deferred(reactor, fetcher.fetch([FetchItem(b"/notrust/f", dst + b"/f")]))
+        assert result[1] is Outcome.DONE
+        assert fetcher.run_limit() == CHECKED_RUN_MAX
+    runs = [run for run in log.read_text().splitlines() if "--files-from=-" in run.split()]
+    assert runs and not any("--trust-sender" in run.split() for run in runs)
