@@ -33,6 +33,9 @@ from protocol.records import Action, Record
 
 RunBlocking = Callable[..., Deferred]
 INIT_CHUNK = 8192  # records per applied chunk in an INIT (the service's choice)
+#: most records applied as one chunk after INIT (batches read while one is applied
+#: are held up to this and go together: fs_mirror.ahead)
+NEXT_CHUNK = 8192
 
 
 class MirrorClient(protocol.Factory):
@@ -203,6 +206,6 @@ class MirrorClient(protocol.Factory):
             return succeed(None)
         finished: Deferred = Deferred()
         self._stop_waiters.append(finished)
-        if not proto.busy:
+        if not proto.working:
             proto.close_gently()
         return finished

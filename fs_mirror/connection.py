@@ -1,13 +1,16 @@
 """One connection to mirrord: fs_mirror's side of the conversation, on Twisted.
 
 ``protocol.client.ClientConversation`` decides what to say; this adapter
-feeds it lines, applies what it reports and decides *when* to ask for more:
-NEXT goes out only after a batch is applied and its serial saved, so the
-sn file never runs ahead of the mirror.  Records are applied in chunks of at
-most ``chunk`` records (``init_chunk`` in an INIT: fewer fetcher runs and
-syncfs) while the transport is paused, so a multi-million record INIT costs
-bounded memory.  In an INIT one chunk is read and parsed ahead while the one
-before it is applied and fetched (at most two in hand); the chunks still
+feeds it lines, applies what it reports and decides *when* to ask for more.
+A batch's serial is saved only once its records are applied, so the sn file
+never runs ahead of the mirror; NEXT goes out as soon as a batch is in, and
+the batches that come while it is applied are held and then applied as one
+chunk (``fs_mirror.ahead``): a burst is fetched in a few big runs, a single
+change never waits.  At most ``chunk`` records are held (``init_chunk`` in
+an INIT: fewer fetcher runs and syncfs), reading pauses past that, so a
+multi-million record INIT or burst costs bounded memory.  In an INIT one
+chunk is read and parsed ahead while the one before it is applied and
+fetched (at most two in hand); the chunks still
 reach the disk one after the other, in order, through the gate.  A chunk
 that must wait (a full disk, a backend that cannot serve) is applied again
 later on the same connection, never by a new INIT.
@@ -29,6 +32,7 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.python.failure import Failure
 
 from cmdconfig.tls import channel_binding
+from fs_mirror.ahead import Chunk, Held
 from fs_mirror.progress import init_summary
 from fs_mirror.sink import Sink
 from fs_mirror.sweep import TooManyDeletes
@@ -38,6 +42,7 @@ from protocol.client import (
     BatchStarted,
     ClientConversation,
     ClientEvent,
+    ClientState,
     Failed,
     InitFinished,
     InitStarted,
@@ -110,6 +115,11 @@ class MirrorProtocol(protocol.Protocol):
         self._init_start = (0.0, (0, 0, 0))
         self._abort_call: Any = None
         self._ahead: Deferred | None = None  # the INIT chunk being applied while the next is read
+        # After INIT: batches read while a chunk is applied wait here (fs_mirror.ahead)
+        self._held = Held(client.chunk)
+        self._chunk: Deferred | None = None  # the NEXT chunk being applied, then saved
+        self._in_batch = False  # between a NEXT batch's SERIAL and its EOF
+        self._room: list[Deferred] = []  # the work loop, waiting for _held to be taken
 
     # -- Twisted callbacks ---------------------------------------------------
     def connectionMade(self) -> None:
@@ -149,6 +159,7 @@ class MirrorProtocol(protocol.Protocol):
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.closed = True
+        self._held.clear()  # read ahead, never applied: the next connection asks again
         if self._ahead is not None:  # still tracked: the next connection waits for it
             self._ahead.addErrback(lambda _: None)  # its failure ends with this connection
             self._ahead = None
@@ -174,7 +185,8 @@ class MirrorProtocol(protocol.Protocol):
         if self.busy or self.closed:
             return
         if self.client.stopping:
-            self.close_gently()  # nothing in hand: stop here
+            if self._chunk is None:
+                self.close_gently()  # nothing in hand: stop here
         elif self._paused:
             self._paused = False
             self.transport.resumeProducing()
@@ -193,21 +205,27 @@ class MirrorProtocol(protocol.Protocol):
 
         def failed(failure: Failure) -> None:
             self.busy = False
-            if failure.check(Stopped):
-                self._abort(None)
-                return
-            where = f"serial {self.client.saved[1]}" if self.client.saved else "a new INIT"
-            fmt = "{what} failed: {why}; reconnecting to retry from {where}"
-            self.client.health.failed(f"{what} failed: {failure.getErrorMessage()}")
-            if failure.check(OSError):
-                self.log.error(fmt, what=what, why=failure.getErrorMessage(), where=where)
-            else:
-                self.log.failure(fmt, failure, what=what, why=failure.value, where=where)
-            self._abort(None)
+            self._failed(failure, what)
 
         d.addCallbacks(done, failed)
 
-    def _replay_plan(self, records: list[Record]) -> tuple[int, Callable[[int], None] | None]:
+    def _failed(self, failure: Failure, what: str) -> None:
+        """Work of this connection failed: say so (unless it was stopped) and drop it."""
+        if failure.check(Stopped):
+            self._abort(None)
+            return
+        where = f"serial {self.client.saved[1]}" if self.client.saved else "a new INIT"
+        fmt = "{what} failed: {why}; reconnecting to retry from {where}"
+        self.client.health.failed(f"{what} failed: {failure.getErrorMessage()}")
+        if failure.check(OSError):
+            self.log.error(fmt, what=what, why=failure.getErrorMessage(), where=where)
+        else:
+            self.log.failure(fmt, failure, what=what, why=failure.value, where=where)
+        self._abort(None)
+
+    def _replay_plan(
+        self, records: list[Record], first: int | None
+    ) -> tuple[int, Callable[[int], None] | None]:
         """How many of ``records`` a killed run already applied, and how to note progress.
 
         A chunk with a MOVE notes how far its disk changes went (around the
@@ -215,9 +233,9 @@ class MirrorProtocol(protocol.Protocol):
         after the records around it would take the source they made anew
         for the moved tree (``fs_mirror.replay``).
         """
-        if self.initializing or self._first is None or self.session is None:
+        if first is None or self.session is None:
             return 0, None
-        first, session, state = self._first, self.session, self.client.state
+        session, state = self.session, self.client.state
         done = state.load_applied()
         replayed = 0
         if done is not None and done[0] == session:
@@ -226,15 +244,17 @@ class MirrorProtocol(protocol.Protocol):
             return replayed, None
         return replayed, lambda index: state.save_applied(session, first + index)
 
-    def _apply(self, records: list[Record], serial: int | None, init: bool) -> Deferred:
-        """Apply one chunk; while the disk or the backend must be waited for, retry it.
+    def _apply(
+        self, records: list[Record], serial: int | None, init: bool, first: int | None = None
+    ) -> Deferred:
+        """Apply one chunk (``first``: the serial of its first record, after INIT);
+        while the disk or the backend must be waited for, retry it.
 
         The connection stays open and paused meanwhile, so the place in the
         log (and an INIT in progress) is kept; replaying a chunk is safe
         because records are idempotent.
         """
         client, sink = self.client, self.client.sink
-        first = None if init else self._first  # serial of records[0] (NEXT batches)
         result: Deferred = Deferred()
         delay = RETRY_FIRST
 
@@ -244,7 +264,7 @@ class MirrorProtocol(protocol.Protocol):
                 return
 
             def apply() -> Deferred:
-                replayed, progress = self._replay_plan(records)  # a retry replays too
+                replayed, progress = self._replay_plan(records, first)  # a retry replays too
                 return sink.apply_batch(
                     records,
                     serial,
@@ -284,6 +304,7 @@ class MirrorProtocol(protocol.Protocol):
         self.lines.clear()
         self.events.clear()
         self.records = []
+        self._held.clear()
         self.transport.loseConnection()
 
     def close_gently(self) -> None:
@@ -296,10 +317,18 @@ class MirrorProtocol(protocol.Protocol):
     def _send(self, line: bytes) -> None:
         self.transport.write(encode_line(line, server=False))
 
+    @property
+    def working(self) -> bool:
+        """Records are being applied (or wait to be): a stop lets them finish first."""
+        return self.busy or self._chunk is not None
+
     def _next(self) -> None:
-        if self.client.stopping or self.closed:
+        """Ask for the next batch, unless asked already or a chunk's worth is held."""
+        if self.client.stopping or self.closed or self.initializing:
             return
         assert self.conversation is not None
+        if self.conversation.state is not ClientState.IDLE or self._held.full():
+            return
         self._send(self.conversation.next())
 
     # -- events ----------------------------------------------------------------
@@ -312,10 +341,11 @@ class MirrorProtocol(protocol.Protocol):
                     self._first = self._next_serial
                 self._next_serial += 1
             self.records.append(event.record)
-            limit = self.client.init_chunk if self.initializing else self.client.chunk
-            if len(self.records) >= limit:
-                work = self._flush_ahead if self.initializing else self._flush
-                self._run(work, "applying records")
+            if self.initializing:
+                if len(self.records) >= self.client.init_chunk:
+                    self._run(self._flush_ahead, "applying records")
+            elif len(self._held) + len(self.records) >= self.client.chunk:
+                self._hand_over(ends=False)  # a chunk's worth: no need to wait for the EOF
         elif isinstance(event, InitStarted):
             self.session, self.serial, self.initializing = event.session, event.serial, True
             self.client.health.heard(event.session, event.serial)
@@ -339,11 +369,14 @@ class MirrorProtocol(protocol.Protocol):
         elif isinstance(event, BatchStarted):
             self.serial = event.serial
             self.records = []
+            self._in_batch = True
             if self.session is not None:
                 self.client.health.heard(self.session, event.serial)
         elif isinstance(event, BatchFinished):
             self.serial = event.serial
-            self._run(self._finish_batch, f"applying the batch up to serial {event.serial}")
+            self._in_batch = False
+            self._hand_over(ends=True)
+            self._next()  # read the next batch while this one is applied
         elif isinstance(event, ResumeRefused):
             self.log.warn("full resync: server said {reason}", reason=event.reason)
         elif isinstance(event, Failed) and event.fatal:
@@ -432,15 +465,66 @@ class MirrorProtocol(protocol.Protocol):
         self.client.in_step(self.serial)
         self._next()
 
-    def _finish_batch(self) -> Deferred:
-        d = self._flush()
+    # -- after INIT: batches applied while the next are read (fs_mirror.ahead) --
+    def _hand_over(self, ends: bool) -> None:
+        """The batch's records so far join those held; applied now if no chunk is in hand.
+
+        ``ends``: the batch ends here. Reading stops while a chunk's worth is held.
+        """
+        self._held.add(self.records, self._first, self.serial, ends)
+        self.records = []
+        if self._chunk is None:
+            self._start_chunk()
+        elif self._held.full():
+            self._run(self._wait_for_room, "waiting for the chunk being applied")
+
+    def _wait_for_room(self) -> Deferred:
+        room: Deferred = Deferred()
+        self._room.append(room)
+        return room
+
+    def _start_chunk(self) -> None:
+        chunk = self._held.take()
+        what = f"applying the batch up to serial {chunk.serial}"
+        d = self._apply_chunk(chunk)
+        self._chunk = d
+        # may run at once (and start the next chunk), so only after _chunk is set
+        d.addCallbacks(self._chunk_done, lambda failure: self._chunk_failed(failure, what))
+        self.client.track(d)
+
+    def _apply_chunk(self, chunk: Chunk) -> Deferred:
+        d = succeed(None)
+        if chunk.records:
+            d = self._apply(chunk.records, chunk.serial, init=False, first=chunk.first)
 
         def saved(_: Any) -> None:
-            assert self.session is not None and self.serial is not None
-            self.client.save(self.session, self.serial)
+            if chunk.saves is None:  # cut inside a batch: its end saves
+                return
+            assert self.session is not None
+            self.client.save(self.session, chunk.saves)
             if self.client.sink.needs_resync():
                 self._abort("the mirror needs a full resync")  # the next connection INITs
-                return
-            self._next()
 
         return d.addCallback(saved)
+
+    def _chunk_done(self, _: Any) -> None:
+        self._chunk = None
+        room, self._room = self._room, []
+        # What is held goes next, once the batch being read has ended (bytes already
+        # on their way, not a timer) or a chunk's worth is held.
+        ready = self._held and (not self._in_batch or self._held.full())
+        if ready and not self.closed and not self.client.stopping:
+            self._start_chunk()
+        for waiter in room:
+            waiter.callback(None)
+        if not self.closed:
+            self._next()
+            self._pump()
+
+    def _chunk_failed(self, failure: Failure, what: str) -> None:
+        self._chunk = None
+        self._held.clear()  # what came after a failed chunk is never applied
+        room, self._room = self._room, []
+        for waiter in room:
+            waiter.errback(Stopped())
+        self._failed(failure, what)

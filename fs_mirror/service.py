@@ -29,7 +29,7 @@ from cmdconfig.notify import Watchdog, tell
 from cmdconfig.tls import twisted_ssl
 from fs_mirror.apply import Applier
 from fs_mirror.backend import REPORT, backend_spec, scratch_dirs
-from fs_mirror.client import INIT_CHUNK, MirrorClient
+from fs_mirror.client import INIT_CHUNK, NEXT_CHUNK, MirrorClient
 from fs_mirror.gate import BatchLock, FileGate
 from fs_mirror.metrics import metrics
 from fs_mirror.owed import OWED_NAME, Owed
@@ -255,6 +255,7 @@ class FsMirrorService(MultiService):
             sink=sink,
             reactor=self.reactor,
             secret=secret,
+            chunk=NEXT_CHUNK,
             init_chunk=INIT_CHUNK,
             gate=FileGate(BatchLock(config["datadir"]), self.reactor, log),
             on_fatal=self.fatal,

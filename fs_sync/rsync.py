@@ -1,8 +1,8 @@
 """The `rsync` backend: one rsync client run per batch against an rsync daemon.
 
 One process per `fetch()` keeps the per-file cost low (one connection, one
-file list) for the thousand-record batches fs_mirror sends. rsync writes into
-a fresh staging directory on the mirror's own filesystem; each staged file is
+file list) for the batches of thousands of records fs_mirror sends. rsync
+writes into a fresh staging directory on the mirror's own filesystem; each staged file is
 then fsynced and renamed over its destination, so rsync never writes through
 an existing file and a hard link to the old content stays intact.
 

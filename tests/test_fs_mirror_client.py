@@ -58,6 +58,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.chunks: list[tuple[list[bytes], int | None, bool]] = []
+        self.firsts: list[int | None] = []  # the serial of each chunk's first record
         self.waiting: list[Deferred] = []
         self.stats = Stats()
 
@@ -65,6 +66,7 @@ class Recorder:
         self, records, serial=None, *, init=False, replayed=0, progress=None, first=None
     ):
         self.chunks.append(([r.encode() for r in records], serial, init))
+        self.firsts.append(first)
         self.stats.records += len(records)
         d: Deferred = Deferred()
         self.waiting.append(d)
@@ -262,6 +264,7 @@ def test_failed_batch_drops_connection_without_saving(tmp_path):
     feed(proto, b"OK", b"OK")
     sent(t)
     feed(proto, b"SERIAL:12", b"CREATE:/x", b"EOF")
+    assert sent(t) == [b"NEXT"]  # asked ahead, while the batch is applied
     rec.waiting.pop().errback(OSError(13, "Permission denied"))
     assert t.disconnecting and h.state.load() == (SESSION, 10)
     assert sent(t) == []
@@ -286,6 +289,7 @@ def test_batch_waiting_for_disk_or_backend_is_retried_on_the_same_connection(tmp
     feed(proto, b"OK", b"OK")
     sent(t)
     feed(proto, b"SERIAL:12", b"CREATE:/x", b"EOF")
+    assert sent(t) == [b"NEXT"]  # asked ahead, while the batch is applied
     clock = h.client.reactor
     for delay in (1, 2, 4):
         rec.waiting.pop().errback(error)
@@ -296,7 +300,69 @@ def test_batch_waiting_for_disk_or_backend_is_retried_on_the_same_connection(tmp
     message = error.strerror if isinstance(error, OSError) else str(error)
     assert "retrying in 4 s" in h.log_text() and message in h.log_text()
     rec.finish()
-    assert h.state.load() == (SESSION, 12) and sent(t) == [b"NEXT"]
+    assert h.state.load() == (SESSION, 12) and sent(t) == []
+
+
+def test_batches_read_while_one_is_applied_go_together_after_it(tmp_path):
+    """NEXT goes out as soon as a batch is in; the batches that come while it is applied
+    are held and then applied as one chunk, in order, saved at their last serial."""
+    rec = Recorder()
+    h = Harness(tmp_path, sink=rec, saved=(SESSION, 10))
+    proto, t = h.connect()
+    feed(proto, b"OK", b"OK")
+    sent(t)
+    feed(proto, b"SERIAL:11", b"CREATE:/a", b"EOF")
+    assert rec.chunks == [([b"CREATE:/a"], 11, False)] and rec.firsts == [11]
+    assert sent(t) == [b"NEXT"]
+    feed(proto, b"SERIAL:13", b"CREATE:/b", b"CREATE:/c", b"EOF")
+    assert sent(t) == [b"NEXT"]
+    feed(proto, b"SERIAL:14", b"DELETE:/a", b"EOF")
+    assert sent(t) == [b"NEXT"] and len(rec.chunks) == 1
+    rec.finish()
+    assert h.state.load() == (SESSION, 11)
+    assert rec.chunks[1] == ([b"CREATE:/b", b"CREATE:/c", b"DELETE:/a"], 14, False)
+    assert rec.firsts[1] == 12
+    rec.finish()
+    assert h.state.load() == (SESSION, 14) and sent(t) == [] and len(rec.chunks) == 2
+
+
+def test_reading_ahead_stops_at_a_chunks_worth(tmp_path):
+    """While a chunk is applied at most ``chunk`` records are held: reading pauses, and a
+    chunk cut inside a batch saves only the batch end before the cut."""
+    rec = Recorder()
+    h = Harness(tmp_path, sink=rec, saved=(SESSION, 10), chunk=2)
+    proto, t = h.connect()
+    feed(proto, b"OK", b"OK")
+    sent(t)
+    feed(proto, b"SERIAL:11", b"CREATE:/a", b"EOF")
+    feed(proto, b"SERIAL:12", b"CREATE:/b", b"EOF")
+    assert sent(t) == [b"NEXT", b"NEXT"]
+    feed(proto, b"SERIAL:14", b"CREATE:/c", b"CREATE:/d", b"EOF")
+    assert t.producerState == "paused" and sent(t) == [] and len(rec.chunks) == 1
+    rec.finish()
+    assert h.state.load() == (SESSION, 11)
+    assert rec.chunks[1] == ([b"CREATE:/b", b"CREATE:/c"], 14, False) and rec.firsts[1] == 12
+    assert t.producerState == "producing" and sent(t) == [b"NEXT"]  # /d held, room for more
+    rec.finish()
+    assert h.state.load() == (SESSION, 12)  # /c of batch 14 is in, /d not yet
+    assert rec.chunks[2] == ([b"CREATE:/d"], 14, False) and rec.firsts[2] == 14
+    rec.finish()
+    assert h.state.load() == (SESSION, 14)
+
+
+def test_what_was_read_after_a_failed_chunk_is_never_applied(tmp_path):
+    """A chunk fails (not the disk, not the backend): the batches held behind it are dropped
+    with the connection, unsaved, and nothing of the connection keeps running."""
+    rec = Recorder()
+    h = Harness(tmp_path, sink=rec, saved=(SESSION, 10), chunk=1)
+    proto, t = h.connect()
+    feed(proto, b"OK", b"OK")
+    feed(proto, b"SERIAL:11", b"CREATE:/a", b"EOF", b"SERIAL:12", b"CREATE:/b", b"EOF")
+    assert t.producerState == "paused"  # a chunk's worth held behind the one applied
+    rec.waiting.pop().errback(OSError(13, "Permission denied"))
+    assert t.disconnecting and h.state.load() == (SESSION, 10) and len(rec.chunks) == 1
+    proto.connectionLost()
+    assert h.client.when_idle().called
 
 
 def test_hostile_path_is_refused_and_the_rest_applies(tmp_path):
@@ -311,17 +377,20 @@ def test_hostile_path_is_refused_and_the_rest_applies(tmp_path):
 
 
 def test_stop_finishes_batch_in_hand(tmp_path):
-    """stop() lets the chunk being applied finish and save, sends no NEXT, then closes."""
+    """stop() lets the chunk being applied finish and save, applies nothing read after it,
+    sends no more NEXT, then closes."""
     rec = Recorder()
     h = Harness(tmp_path, sink=rec, saved=(SESSION, 1))
     proto, t = h.connect()
     feed(proto, b"OK", b"OK")
     sent(t)
     feed(proto, b"SERIAL:2", b"CREATE:/x", b"EOF")
+    assert sent(t) == [b"NEXT"]  # asked ahead, while the batch is applied
     stopped = h.client.stop()
     assert not stopped.called and not t.disconnecting
+    feed(proto, b"SERIAL:3", b"CREATE:/y", b"EOF")  # the answer, read while stopping
     rec.finish()
-    assert h.state.load() == (SESSION, 2)
+    assert h.state.load() == (SESSION, 2) and len(rec.chunks) == 1
     assert sent(t) == [] and t.disconnecting
     proto.connectionLost()
     assert stopped.called
@@ -450,6 +519,7 @@ def test_new_connection_waits_for_old_work_then_resumes_from_it(tmp_path):
     feed(old, b"OK", b"OK")
     assert sent(t_old) == [b"START", f"SN:{SESSION},1".encode(), b"NEXT"]
     feed(old, b"SERIAL:2", b"CREATE:/x", b"EOF")
+    assert sent(t_old) == [b"NEXT"]  # asked ahead, while the batch is applied
     old.connectionLost()
     new, t_new = h.connect()
     assert t_new.value() == b""
