@@ -36,6 +36,10 @@ INIT_CHUNK = 8192  # records per applied chunk in an INIT (the service's choice)
 #: most records applied as one chunk after INIT (batches read while one is applied
 #: are held up to this and go together: fs_mirror.ahead)
 NEXT_CHUNK = 8192
+#: a batch of at least this many records asks for the next one at once, while it
+#: is applied; a smaller one (a lone change) asks once it is saved, as the
+#: fetch it waits for is short and has the machine to itself
+AHEAD_FROM = 16
 
 
 class MirrorClient(protocol.Factory):
@@ -53,6 +57,7 @@ class MirrorClient(protocol.Factory):
         secret: bytes | None = None,
         chunk: int = 1024,
         init_chunk: int | None = None,
+        ahead_from: int = AHEAD_FROM,
         gate: DeferredLock | None = None,
         run_blocking: RunBlocking | None = None,
         on_fatal: Callable[[str], None] | None = None,
@@ -67,6 +72,7 @@ class MirrorClient(protocol.Factory):
         self.secret = secret
         self.chunk = chunk
         self.init_chunk = init_chunk or chunk
+        self.ahead_from = ahead_from
         self.gate = gate or DeferredLock()
         self.run_blocking = run_blocking or self._in_thread
         self.on_fatal = on_fatal

@@ -3,9 +3,11 @@
 ``protocol.client.ClientConversation`` decides what to say; this adapter
 feeds it lines, applies what it reports and decides *when* to ask for more.
 A batch's serial is saved only once its records are applied, so the sn file
-never runs ahead of the mirror; NEXT goes out as soon as a batch is in, and
-the batches that come while it is applied are held and then applied as one
-chunk (``fs_mirror.ahead``): a burst is fetched in a few big runs, a single
+never runs ahead of the mirror.  A batch of a lone change asks for the
+next one once it is saved; in a burst (a batch of ``ahead_from`` records or
+more) NEXT goes out as soon as the batch is in, and the batches that come
+while it is applied are held and then applied as one chunk
+(``fs_mirror.ahead``): a burst is fetched in a few big runs, a single
 change never waits.  At most ``chunk`` records are held (``init_chunk`` in
 an INIT: fewer fetcher runs and syncfs), reading pauses past that, so a
 multi-million record INIT or burst costs bounded memory.  In an INIT one
@@ -119,6 +121,7 @@ class MirrorProtocol(protocol.Protocol):
         self._held = Held(client.chunk)
         self._chunk: Deferred | None = None  # the NEXT chunk being applied, then saved
         self._in_batch = False  # between a NEXT batch's SERIAL and its EOF
+        self._batch_size = 0  # records of the NEXT batch being read, so far
         self._room: list[Deferred] = []  # the work loop, waiting for _held to be taken
 
     # -- Twisted callbacks ---------------------------------------------------
@@ -340,6 +343,7 @@ class MirrorProtocol(protocol.Protocol):
                 if not self.records:  # records of NEXT batches are numbered one by one
                     self._first = self._next_serial
                 self._next_serial += 1
+                self._batch_size += 1
             self.records.append(event.record)
             if self.initializing:
                 if len(self.records) >= self.client.init_chunk:
@@ -370,13 +374,16 @@ class MirrorProtocol(protocol.Protocol):
             self.serial = event.serial
             self.records = []
             self._in_batch = True
+            self._batch_size = 0
             if self.session is not None:
                 self.client.health.heard(self.session, event.serial)
         elif isinstance(event, BatchFinished):
             self.serial = event.serial
             self._in_batch = False
+            held = self._chunk is not None  # a chunk in hand: this batch waits behind it
             self._hand_over(ends=True)
-            self._next()  # read the next batch while this one is applied
+            if held or self._batch_size >= self.client.ahead_from:
+                self._next()  # a burst: read the next batch while this one is applied
         elif isinstance(event, ResumeRefused):
             self.log.warn("full resync: server said {reason}", reason=event.reason)
         elif isinstance(event, Failed) and event.fatal:

@@ -264,7 +264,6 @@ def test_failed_batch_drops_connection_without_saving(tmp_path):
     feed(proto, b"OK", b"OK")
     sent(t)
     feed(proto, b"SERIAL:12", b"CREATE:/x", b"EOF")
-    assert sent(t) == [b"NEXT"]  # asked ahead, while the batch is applied
     rec.waiting.pop().errback(OSError(13, "Permission denied"))
     assert t.disconnecting and h.state.load() == (SESSION, 10)
     assert sent(t) == []
@@ -289,7 +288,6 @@ def test_batch_waiting_for_disk_or_backend_is_retried_on_the_same_connection(tmp
     feed(proto, b"OK", b"OK")
     sent(t)
     feed(proto, b"SERIAL:12", b"CREATE:/x", b"EOF")
-    assert sent(t) == [b"NEXT"]  # asked ahead, while the batch is applied
     clock = h.client.reactor
     for delay in (1, 2, 4):
         rec.waiting.pop().errback(error)
@@ -300,14 +298,14 @@ def test_batch_waiting_for_disk_or_backend_is_retried_on_the_same_connection(tmp
     message = error.strerror if isinstance(error, OSError) else str(error)
     assert "retrying in 4 s" in h.log_text() and message in h.log_text()
     rec.finish()
-    assert h.state.load() == (SESSION, 12) and sent(t) == []
+    assert h.state.load() == (SESSION, 12) and sent(t) == [b"NEXT"]
 
 
 def test_batches_read_while_one_is_applied_go_together_after_it(tmp_path):
     """NEXT goes out as soon as a batch is in; the batches that come while it is applied
     are held and then applied as one chunk, in order, saved at their last serial."""
     rec = Recorder()
-    h = Harness(tmp_path, sink=rec, saved=(SESSION, 10))
+    h = Harness(tmp_path, sink=rec, saved=(SESSION, 10), ahead_from=1)
     proto, t = h.connect()
     feed(proto, b"OK", b"OK")
     sent(t)
@@ -330,7 +328,7 @@ def test_reading_ahead_stops_at_a_chunks_worth(tmp_path):
     """While a chunk is applied at most ``chunk`` records are held: reading pauses, and a
     chunk cut inside a batch saves only the batch end before the cut."""
     rec = Recorder()
-    h = Harness(tmp_path, sink=rec, saved=(SESSION, 10), chunk=2)
+    h = Harness(tmp_path, sink=rec, saved=(SESSION, 10), chunk=2, ahead_from=1)
     proto, t = h.connect()
     feed(proto, b"OK", b"OK")
     sent(t)
@@ -354,7 +352,7 @@ def test_what_was_read_after_a_failed_chunk_is_never_applied(tmp_path):
     """A chunk fails (not the disk, not the backend): the batches held behind it are dropped
     with the connection, unsaved, and nothing of the connection keeps running."""
     rec = Recorder()
-    h = Harness(tmp_path, sink=rec, saved=(SESSION, 10), chunk=1)
+    h = Harness(tmp_path, sink=rec, saved=(SESSION, 10), chunk=1, ahead_from=1)
     proto, t = h.connect()
     feed(proto, b"OK", b"OK")
     feed(proto, b"SERIAL:11", b"CREATE:/a", b"EOF", b"SERIAL:12", b"CREATE:/b", b"EOF")
@@ -363,6 +361,44 @@ def test_what_was_read_after_a_failed_chunk_is_never_applied(tmp_path):
     assert t.disconnecting and h.state.load() == (SESSION, 10) and len(rec.chunks) == 1
     proto.connectionLost()
     assert h.client.when_idle().called
+
+
+def test_only_a_burst_asks_ahead(tmp_path):
+    """A lone change asks for the next batch once it is saved; a batch of ``ahead_from``
+    records asks at once, while it is applied."""
+    rec = Recorder()
+    h = Harness(tmp_path, sink=rec, saved=(SESSION, 10), ahead_from=3)
+    proto, t = h.connect()
+    feed(proto, b"OK", b"OK")
+    sent(t)
+    feed(proto, b"SERIAL:11", b"CREATE:/a", b"EOF")
+    assert sent(t) == []
+    rec.finish()
+    assert h.state.load() == (SESSION, 11) and sent(t) == [b"NEXT"]
+    feed(proto, b"SERIAL:14", b"CREATE:/b", b"CREATE:/c", b"CREATE:/d", b"EOF")
+    assert sent(t) == [b"NEXT"] and h.state.load() == (SESSION, 11)
+    rec.finish()
+    assert h.state.load() == (SESSION, 14) and sent(t) == []
+
+
+def test_stop_in_a_burst_applies_nothing_read_ahead(tmp_path):
+    """stop() while a chunk is applied and the next batch was asked for: the chunk finishes
+    and saves, the batch read meanwhile is not applied, no more NEXT, then it closes."""
+    rec = Recorder()
+    h = Harness(tmp_path, sink=rec, saved=(SESSION, 1), ahead_from=1)
+    proto, t = h.connect()
+    feed(proto, b"OK", b"OK")
+    sent(t)
+    feed(proto, b"SERIAL:2", b"CREATE:/x", b"EOF")
+    assert sent(t) == [b"NEXT"]
+    stopped = h.client.stop()
+    assert not stopped.called and not t.disconnecting
+    feed(proto, b"SERIAL:3", b"CREATE:/y", b"EOF")
+    rec.finish()
+    assert h.state.load() == (SESSION, 2) and len(rec.chunks) == 1
+    assert sent(t) == [] and t.disconnecting
+    proto.connectionLost()
+    assert stopped.called
 
 
 def test_hostile_path_is_refused_and_the_rest_applies(tmp_path):
@@ -377,20 +413,17 @@ def test_hostile_path_is_refused_and_the_rest_applies(tmp_path):
 
 
 def test_stop_finishes_batch_in_hand(tmp_path):
-    """stop() lets the chunk being applied finish and save, applies nothing read after it,
-    sends no more NEXT, then closes."""
+    """stop() lets the chunk being applied finish and save, sends no NEXT, then closes."""
     rec = Recorder()
     h = Harness(tmp_path, sink=rec, saved=(SESSION, 1))
     proto, t = h.connect()
     feed(proto, b"OK", b"OK")
     sent(t)
     feed(proto, b"SERIAL:2", b"CREATE:/x", b"EOF")
-    assert sent(t) == [b"NEXT"]  # asked ahead, while the batch is applied
     stopped = h.client.stop()
     assert not stopped.called and not t.disconnecting
-    feed(proto, b"SERIAL:3", b"CREATE:/y", b"EOF")  # the answer, read while stopping
     rec.finish()
-    assert h.state.load() == (SESSION, 2) and len(rec.chunks) == 1
+    assert h.state.load() == (SESSION, 2)
     assert sent(t) == [] and t.disconnecting
     proto.connectionLost()
     assert stopped.called
@@ -519,7 +552,6 @@ def test_new_connection_waits_for_old_work_then_resumes_from_it(tmp_path):
     feed(old, b"OK", b"OK")
     assert sent(t_old) == [b"START", f"SN:{SESSION},1".encode(), b"NEXT"]
     feed(old, b"SERIAL:2", b"CREATE:/x", b"EOF")
-    assert sent(t_old) == [b"NEXT"]  # asked ahead, while the batch is applied
     old.connectionLost()
     new, t_new = h.connect()
     assert t_new.value() == b""
