@@ -25,7 +25,8 @@ A small change must not wait for rsync's start or its exit
   by a fresh run of the same batch, so a batch is never lost to it;
 - a run is done once inotify has seen each of its files renamed into
   staging (rsync renames a file there only when it is checked, timed and
-  moded), or else once rsync has printed its summary; the process, which
+  moded), or else once rsync has printed its summary; each file so seen
+  is installed at once, while rsync goes on with the others; the process, which
   then sleeps ~20 ms before exiting, is reaped on a thread of its own and
   its staging directory removed after it exited. `close()` ends the
   standby (an empty list), waits for every run and leaves no process.
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import re
 import shutil
@@ -426,14 +428,15 @@ class RsyncFetcher:
         results: dict[int, Result],
     ) -> None:
         listing = b"".join(rel + b"\0" for _, rel in members)
+        early = _Installer(members, batch, results, self.fsync)
         standby = self._take(key)
         if standby is not None:
-            done = self._complete(standby, listing)
+            done = self._complete(standby, listing, early)
             if done is not None and (
                 done.code is None or done.code in _PARTIAL_OK or local_disk_error(done.stderr)
             ):
                 try:
-                    self._settle(key[0], done, standby.staging, members, batch, results)
+                    self._settle(key[0], done, standby.staging, members, batch, results, early)
                 finally:
                     self._done_with(standby)
                 return
@@ -442,22 +445,30 @@ class RsyncFetcher:
             self._done_with(standby)
         run = self._start(key)
         try:
-            done = self._complete(run, listing)
+            done = self._complete(run, listing, early)
             if done is None:
                 where = f"{self.host}:{self.port}"
                 raise BackendUnavailable(f"rsync from {where} failed: its output could not be read")
-            self._settle(key[0], done, run.staging, members, batch, results)
+            self._settle(key[0], done, run.staging, members, batch, results, early)
         finally:
             self._done_with(run)
 
-    def _complete(self, run: RsyncRun, listing: bytes) -> Finished | None:
-        """Run `run` on `listing`; None (and the process reaped) if our side failed."""
+    def _complete(
+        self, run: RsyncRun, listing: bytes, early: _Installer | None = None
+    ) -> Finished | None:
+        """Run `run` on `listing`; None (and the process reaped) if our side failed.
+
+        With `early`, each file is installed as soon as it is staged.
+        """
         watch = None
         if self.watch:
             with contextlib.suppress(OSError, ValueError):  # no early end: the summary will do
                 watch = StagedWatch(run.staging, _names(listing))
+        on_staged = None
+        if early is not None:
+            on_staged = functools.partial(early.install, run.staging)
         try:
-            done = run.complete(listing, self.timeout, watch)
+            done = run.complete(listing, self.timeout, watch, on_staged)
         except OSError:
             run.proc.kill()
             run.finish(self.timeout)
@@ -503,20 +514,28 @@ class RsyncFetcher:
         members: list[tuple[int, bytes]],
         batch: list[FetchItem],
         results: dict[int, Result],
+        early: _Installer | None = None,
     ) -> None:
-        """Results for one run's members from what rsync said and what it staged."""
+        """Results for one run's members from what rsync said and what it staged
+        (those installed while it ran, by `early`, are kept)."""
         where = f"{self.host}:{self.port}"
         if done.summary:
             self._count(done.stdout)
         disk = local_disk_error(done.stderr)
         if disk is not None:
             raise disk
+        if early is not None and early.error is not None:
+            raise early.error
         if done.code is not None and done.code not in _PARTIAL_OK:
             raise whole_run_error(done.code, done.stderr, where, self.user, module, self.timeout)
         complaints = file_errors(done.stderr)
         installed: dict[bytes, bytes] = {}  # rel -> local, for a path asked twice
         for index, rel in members:
             item = batch[index]
+            if early is not None and index in early.done:
+                if results[index][1] is Outcome.DONE:
+                    installed[rel] = item.local
+                continue
             staged = staging + b"/" + rel
             if rel in installed:
                 staged = installed[rel]
@@ -594,6 +613,42 @@ class RsyncFetcher:
         if run is not None:
             self._retire(run)
         self._reap(keep=0)
+
+
+class _Installer:
+    """Installs a run's files while it runs, each as soon as rsync has staged it.
+
+    Only the first member asking for a name is installed here (`_settle`
+    copies it for any other). A refusal of the mirror's disk stops it and is
+    raised by `_settle`; it never raises into the run's reading loop.
+    """
+
+    def __init__(
+        self,
+        members: list[tuple[int, bytes]],
+        batch: list[FetchItem],
+        results: dict[int, Result],
+        fsync: bool,
+    ) -> None:
+        self._first: dict[bytes, int] = {}
+        for index, rel in members:
+            self._first.setdefault(rel, index)
+        self._batch, self._results, self._fsync = batch, results, fsync
+        self.done: set[int] = set()  # members whose result is in
+        self.error: OSError | None = None
+
+    def install(self, staging: bytes, rels: list[bytes]) -> None:
+        for rel in rels:
+            index = self._first.get(rel)
+            if self.error is not None or index is None or index in self.done:
+                continue
+            try:
+                result = _collect(self._batch[index], staging + b"/" + rel, "", fsync=self._fsync)
+            except OSError as e:  # the mirror's disk: _settle raises it
+                self.error = e
+                return
+            self._results[index] = result
+            self.done.add(index)
 
 
 def _names(listing: bytes) -> list[bytes]:

@@ -25,7 +25,7 @@ import selectors
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -89,15 +89,22 @@ class RsyncRun:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def complete(self, listing: bytes, bound: float, watch: StagedWatch | None = None) -> Finished:
+    def complete(
+        self,
+        listing: bytes,
+        bound: float,
+        watch: StagedWatch | None = None,
+        on_staged: Callable[[list[bytes]], None] | None = None,
+    ) -> Finished:
         """Give rsync its names and read it until its summary or its exit.
 
         No time limit of ours: a big file may pass in silence for minutes,
         and rsync's --timeout ends a stalled connection. `bound` is how long
         a process whose pipes have closed may take to exit before it is
         killed. With `watch`, the run is done as soon as every name is
-        staged. After an early finish the process is still exiting:
-        `finish()` reaps it.
+        staged, and `on_staged` is told the names staged as they come (while
+        rsync goes on with the others). After an early finish the process is
+        still exiting: `finish()` reaps it.
         """
         proc = self.proc
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
@@ -121,7 +128,10 @@ class RsyncRun:
                         pending = self._write(sel, pending)
                         continue
                     if key.fileobj is watch:
-                        if watch.read() and not pending:
+                        staged = watch.read()
+                        if on_staged is not None:
+                            on_staged(watch.take_arrived())
+                        if staged and not pending:
                             _drain(proc.stderr, err)
                             return Finished(None, bytes(out), bytes(err[-self._keep :]), False)
                         if watch.broken:

@@ -22,7 +22,7 @@ from fs_sync.inotify import IN_MOVED_TO, IN_ONLYDIR, IN_Q_OVERFLOW, Libc, libc, 
 __all__ = ["MAX_DIRS", "StagedWatch"]
 
 #: a run whose names span more directories than this is not watched
-MAX_DIRS = 16
+MAX_DIRS = 256
 _READ = 64 * 1024
 
 
@@ -41,15 +41,16 @@ class StagedWatch:
     """
 
     def __init__(self, staging: bytes, rels: Iterable[bytes]) -> None:
-        wanted: dict[bytes, set[bytes]] = {}
+        wanted: dict[bytes, dict[bytes, list[bytes]]] = {}  # parent -> name -> rels
         for rel in rels:
             parent, _, name = rel.rpartition(b"/")
-            wanted.setdefault(parent, set()).add(name)
+            wanted.setdefault(parent, {}).setdefault(name, []).append(rel)
             if len(wanted) > MAX_DIRS:
                 raise ValueError("too many directories to watch")
         binding = libc()
         self.fd = _check(binding, binding.inotify_init())
-        self._left: dict[int, set[bytes]] = {}
+        self._left: dict[int, dict[bytes, list[bytes]]] = {}  # wd -> name -> rels
+        self._arrived: list[bytes] = []  # rels staged since the last take_arrived()
         self.broken = False
         try:
             for parent, names in wanted.items():
@@ -58,7 +59,9 @@ class StagedWatch:
                 wd = _check(
                     binding, binding.inotify_add_watch(self.fd, path, IN_MOVED_TO | IN_ONLYDIR)
                 )
-                self._left.setdefault(wd, set()).update(names)  # a/ and a//: one directory
+                left = self._left.setdefault(wd, {})  # a/ and a//: one directory
+                for name, spelled in names.items():
+                    left.setdefault(name, []).extend(spelled)
         except BaseException:
             os.close(self.fd)
             raise
@@ -79,10 +82,15 @@ class StagedWatch:
                     self.broken = True
                 left = self._left.get(event.wd)
                 if left is not None and event.mask & IN_MOVED_TO:
-                    left.discard(event.name)
+                    self._arrived += left.pop(event.name, ())
                     if not left:
                         del self._left[event.wd]
         return not self.broken and not self._left
+
+    def take_arrived(self) -> list[bytes]:
+        """The names (as given) staged since the last call, each once."""
+        arrived, self._arrived = self._arrived, []
+        return arrived
 
     def close(self) -> None:
         os.close(self.fd)

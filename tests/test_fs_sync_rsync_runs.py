@@ -174,9 +174,9 @@ def test_close_leaves_no_process_behind(daemon: Daemon, tmp_path: Path) -> None:
 class _InstallAfterExit(RsyncFetcher):
     """Installs a run's files only once the rsync that staged them has been reaped."""
 
-    def _complete(self, run: RsyncRun, listing: bytes) -> Finished | None:
+    def _complete(self, run: RsyncRun, listing: bytes, *rest: Any) -> Finished | None:
         self.last = run
-        return super()._complete(run, listing)
+        return super()._complete(run, listing, *rest)
 
     def _settle(self, *args: Any) -> None:
         wait_for(lambda: self.last.proc.returncode is not None, message="rsync reaped")
@@ -248,3 +248,36 @@ def test_rsync_without_the_option_is_not_given_it(daemon: Daemon, tmp_path: Path
         assert fetcher.run_limit() == CHECKED_RUN_MAX
     runs = [run for run in log.read_text().splitlines() if "--files-from=-" in run.split()]
     assert runs and not any("--trust-sender" in run.split() for run in runs)
+
+
+class _SeesEarly(RsyncFetcher):
+    """Notes which members were installed while their run still went on."""
+
+    early: set[int]
+
+    def _settle(self, *args: Any) -> None:
+        installer = args[-1]
+        self.early = set(installer.done) if installer is not None else set()
+        super()._settle(*args)
+
+
+def test_files_are_installed_while_their_run_goes_on(daemon: Daemon, tmp_path: Path) -> None:
+    """A file staged by rsync is installed at once, not after the run: each lands once, whole,
+    a name asked twice in both places."""
+    served = daemon.served + b"/early"
+    os.makedirs(served + b"/sub", exist_ok=True)
+    names = [b"f%d" % i for i in range(30)] + [b"sub/g"]
+    for name in names:
+        _write(served + b"/" + name, b"content " + name)
+    dst = os.fsencode(tmp_path)
+    items = [FetchItem(b"/early/" + name, dst + b"/" + name.replace(b"/", b"-")) for name in names]
+    items.append(FetchItem(b"/early/f0", dst + b"/again"))
+    with _fetcher(daemon, _SeesEarly) as (reactor, fetcher):
+        results = run_deferred(reactor, fetcher.fetch(items))
+        early = fetcher.early
+    assert [r[1] for r in results] == [Outcome.DONE] * len(items)
+    assert early and early <= set(range(len(names)))  # the copy for /again comes after
+    for item in items:
+        with open(item.local, "rb") as f:
+            assert f.read() == b"content " + item.remote.removeprefix(b"/early/")
+    assert os.listdir(daemon.staging) == []

@@ -57,3 +57,21 @@ def test_watch_refuses_too_many_directories(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         StagedWatch(os.fsencode(tmp_path), [b"d%d/f" % i for i in range(MAX_DIRS + 1)])
     assert os.listdir(tmp_path) == []
+
+
+def test_watch_tells_each_name_staged_once_as_it_was_given(tmp_path: Path) -> None:
+    """Names come back as they arrive, spelled as in the list, each once."""
+    staging = os.fsencode(tmp_path)
+    watch = StagedWatch(staging, [b"a/x", b"a//y", b"z"])
+    try:
+        _stage(staging + b"/a", b"x")
+        assert not watch.read()
+        assert watch.take_arrived() == [b"a/x"]
+        _stage(staging + b"/a", b"y")
+        _stage(staging, b"z")
+        _stage(staging + b"/a", b"x")  # again: not a name still awaited
+        assert watch.read()
+        assert sorted(watch.take_arrived()) == [b"a//y", b"z"]
+        assert watch.take_arrived() == []
+    finally:
+        watch.close()
