@@ -197,20 +197,21 @@ def _send(src_fd: int, out_fd: int) -> bool:
         sent = True
 
 
-def install(staged: bytes, local: bytes, fsync: bool = True) -> None:
+def install(staged: bytes, local: bytes, fsync: bool = True, *, dir_fd: int | None = None) -> None:
     """Move a complete file from a staging area over `local`, atomically.
 
     Same filesystem: fsync and rename. Across filesystems (EXDEV): stream it
-    into a temporary sibling of `local` and rename that.
+    into a temporary sibling of `local` and rename that. With `dir_fd`,
+    `staged` is a name in that directory.
     """
     if is_directory(local):
         raise IsADirectoryError(local)
-    fd = os.open(staged, os.O_RDONLY | os.O_NOFOLLOW)
+    fd = os.open(staged, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
     try:
         if fsync:
             os.fsync(fd)
         try:
-            os.rename(staged, local)
+            os.rename(staged, local, src_dir_fd=dir_fd)
             return
         except OSError as e:
             if e.errno != errno.EXDEV:

@@ -66,6 +66,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from fs_sync.atomic import copy_fd, install, refuse_directory
+from fs_sync.beneath import SymlinkInPath, open_beneath
 from fs_sync.interface import (
     LOCAL_DISK_ERRNOS,
     BackendUnavailable,
@@ -536,10 +537,10 @@ class RsyncFetcher:
                 if results[index][1] is Outcome.DONE:
                     installed[rel] = item.local
                 continue
-            staged = staging + b"/" + rel
             if rel in installed:
-                staged = installed[rel]
-            results[index] = _collect(item, staged, "", copy=rel in installed, fsync=self.fsync)
+                results[index] = _copy_installed(item, installed[rel], self.fsync)
+            else:
+                results[index] = _collect(item, staging, rel, self.fsync)
             outcome = results[index][1]
             if outcome is Outcome.DONE:
                 installed[rel] = item.local
@@ -643,7 +644,7 @@ class _Installer:
             if self.error is not None or index is None or index in self.done:
                 continue
             try:
-                result = _collect(self._batch[index], staging + b"/" + rel, "", fsync=self._fsync)
+                result = _collect(self._batch[index], staging, rel, self._fsync)
             except OSError as e:  # the mirror's disk: _settle raises it
                 self.error = e
                 return
@@ -655,25 +656,58 @@ def _names(listing: bytes) -> list[bytes]:
     return listing.split(b"\0")[:-1]
 
 
-def _collect(
-    item: FetchItem, staged: bytes, detail: str, copy: bool = False, fsync: bool = True
-) -> Result:
-    """Install one staged file (or copy one already installed) and say what happened."""
+def _collect(item: FetchItem, staging: bytes, rel: bytes, fsync: bool = True) -> Result:
+    """Install `staging/rel` over `item.local` and say what happened.
+
+    No symlink below `staging` is followed: the daemon decides what its side
+    of rsync stages, and a directory it made a symlink must not get a file of
+    this host moved (or read) into the mirror through it.
+    """
+    parent, _, name = rel.rpartition(b"/")
     try:
-        mode = os.lstat(staged).st_mode
+        # Not O_DIRECTORY: with O_NOFOLLOW it says ENOTDIR for a symlink, not ELOOP.
+        # O_NONBLOCK: a FIFO staged in a directory's place must not hang the open.
+        dir_fd = open_beneath(staging, parent, os.O_RDONLY | os.O_NONBLOCK)
+    except SymlinkInPath:
+        return (item, Outcome.FAILED, "staged below a symlink: refused")
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return (item, Outcome.FAILED, "staged below a symlink: refused")
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return (item, Outcome.VANISHED, "not transferred")
+        if is_local_disk_error(e):
+            raise
+        return (item, Outcome.FAILED, f"install: {e.strerror or e}")
+    try:
+        if not stat.S_ISDIR(os.fstat(dir_fd).st_mode):
+            return (item, Outcome.VANISHED, "not transferred")
+        try:
+            mode = os.lstat(name, dir_fd=dir_fd).st_mode
+        except FileNotFoundError:
+            return (item, Outcome.VANISHED, "not transferred")
+        if not stat.S_ISREG(mode):
+            return (item, Outcome.NOT_A_FILE, "not a regular file on the server")
+        try:
+            install(name, item.local, fsync, dir_fd=dir_fd)
+        except OSError as e:
+            if is_local_disk_error(e):
+                raise
+            return (item, Outcome.FAILED, f"install: {e.strerror or e}")
+    finally:
+        os.close(dir_fd)
+    return (item, Outcome.DONE, "")
+
+
+def _copy_installed(item: FetchItem, installed: bytes, fsync: bool = True) -> Result:
+    """A second member asking for a name already installed: a copy of that file."""
+    try:
+        fd = os.open(installed, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            copy_fd(fd, item.local, fsync=fsync)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
-        return (item, Outcome.VANISHED, detail or "not transferred")
-    if not stat.S_ISREG(mode):
-        return (item, Outcome.NOT_A_FILE, "not a regular file on the server")
-    try:
-        if copy:
-            fd = os.open(staged, os.O_RDONLY | os.O_NOFOLLOW)
-            try:
-                copy_fd(fd, item.local, fsync=fsync)
-            finally:
-                os.close(fd)
-        else:
-            install(staged, item.local, fsync)
+        return (item, Outcome.VANISHED, "not transferred")
     except OSError as e:
         if is_local_disk_error(e):
             raise

@@ -28,6 +28,7 @@ from fs_sync.interface import (
 )
 from fs_sync.rsync import (
     RsyncFetcher,
+    _collect,
     build_argv,
     daemon_url,
     file_errors,
@@ -316,3 +317,57 @@ def test_trust_sender_is_read_off_the_help() -> None:
     url = daemon_url("127.0.0.1", 873, None, b"m")
     assert "--trust-sender" in build_argv("rsync", url, b"/s", 30, trust_sender=True)
     assert "--trust-sender" not in build_argv("rsync", url, b"/s", 30)
+
+
+# -- installing from staging: what the daemon's side staged is not trusted --------
+
+
+def _staged_tree(tmp_path: Path) -> tuple[bytes, bytes, bytes]:
+    staging, outside, mirror = (os.fsencode(tmp_path / n) for n in ("staging", "outside", "m"))
+    for d in (staging, outside, mirror):
+        os.mkdir(d)
+    with open(outside + b"/f", "wb") as f:
+        f.write(b"a file of the backup host")
+    return staging, outside, mirror
+
+
+def test_a_staged_directory_that_is_a_symlink_is_not_followed(tmp_path: Path) -> None:
+    """A daemon that stages `a` as a symlink to /etc cannot get /etc/f moved into the
+    mirror: the install refuses it and the file stays where it was."""
+    staging, outside, mirror = _staged_tree(tmp_path)
+    os.symlink(outside, staging + b"/a")
+    item = FetchItem(b"/w/a/f", mirror + b"/f")
+    _, outcome, reason = _collect(item, staging, b"a/f")
+    assert outcome is Outcome.FAILED and "symlink" in reason
+    assert os.path.exists(outside + b"/f") and not os.path.lexists(mirror + b"/f")
+    os.makedirs(staging + b"/b/c")
+    os.symlink(outside, staging + b"/b/c/d")  # deeper in the path too
+    assert _collect(item, staging, b"b/c/d/f")[1] is Outcome.FAILED
+    assert os.path.exists(outside + b"/f")
+
+
+def test_a_staged_file_is_installed_and_others_are_told_apart(tmp_path: Path) -> None:
+    staging, outside, mirror = _staged_tree(tmp_path)
+    os.makedirs(staging + b"/a/b")
+    with open(staging + b"/a/b/f", "wb") as f:
+        f.write(b"staged")
+    os.symlink(outside + b"/f", staging + b"/a/b/link")
+    item = FetchItem(b"/w/a/b/f", mirror + b"/f")
+    assert _collect(item, staging, b"a/b/f")[1] is Outcome.DONE
+    with open(mirror + b"/f", "rb") as f:
+        assert f.read() == b"staged"
+    assert not os.path.lexists(staging + b"/a/b/f")
+    assert _collect(item, staging, b"a/b/link")[1] is Outcome.NOT_A_FILE
+    assert _collect(item, staging, b"a/b/gone")[1] is Outcome.VANISHED
+    assert _collect(item, staging, b"x/y/gone")[1] is Outcome.VANISHED
+
+
+def test_a_fifo_or_file_staged_in_a_directory_s_place_is_vanished(tmp_path: Path) -> None:
+    """Neither hangs the install nor passes for a directory."""
+    staging, _, mirror = _staged_tree(tmp_path)
+    os.mkfifo(staging + b"/p")
+    with open(staging + b"/file", "wb") as f:
+        f.write(b"x")
+    item = FetchItem(b"/w/p/f", mirror + b"/f")
+    assert _collect(item, staging, b"p/f")[1] is Outcome.VANISHED
+    assert _collect(item, staging, b"file/f")[1] is Outcome.VANISHED
