@@ -44,10 +44,6 @@ _NO_META = Meta()
 _RESHAPING = (Action.DELETE, Action.MOVE, Action.SYMLINK)
 
 
-def _moves_from(records: list[Record], start: int) -> bool:
-    return any(r.action is Action.MOVE for r in records[start:])
-
-
 class Applier:
     """Applies record batches under ``datadir`` (the worker's ``/`` maps to it)."""
 
@@ -115,8 +111,8 @@ class Applier:
         whose source earlier records made anew would replace the moved tree.
         ``progress(i)`` saves that ``records[: i + 1]`` are on disk: the
         applier calls it around the MOVEs that need it (``fs_mirror.replay``)
-        and, when a MOVE was applied, once all disk changes are made, before
-        the fetch.
+        and once all disk changes are made, before the fetch (the connection
+        passes it only for a chunk with a MOVE still to apply).
 
         A record that cannot be applied (a refused path, a name too long for
         this file system, ...) is logged in one line, counted and skipped:
@@ -149,7 +145,7 @@ class Applier:
                 if index in marks:
                     assert progress is not None
                     progress(index)
-            if progress is not None and _moves_from(records, replayed):
+            if progress is not None:
                 progress(len(records) - 1)
             return self._fetch_pending()
         except Exception:
