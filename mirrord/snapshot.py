@@ -69,16 +69,8 @@ class SnapshotReads:
     _txn: Txn | None = None
 
     def get(self, path: bytes) -> Entry | None:
-        key = self._stored(path_key(path))
-        if key is None:
-            return None
-        data = self._snap.get(key, txn=self._txn)
+        data = self._snap.get(path_key(path), txn=self._txn)
         return None if data is None else Entry.unpack(data)
-
-    def _stored(self, key: bytes) -> bytes | None:
-        """Where the entry at ``key`` is stored (None: nowhere). Here, at ``key``; the
-        store redirects while a sub-tree move is deferred (``Store._stored``)."""
-        return key
 
     def _range(
         self,

@@ -171,7 +171,13 @@ class Store(SnapshotReads):
         if moving is not None:  # a deferred move its process did not live to settle
             n = _KEYLEN.unpack_from(moving)[0]
             self._moving = (moving[4 : 4 + n], moving[4 + n :])
-            self.settle(sync=True)
+            self._begin()
+            try:
+                self._settle()
+                self._finish(sync=True)
+            except BaseException:
+                self._abort()
+                raise
 
     # -- writing: one transaction at a time, on the reactor thread ---------------
     def transaction(self, *, sync: bool = True) -> AbstractContextManager[None]:
@@ -239,13 +245,13 @@ class Store(SnapshotReads):
         for op in ops:
             match op:
                 case Put(path, entry):
-                    key = self._stored(path_key(path))
+                    key = self._point(path_key(path))
                     if key is None:  # a new entry where a deferred move took one away
                         self._settle()
                         key = path_key(path)
                     snap.put(key, entry.pack(), txn=txn)
                 case Drop(path):
-                    key = self._stored(path_key(path))
+                    key = self._point(path_key(path))
                     if key is None:
                         continue  # below a deferred move's source: nothing is there
                     try:
@@ -267,10 +273,10 @@ class Store(SnapshotReads):
         """A sub-tree move is deferred: ``settle`` would rewrite its keys."""
         return self._moving is not None
 
-    def settle(self, *, sync: bool = False) -> None:
+    def settle(self) -> None:
         """Rewrite the keys of a deferred move now, in the open transaction or in
-        one of its own (by default not synced: a crash before a later sync leaves
-        the marker, and the reopen settles it)."""
+        one of its own (not synced: a crash before a later sync leaves the marker,
+        and the reopen settles it)."""
         if self._moving is None:
             return
         if self._txn is not None:
@@ -279,7 +285,7 @@ class Store(SnapshotReads):
         self._begin()
         try:
             self._settle()
-            self._finish(sync=sync)
+            self._finish(sync=False)
         except BaseException:
             self._abort()
             raise
@@ -294,7 +300,7 @@ class Store(SnapshotReads):
         self._meta.put(b"schema", b"%d" % _AT_REST, txn=self._txn)
         self._moving = None
 
-    def _stored(self, key: bytes) -> bytes | None:
+    def _point(self, key: bytes) -> bytes | None:
         """Where the entry at ``key`` is stored while a move is deferred (None: nowhere)."""
         if self._moving is None:
             return key
@@ -304,6 +310,13 @@ class Store(SnapshotReads):
         if key == skey or key.startswith(skey + b"\0"):
             return None
         return key
+
+    def get(self, path: bytes) -> Entry | None:
+        key = self._point(path_key(path))
+        if key is None:
+            return None
+        data = self._snap.get(key, txn=self._txn)
+        return None if data is None else Entry.unpack(data)
 
     def _range(
         self,
