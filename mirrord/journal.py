@@ -55,16 +55,7 @@ from mirrord.waiters import Waiters
 from mirrord.walks import RETRY_MAX, SLICE, Walker, WalkFailed
 from protocol.records import Action, Record
 
-__all__ = ["SETTLE_AFTER", "Journal", "WalkFailed", "scan_roots"]
-
-#: Seconds after a turn that deferred a sub-tree move before its keys are
-#: rewritten (``Store.settle``, ~40 ms of CPU for 5,000 files). Not at once:
-#: a client on the same host is applying that MOVE meanwhile, and a rewrite
-#: that takes a core from it delays the very rename it is waiting for (the
-#: yardstick's dirmove: converged in the poller's first scan in 4 of 6 runs
-#: with 0.5 s, in none of 6 with 0). Until then nothing waits for it: point
-#: reads and writes are redirected, and what needs a range settles first.
-SETTLE_AFTER = 0.5
+__all__ = ["Journal", "WalkFailed", "scan_roots"]
 
 
 class Journal:
@@ -249,8 +240,8 @@ class Journal:
         self.commits += 1
         if self.store.head != before:
             self._wake()
-        if self.store.moving and self._settling is None:  # its MOVE is sent first
-            self._settling = self.reactor.callLater(SETTLE_AFTER, self._settle)
+        if self.store.moving:  # its MOVE is sent first, in this reactor iteration
+            self._settling = self._settling or self.reactor.callLater(0, self._settle)
         for walk in walks:
             listing = isinstance(walk, ListingWalk)
             self.walker.walk([walk.path], ScanStats(), "", listing=listing, follow_up=True)

@@ -24,9 +24,8 @@ DB_RECOVER, so reopening after ``kill -9`` replays the log; an ``fcntl``
 lock on ``home/lock`` keeps a second process from running it under a live one.
 
 A sub-tree move rewrites every key below it (5,000 files: 10,000 B-tree
-writes and 3 MB of BDB log, some 40 ms), so a MOVE of ``DEFER_FROM`` entries
-or more whose source and destination ranges are disjoint is *deferred*: its
-transaction writes only
+writes and 3 MB of BDB log, some 40 ms), so a MOVE whose source and
+destination ranges are disjoint is *deferred*: its transaction writes only
 the marker ``meta/moving`` (the two keys), and the rewrite (``settle``) runs
 later in a transaction of its own that also deletes the marker, so the MOVE
 record can be served first. Until then the store answers as if the move had
@@ -64,9 +63,6 @@ SCHEMA_VERSION = 3  # 2: the unreadable flag on directories (version 1 never set
 _AT_REST = 2
 _SERIAL = struct.Struct(">Q")
 _KEYLEN = struct.Struct(">I")
-#: Sub-trees of fewer entries are moved at once: cheaper than a marker and a
-#: transaction of its own later (a file, a small directory).
-DEFER_FROM = 64
 _ENV_FLAGS = db.DB_CREATE | db.DB_INIT_TXN | db.DB_INIT_LOG | db.DB_INIT_MPOOL
 _ENV_FLAGS |= db.DB_RECOVER
 
@@ -347,12 +343,7 @@ class Store(SnapshotReads):
             return
         if dkey.startswith(skey + b"\0"):
             raise ValueError(f"cannot move {src!r} into itself")
-        if (
-            not skey
-            or not dkey
-            or skey.startswith(dkey + b"\0")
-            or len(self._subtree(skey, DEFER_FROM)) < DEFER_FROM
-        ):
+        if not skey or not dkey or skey.startswith(dkey + b"\0"):
             self._deltree(dkey)
             self._rekey(skey, dkey)
             return

@@ -10,9 +10,7 @@ import textwrap
 
 import pytest
 
-from mirrord import store as store_module
 from mirrord.store import (
-    DEFER_FROM,
     DIR,
     FILE,
     LINK,
@@ -195,24 +193,7 @@ def test_big_move_in_one_commit(store):
     assert len(list(store.walk(b"/moved"))) == len(ops)
 
 
-@pytest.fixture
-def defer_all(monkeypatch):
-    """Every move is deferred, however small its sub-tree."""
-    monkeypatch.setattr(store_module, "DEFER_FROM", 1)
-
-
-def test_small_moves_are_made_at_once(store):
-    """A sub-tree of fewer than DEFER_FROM entries is moved in the MOVE's own
-    transaction; one of DEFER_FROM is deferred."""
-    load_tree(store)
-    store.commit([], [MoveTree(b"/a/b", b"/a/z")])
-    assert not store.moving and store.get(b"/a/z/c") is not None
-    store.load([Put(b"/a/z/f%03d" % n, entry()) for n in range(DEFER_FROM - 3)])
-    store.commit([], [MoveTree(b"/a/z", b"/a/y")])  # now DEFER_FROM entries
-    assert store.moving and store.get(b"/a/y/f000") is not None
-
-
-def test_move_is_deferred_and_reads_as_made(store, defer_all):
+def test_move_is_deferred_and_reads_as_made(store):
     """A MOVE's commit leaves the rewrite of its keys for later; reads and
     writes meanwhile see the moved tree, and settle makes it real."""
     load_tree(store)
@@ -238,7 +219,7 @@ def test_move_is_deferred_and_reads_as_made(store, defer_all):
     ]
 
 
-def test_deferred_moves_answer_like_moves_made_at_once(tmp_path, defer_all):
+def test_deferred_moves_answer_like_moves_made_at_once(tmp_path):
     """Seeded random op sequences give the same reads and the same tree whether
     each move is settled at once or left deferred."""
     import random
@@ -279,7 +260,7 @@ def _combos(letters: bytes, n: int) -> list[tuple[bytes, ...]]:
     return [(bytes([c]),) + rest for c in letters for rest in _combos(letters, n - 1)]
 
 
-def test_close_settles_a_deferred_move(tmp_path, defer_all):
+def test_close_settles_a_deferred_move(tmp_path):
     """A clean close leaves no marker behind: the database is at rest (schema 2)."""
     s = Store(str(tmp_path / "db"))
     load_tree(s)
@@ -299,7 +280,7 @@ def test_close_settles_a_deferred_move(tmp_path, defer_all):
         s.close()
 
 
-def test_aborted_transaction_forgets_its_deferred_move(store, defer_all):
+def test_aborted_transaction_forgets_its_deferred_move(store):
     """A move deferred in a transaction that aborts leaves nothing deferred."""
     load_tree(store)
     with pytest.raises(RuntimeError), store.transaction():
