@@ -56,11 +56,7 @@ from protocol.records import Record
 
 __all__ = ["DIR", "FILE", "LINK", "Entry", "Store", "StoreError", "kind_of", "path_key"]
 
-SCHEMA_VERSION = 3  # 2: the unreadable flag on directories (version 1 never sets it)
-#: 3 is stored only while ``meta/moving`` is: a mirrord that cannot read the
-#: marker refuses the database then, instead of serving a snapshot it does not
-#: know is behind its log. Otherwise 2, which such a mirrord still opens.
-_AT_REST = 2
+SCHEMA_VERSION = 2  # 2: the unreadable flag on directories (version 1 never sets it)
 _SERIAL = struct.Struct(">Q")
 _KEYLEN = struct.Struct(">I")
 _ENV_FLAGS = db.DB_CREATE | db.DB_INIT_TXN | db.DB_INIT_LOG | db.DB_INIT_MPOOL
@@ -143,14 +139,14 @@ class Store(SnapshotReads):
                 f"than this mirrord ({SCHEMA_VERSION}): upgrade mirrord"
             )
         fresh = self._meta.get(b"session") is None
-        if not fresh and (version is None or int(version) < _AT_REST):
+        if not fresh and (version is None or int(version) < SCHEMA_VERSION):
             # 1 -> 2: nothing to convert, a version 1 entry has the unreadable bit clear
-            self._meta.put(b"schema", b"%d" % _AT_REST)
+            self._meta.put(b"schema", b"%d" % SCHEMA_VERSION)
         self._loading = self._meta.get(b"loading") is not None  # a first load cut short
         self.created = fresh or self._loading  # (loaded again, not logged as changes)
         if fresh:
             txn = self._env.txn_begin()
-            self._meta.put(b"schema", b"%d" % _AT_REST, txn=txn)
+            self._meta.put(b"schema", b"%d" % SCHEMA_VERSION, txn=txn)
             self._meta.put(b"session", os.urandom(16).hex().encode("ascii"), txn=txn)
             self._meta.put(b"head", _SERIAL.pack(0), txn=txn)
             txn.commit()
@@ -293,7 +289,6 @@ class Store(SnapshotReads):
         self._deltree(dkey)
         self._rekey(skey, dkey)
         self._meta.delete(b"moving", txn=self._open_txn())
-        self._meta.put(b"schema", b"%d" % _AT_REST, txn=self._txn)
         self._moving = None
 
     def _point(self, key: bytes) -> bytes | None:
@@ -347,9 +342,7 @@ class Store(SnapshotReads):
             self._deltree(dkey)
             self._rekey(skey, dkey)
             return
-        txn = self._open_txn()
-        self._meta.put(b"moving", _KEYLEN.pack(len(skey)) + skey + dkey, txn=txn)
-        self._meta.put(b"schema", b"%d" % SCHEMA_VERSION, txn=txn)
+        self._meta.put(b"moving", _KEYLEN.pack(len(skey)) + skey + dkey, txn=self._open_txn())
         self._moving = (skey, dkey)
 
     def _rekey(self, skey: bytes, dkey: bytes) -> None:
@@ -411,11 +404,6 @@ class Store(SnapshotReads):
     def close(self) -> None:
         if self._env is None:
             return
-        if self._txn is None:
-            try:
-                self.settle()  # a clean stop leaves no marker (a reopen would settle it)
-            except db.DBError:
-                pass
         self._env.txn_checkpoint(0, 0)  # short recovery next time; lets old logs go
         for handle in (self._log, self._snap, self._meta):
             handle.close()

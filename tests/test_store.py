@@ -10,18 +10,7 @@ import textwrap
 
 import pytest
 
-from mirrord.store import (
-    DIR,
-    FILE,
-    LINK,
-    MIN_CACHE,
-    Entry,
-    Store,
-    StoreError,
-    cache_for,
-    db,
-    path_key,
-)
+from mirrord.store import DIR, FILE, LINK, MIN_CACHE, Entry, Store, StoreError, cache_for, path_key
 from mirrord.values import Drop, DropTree, MoveTree, Put
 from protocol.records import Action, Record
 
@@ -200,7 +189,6 @@ def test_move_is_deferred_and_reads_as_made(store):
     store.commit([], [Put(b"/a/b/c/d", entry(FILE, size=9))])
     store.commit([Record(Action.MOVE, b"/a/b", b"/a/b-x")], [MoveTree(b"/a/b", b"/a/b-x")])
     assert store.moving
-    assert store._meta.get(b"schema") == b"3"  # a mirrord without deferred moves refuses it
     assert store.get(b"/a/b-x/c/d").size == 9
     assert store.get(b"/a/b-x/y") is None  # what the destination held is replaced
     assert store.get(b"/a/b/c") is None and store.get(b"/a/b") is None
@@ -208,7 +196,7 @@ def test_move_is_deferred_and_reads_as_made(store):
     assert store.moving  # point writes need no rewrite
     assert store.get(b"/a/b-x/c/e").size == 3 and store.get(b"/a/b-x/c/d") is None
     store.settle()
-    assert not store.moving and store._meta.get(b"schema") == b"2"
+    assert not store.moving
     assert paths(store.iter_tree()) == [
         b"/a",
         b"/a/b-x",
@@ -258,26 +246,6 @@ def _combos(letters: bytes, n: int) -> list[tuple[bytes, ...]]:
     if n == 0:
         return [()]
     return [(bytes([c]),) + rest for c in letters for rest in _combos(letters, n - 1)]
-
-
-def test_close_settles_a_deferred_move(tmp_path):
-    """A clean close leaves no marker behind: the database is at rest (schema 2)."""
-    s = Store(str(tmp_path / "db"))
-    load_tree(s)
-    s.commit([], [MoveTree(b"/a/b", b"/a/z")])
-    assert s.moving
-    s.close()
-    meta = db.DB()  # the file as a mirrord without deferred moves would find it
-    meta.open(str(tmp_path / "db" / "meta"), dbtype=db.DB_BTREE, flags=db.DB_RDONLY)
-    try:
-        assert meta.get(b"moving") is None and meta.get(b"schema") == b"2"
-    finally:
-        meta.close()
-    s = Store(str(tmp_path / "db"))
-    try:
-        assert s.get(b"/a/z/c/d") is not None and s.get(b"/a/b") is None
-    finally:
-        s.close()
 
 
 def test_aborted_transaction_forgets_its_deferred_move(store):
@@ -414,7 +382,7 @@ def test_move_left_deferred_by_a_kill_is_made_by_the_reopen(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     s = Store(home)
     try:
-        assert s.head == 1 and not s.moving and s._meta.get(b"schema") == b"2"
+        assert s.head == 1 and not s.moving
         assert Record.decode(s.log_after(0)[0][1]).action is Action.MOVE
         moved = paths(s.iter_tree(limit=5000))
         assert moved[0] == b"/e" and len(moved) == 3001
