@@ -81,7 +81,6 @@ class Journal:
         self.log = log if log is not None else Logger()
         self._queue = TurnQueue()
         self._call: DelayedCall | None = None
-        self._settling: DelayedCall | None = None  # the rewrite of a deferred move
         self._waiters = Waiters()
         self.head_times = HeadTimes(store.head, reactor.seconds())  # for lag in seconds
         self._overflow: defer.Deferred[None] | None = None
@@ -198,9 +197,6 @@ class Journal:
             self._call.cancel()
             self._flush()
         self._stopped = True
-        if self._settling is not None and self._settling.active():
-            self._settling.cancel()  # the next open rewrites it
-        self._settling = None
         if self._call is not None and self._call.active():
             self._call.cancel()  # the rescans that flush queued: the next boot does them
         self._call = None
@@ -240,23 +236,11 @@ class Journal:
         self.commits += 1
         if self.store.head != before:
             self._wake()
-        if self.store.moving:  # its MOVE is sent first, in this reactor iteration
-            self._settling = self._settling or self.reactor.callLater(0, self._settle)
         for walk in walks:
             listing = isinstance(walk, ListingWalk)
             self.walker.walk([walk.path], ScanStats(), "", listing=listing, follow_up=True)
         for path in rescans:
             self.dirty(path, recursive=True)
-
-    def _settle(self) -> None:
-        """Rewrite the keys of the move the last turn deferred (``Store.settle``)."""
-        self._settling = None
-        if self._stopped:
-            return
-        try:
-            self.store.settle()
-        except Exception as e:  # still deferred: the next read or write of the tree settles it
-            self.log.error("rewriting the keys of a moved tree failed ({error!r})", error=e)
 
     def _redo(self, queue: Sequence[QueueItem], error: Exception) -> None:
         """A turn's commit failed: queue dirty again what it touched, so nothing is lost."""

@@ -22,17 +22,6 @@ is the key range that starts with ``key + NUL``) and ``wmlog`` (8-byte
 big-endian serial -> encoded record). The environment is opened with
 DB_RECOVER, so reopening after ``kill -9`` replays the log; an ``fcntl``
 lock on ``home/lock`` keeps a second process from running it under a live one.
-
-A sub-tree move rewrites every key below it (5,000 files: 10,000 B-tree
-writes and 3 MB of BDB log, some 40 ms), so a MOVE whose source and
-destination ranges are disjoint is *deferred*: its transaction writes only
-the marker ``meta/moving`` (the two keys), and the rewrite (``settle``) runs
-later in a transaction of its own that also deletes the marker, so the MOVE
-record can be served first. Until then the store answers as if the move had
-been made: a point read or write at or below the destination goes to the
-same name below the source, one below the source finds nothing there, and
-a range read, a tree op or a second move settles the first. A reopen after
-a crash settles a marker it finds before anything else reads the snapshot.
 """
 
 from __future__ import annotations
@@ -58,7 +47,6 @@ __all__ = ["DIR", "FILE", "LINK", "Entry", "Store", "StoreError", "kind_of", "pa
 
 SCHEMA_VERSION = 2  # 2: the unreadable flag on directories (version 1 never sets it)
 _SERIAL = struct.Struct(">Q")
-_KEYLEN = struct.Struct(">I")
 _ENV_FLAGS = db.DB_CREATE | db.DB_INIT_TXN | db.DB_INIT_LOG | db.DB_INIT_MPOOL
 _ENV_FLAGS |= db.DB_RECOVER
 
@@ -117,10 +105,6 @@ class Store(SnapshotReads):
         self._log = self._open("wmlog")
         self._commits = 0
         self._txn_head = self._txn_oldest = 0  # the open transaction's head and oldest
-        # a deferred sub-tree move (source key, destination key), and its value
-        # when the open transaction began (an abort puts that back)
-        self._moving: tuple[bytes, bytes] | None = None
-        self._moving_before: tuple[bytes, bytes] | None = None
         self._setup()
 
     def _open(self, name: str) -> Table:
@@ -159,17 +143,6 @@ class Store(SnapshotReads):
         finally:
             cursor.close()
         self.oldest: int = _SERIAL.unpack(first[0])[0] if first else self.head + 1
-        moving = self._meta.get(b"moving")
-        if moving is not None:  # a deferred move its process did not live to settle
-            n = _KEYLEN.unpack_from(moving)[0]
-            self._moving = (moving[4 : 4 + n], moving[4 + n :])
-            self._begin()
-            try:
-                self._settle()
-                self._finish(sync=True)
-            except BaseException:
-                self._abort()
-                raise
 
     # -- writing: one transaction at a time, on the reactor thread ---------------
     def transaction(self, *, sync: bool = True) -> AbstractContextManager[None]:
@@ -237,91 +210,21 @@ class Store(SnapshotReads):
         for op in ops:
             match op:
                 case Put(path, entry):
-                    key = self._point(path_key(path))
-                    if key is None:  # a new entry where a deferred move took one away
-                        self._settle()
-                        key = path_key(path)
-                    snap.put(key, entry.pack(), txn=txn)
+                    snap.put(path_key(path), entry.pack(), txn=txn)
                 case Drop(path):
-                    key = self._point(path_key(path))
-                    if key is None:
-                        continue  # below a deferred move's source: nothing is there
                     try:
-                        snap.delete(key, txn=txn)
+                        snap.delete(path_key(path), txn=txn)
                     except db.DBNotFoundError:
                         pass
                 case DropTree(path):
-                    self._settle()
                     self._deltree(path_key(path))
                 case MoveTree(src, dst):
-                    self._settle()
-                    self._move_later(src, dst)
+                    self._move(src, dst)
                 case _:
                     raise TypeError(f"not a snapshot op: {op!r}")
 
-    # -- the deferred move ---------------------------------------------------------
-    @property
-    def moving(self) -> bool:
-        """A sub-tree move is deferred: ``settle`` would rewrite its keys."""
-        return self._moving is not None
-
-    def settle(self) -> None:
-        """Rewrite the keys of a deferred move now, in the open transaction or in
-        one of its own (not synced: a crash before a later sync leaves the marker,
-        and the reopen settles it)."""
-        if self._moving is None:
-            return
-        if self._txn is not None:
-            self._settle()
-            return
-        self._begin()
-        try:
-            self._settle()
-            self._finish(sync=False)
-        except BaseException:
-            self._abort()
-            raise
-
-    def _settle(self) -> None:
-        if self._moving is None:
-            return
-        skey, dkey = self._moving
-        self._deltree(dkey)
-        self._rekey(skey, dkey)
-        self._meta.delete(b"moving", txn=self._open_txn())
-        self._moving = None
-
-    def _point(self, key: bytes) -> bytes | None:
-        """Where the entry at ``key`` is stored while a move is deferred (None: nowhere)."""
-        if self._moving is None:
-            return key
-        skey, dkey = self._moving
-        if key == dkey or key.startswith(dkey + b"\0"):
-            return skey + key[len(dkey) :]
-        if key == skey or key.startswith(skey + b"\0"):
-            return None
-        return key
-
-    def get(self, path: bytes) -> Entry | None:
-        key = self._point(path_key(path))
-        if key is None:
-            return None
-        data = self._snap.get(key, txn=self._txn)
-        return None if data is None else Entry.unpack(data)
-
-    def _range(
-        self,
-        start: bytes,
-        inclusive: bool,
-        within: bytes | None,
-        limit: int,
-        skip_children: bool = False,
-    ) -> list[tuple[bytes, bytes]]:
-        self.settle()  # range reads see the keys as they are stored
-        return super()._range(start, inclusive, within, limit, skip_children)
-
     def _subtree(self, key: bytes, limit: int) -> list[tuple[bytes, bytes]]:
-        return SnapshotReads._range(self, key, True, key, limit)
+        return self._range(key, True, key, limit)
 
     def _deltree(self, key: bytes) -> None:
         while rows := self._subtree(key, CHUNK):
@@ -330,22 +233,13 @@ class Store(SnapshotReads):
             if len(rows) < CHUNK:
                 return
 
-    def _move_later(self, src: bytes, dst: bytes) -> None:
-        """Move ``src``'s sub-tree to ``dst``, replacing what is there: deferred
-        (see the module's doc) unless one range holds the other."""
+    def _move(self, src: bytes, dst: bytes) -> None:
         skey, dkey = path_key(src), path_key(dst)
         if skey == dkey:
             return
         if dkey.startswith(skey + b"\0"):
             raise ValueError(f"cannot move {src!r} into itself")
-        if not skey or not dkey or skey.startswith(dkey + b"\0"):
-            self._deltree(dkey)
-            self._rekey(skey, dkey)
-            return
-        self._meta.put(b"moving", _KEYLEN.pack(len(skey)) + skey + dkey, txn=self._open_txn())
-        self._moving = (skey, dkey)
-
-    def _rekey(self, skey: bytes, dkey: bytes) -> None:
+        self._deltree(dkey)
         while rows := self._subtree(skey, CHUNK):
             for k, v in rows:
                 self._snap.delete(k, txn=self._txn)
@@ -358,7 +252,6 @@ class Store(SnapshotReads):
             raise RuntimeError("a store transaction is already open")
         self._txn = self._env.txn_begin()
         self._txn_head, self._txn_oldest = self.head, self.oldest
-        self._moving_before = self._moving
 
     def _open_txn(self) -> Txn:
         if self._txn is None:
@@ -368,7 +261,6 @@ class Store(SnapshotReads):
     def _abort(self) -> None:
         txn, self._txn = self._txn, None
         if txn is not None:
-            self._moving = self._moving_before
             txn.abort()
 
     def _finish(self, sync: bool) -> None:
@@ -377,11 +269,7 @@ class Store(SnapshotReads):
         if head != self.head:
             self._meta.put(b"head", _SERIAL.pack(head), txn=self._txn)
         txn, self._txn = self._open_txn(), None  # a commit that fails has ended it too
-        try:
-            txn.commit(0 if sync else db.DB_TXN_NOSYNC)
-        except BaseException:
-            self._moving = self._moving_before
-            raise
+        txn.commit(0 if sync else db.DB_TXN_NOSYNC)
         self.head = head
         self.oldest = self._txn_oldest if self._txn_oldest <= head else head + 1
         self._commits += 1

@@ -203,29 +203,6 @@ def test_move_of_known_path_is_a_move(s):
     assert s.store.get(f) is None and s.store.get(g).size == 7
 
 
-def test_directory_move_is_woken_before_its_keys_are_rewritten(s):
-    """A directory's MOVE is committed and woken in its turn; the rewrite of
-    the keys below it waits for the next reactor turn (after the send)."""
-    os.mkdir(s.root + b"/d")
-    for n in range(30):
-        s.write(b"d/f%02d" % n)
-    s.booted()
-    src, dst = s.root + b"/d", s.root + b"/e"
-    os.rename(src, dst)
-    seen: list[object] = []
-
-    def on_wake(head: int) -> None:  # what a client's NEXT would be answered from
-        seen.append((s.records(), s.store.moving))
-        seen.append((s.store.get(dst + b"/f07") is not None, s.store.get(src + b"/f07")))
-
-    s.journal.wait_after(s.store.head).addCallback(on_wake)
-    s.journal.moved(src, dst)
-    s.pump()
-    assert seen == [([(Action.MOVE, src, dst)], True), (True, None)]
-    assert not s.store.moving
-    assert [p for p, _ in s.store.iter_tree(root=dst)][:2] == [dst, dst + b"/f00"]
-
-
 def test_move_of_unknown_path_fetches_destination(s):
     """A rename from outside the tree (not in the snapshot) becomes a write of the destination."""
     s.booted()

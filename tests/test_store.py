@@ -182,83 +182,6 @@ def test_big_move_in_one_commit(store):
     assert len(list(store.walk(b"/moved"))) == len(ops)
 
 
-def test_move_is_deferred_and_reads_as_made(store):
-    """A MOVE's commit leaves the rewrite of its keys for later; reads and
-    writes meanwhile see the moved tree, and settle makes it real."""
-    load_tree(store)
-    store.commit([], [Put(b"/a/b/c/d", entry(FILE, size=9))])
-    store.commit([Record(Action.MOVE, b"/a/b", b"/a/b-x")], [MoveTree(b"/a/b", b"/a/b-x")])
-    assert store.moving
-    assert store.get(b"/a/b-x/c/d").size == 9
-    assert store.get(b"/a/b-x/y") is None  # what the destination held is replaced
-    assert store.get(b"/a/b/c") is None and store.get(b"/a/b") is None
-    store.commit([], [Put(b"/a/b-x/c/e", entry(size=3)), Drop(b"/a/b-x/c/d"), Drop(b"/a/b/c")])
-    assert store.moving  # point writes need no rewrite
-    assert store.get(b"/a/b-x/c/e").size == 3 and store.get(b"/a/b-x/c/d") is None
-    store.settle()
-    assert not store.moving
-    assert paths(store.iter_tree()) == [
-        b"/a",
-        b"/a/b-x",
-        b"/a/b-x/c",
-        b"/a/b-x/c/e",
-        b"/a/b.",
-        b"/a/c",
-    ]
-
-
-def test_deferred_moves_answer_like_moves_made_at_once(tmp_path):
-    """Seeded random op sequences give the same reads and the same tree whether
-    each move is settled at once or left deferred."""
-    import random
-
-    rng = random.Random(7)
-    names = [b"/" + b"/".join(p) for n in (1, 2, 3) for p in _combos(b"ab", n)]
-    lazy, eager = Store(str(tmp_path / "lazy")), Store(str(tmp_path / "eager"))
-    try:
-        for step in range(600):
-            roll = rng.random()
-            if roll < 0.45:
-                op = Put(rng.choice(names), entry(size=step))
-            elif roll < 0.65:
-                op = Drop(rng.choice(names))
-            elif roll < 0.72:
-                op = DropTree(rng.choice(names))
-            else:
-                src, dst = rng.choice(names), rng.choice(names)
-                if dst.startswith(src + b"/"):
-                    continue
-                op = MoveTree(src, dst)
-            for s in (lazy, eager):
-                s.commit([], [op])
-            eager.settle()
-            probe = rng.choice(names)
-            assert lazy.get(probe) == eager.get(probe), (step, op, probe)
-            if step % 50 == 0:
-                assert lazy.iter_tree(limit=100) == eager.iter_tree(limit=100), (step, op)
-        assert lazy.iter_tree(limit=100) == eager.iter_tree(limit=100)
-    finally:
-        lazy.close()
-        eager.close()
-
-
-def _combos(letters: bytes, n: int) -> list[tuple[bytes, ...]]:
-    if n == 0:
-        return [()]
-    return [(bytes([c]),) + rest for c in letters for rest in _combos(letters, n - 1)]
-
-
-def test_aborted_transaction_forgets_its_deferred_move(store):
-    """A move deferred in a transaction that aborts leaves nothing deferred."""
-    load_tree(store)
-    with pytest.raises(RuntimeError), store.transaction():
-        store.apply([MoveTree(b"/a/b", b"/a/z")])
-        assert store.moving and store.get(b"/a/z/c") is not None
-        raise RuntimeError("abort")
-    assert not store.moving
-    assert paths(store.iter_tree()) == TREE
-
-
 def test_iter_tree_chunks_resume_and_root(store):
     """iter_tree pages in DFS order, resumes after a key, and stays inside root."""
     load_tree(store)
@@ -354,39 +277,6 @@ def test_kill_9_keeps_every_committed_record(tmp_path):
         assert [n for n, _ in log] == list(range(1, s.head + 1))
         assert Record.decode(log[last - 1][1]) == Record(Action.FWRITE, b"/f%d" % last)
         assert s.get(b"/f%d" % last).size == last
-    finally:
-        s.close()
-
-
-MOVER = textwrap.dedent("""
-    import os, signal, sys
-    sys.path.insert(0, sys.argv[2])
-    from mirrord.store import Store, Entry
-    from mirrord.values import MoveTree, Put
-    from protocol.records import Record, Action
-    s = Store(sys.argv[1])
-    e = Entry(b"f", 0o644, 0, 0, 1, 1, 1)
-    s.load([Put(b"/d", Entry(b"d", 0o755, 0, 0, 0, 1, 1))]
-           + [Put(b"/d/f%04d" % i, e) for i in range(3000)] + [Put(b"/e", e)])
-    s.commit([Record(Action.MOVE, b"/d", target=b"/e")], [MoveTree(b"/d", b"/e")])
-    assert s.moving
-    os.kill(os.getpid(), signal.SIGKILL)
-""")
-
-
-def test_move_left_deferred_by_a_kill_is_made_by_the_reopen(tmp_path):
-    """SIGKILL after a MOVE's commit, before its keys were rewritten: the
-    reopened store holds the moved tree, as the logged MOVE says."""
-    home = str(tmp_path / "db")
-    proc = subprocess.run([sys.executable, "-c", MOVER, home, ROOT], check=False)
-    assert proc.returncode == -signal.SIGKILL
-    s = Store(home)
-    try:
-        assert s.head == 1 and not s.moving
-        assert Record.decode(s.log_after(0)[0][1]).action is Action.MOVE
-        moved = paths(s.iter_tree(limit=5000))
-        assert moved[0] == b"/e" and len(moved) == 3001
-        assert s.get(b"/d") is None and s.get(b"/e/f2999") is not None
     finally:
         s.close()
 
