@@ -228,7 +228,9 @@ class Applier:
             assert record.target is not None
             meta, src_pending, src_owed = self._follow_move(path, record.target, record.meta)
             if not src_pending:  # fetched again: cheap, and right whatever the first run did
-                self._pending.add(record.target, meta, guessed=not src_owed)
+                st = _lstat(self.confine(record.target))  # the first run moved it here
+                moved_dir = st is not None and stat.S_ISDIR(st.st_mode)
+                self._pending.add(record.target, meta, guessed=not src_owed or moved_dir)
         elif action is Action.ATTRIB:
             self._pending.merge(path, record.meta)
             if path in owed:
@@ -263,7 +265,10 @@ class Applier:
         src_st = _lstat(src_local)
         self._echo(f"MOVE '{show(src)}' -> '{show(dst)}'")
         if src_owed and not src_pending:
-            self._pending.add(dst, meta)  # what the mirror has under src is not what moved
+            # What the mirror has under src is not what moved.  A directory here is
+            # never removed for that debt: the fetch is a guess (see _fetch_pending).
+            moved_dir = src_st is not None and stat.S_ISDIR(src_st.st_mode)
+            self._pending.add(dst, meta, guessed=moved_dir)
         if src_st is None:
             if not src_pending and not src_owed:
                 self._pending.add(dst, meta, guessed=True)  # nothing to move here: fetch the result
@@ -361,7 +366,10 @@ class Applier:
                 self.stats.bytes += st.st_size
                 self._echo(f"WRITE FILE '{path}'")
                 continue
-            self.owed.add(item.remote, meta)  # a later MOVE fetches it under its new name
+            if not (outcome is Outcome.VANISHED and item in guesses):
+                # A later MOVE fetches it under its new name.  A guess that vanished
+                # is no debt: nothing said a file was there (a directory, maybe).
+                self.owed.add(item.remote, meta)
             if outcome is Outcome.VANISHED:
                 self.log.info("{path}: vanished on worker before its fetch ({reason})",
                               path=path, reason=reason)  # fmt: skip

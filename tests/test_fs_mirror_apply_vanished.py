@@ -15,7 +15,7 @@ import stat
 import pytest
 
 from fs_mirror.owed import Owed
-from protocol.records import Action
+from protocol.records import Action, Meta
 from tests.test_apply import R, make, put, read, run
 
 
@@ -154,3 +154,35 @@ def test_a_later_file_fetched_under_the_name_is_not_carried_by_a_move(dirs):
     run(applier, [R(Action.FWRITE, b"/a", size=1)])
     assert read(mirror, b"/b") == b"X, the first content" and read(mirror, b"/a") == b"Y"
     assert len(applier.owed) == 0
+
+
+def test_a_guessed_fetch_that_vanished_is_owed_nothing(dirs):
+    """MOVE from a source the mirror lacks, its destination gone too: no debt is kept
+    (it might be a directory, and a debt would later fetch over one)."""
+    applier, _ = make(dirs)
+    run(applier, [R(Action.MOVE, b"/never-seen", b"/gone-too")])
+    assert b"/gone-too" not in applier.owed and not applier.owed.resync
+
+
+def test_a_debt_moved_with_a_directory_never_removes_the_directory(dirs):
+    """An owed path that is a directory here, moved: the directory and its files stay."""
+    worker, mirror = dirs
+    applier, _ = make(dirs)
+    put(mirror, b"/d48/keep", b"kept")
+    put(worker, b"/f3222/keep", b"kept")
+    applier.owed.add(b"/d48", Meta())
+    run(applier, [R(Action.MOVE, b"/d48", b"/f3222")])
+    assert read(mirror, b"/f3222/keep") == b"kept"
+
+
+def test_a_replayed_move_of_an_owed_directory_keeps_it(dirs):
+    """The same when the MOVE is a replay (a killed run already made it)."""
+    worker, mirror = dirs
+    applier, _ = make(dirs)
+    put(mirror, b"/f3222/keep", b"kept")
+    put(worker, b"/f3222/keep", b"kept")
+    applier.owed.add(b"/d48", Meta())
+    results: list = []
+    applier.apply_batch([R(Action.MOVE, b"/d48", b"/f3222")], replayed=1).addBoth(results.append)
+    assert results and not hasattr(results[0], "raiseException")
+    assert read(mirror, b"/f3222/keep") == b"kept"
